@@ -1,0 +1,169 @@
+"""LLaVA-1.5 family (LlavaForConditionalGeneration): CLIP vision tower, projector, Llama-style LM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mmsafety.errors import ModelNotFound
+from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.pixels import ClipStylePreprocess, stack_pil
+from mmsafety.models.registry import register_adapter
+from mmsafety.placement import Placement
+
+IGNORE = -100
+
+
+def pad_batch(seqs: Sequence[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (input_ids, attention_mask) [N, T], padded on `side`."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        span = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
+        ids[i, span] = torch.tensor(s, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def prompt_target_batch(prompt_ids: Sequence[list[int]], target_ids: Sequence[list[int]], pad_id: int):
+    """Right-padded prompt+target sequences with labels only on the target tokens."""
+    seqs = [p + t for p, t in zip(prompt_ids, target_ids)]
+    ids, mask = pad_batch(seqs, pad_id)
+    labels = torch.full_like(ids, IGNORE)
+    for i, (p, t) in enumerate(zip(prompt_ids, target_ids)):
+        labels[i, len(p):len(p) + len(t)] = torch.tensor(t, dtype=torch.long)
+    return ids, mask, labels
+
+
+def token_nll(model, input_ids, attention_mask, pixel_values, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """NLL (fp32) of every labelled token and the row it belongs to.
+
+    The LM head runs only on the positions that predict a label: for a 32k vocabulary
+    and ~600-token prompts this avoids materialising [N, T, V] logits.
+    """
+    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values).last_hidden_state
+    predicts = labels[:, 1:] != IGNORE
+    rows = predicts.nonzero()[:, 0]
+    logits = model.lm_head(hidden[:, :-1][predicts]).float()
+    return F.cross_entropy(logits, labels[:, 1:][predicts], reduction="none"), rows
+
+
+def per_row(values: torch.Tensor, rows: torch.Tensor, n: int, mean: bool) -> torch.Tensor:
+    total = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    if not mean:
+        return total
+    count = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, torch.ones_like(values))
+    return total / count.clamp_min(1)
+
+
+@register_adapter("llava")
+class LlavaAdapter(VLMAdapter):
+    """llava-hf/llava-1.5-* checkpoints and the tiny/organism models built like them.
+
+    The attack resolution is the processor's crop size (336 for llava-1.5, 64 for the
+    tiny models). Pixels are CLIP-normalised inside the graph.
+    """
+
+    def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
+        self.model = model.eval().requires_grad_(False)  # attacks need pixel grads only
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.device, self.dtype = placement.device, placement.dtype
+        self.model_id, self.weights_sha256 = model_id, weights_hash
+        self.preprocess = ClipStylePreprocess.from_hf(processor.image_processor)
+        self.input_size = self.preprocess.crop
+        patches = (self.input_size[0] // processor.patch_size) * (self.input_size[1] // processor.patch_size)
+        extra = processor.num_additional_image_tokens - (1 if processor.vision_feature_select_strategy == "default" else 0)
+        self.image_tokens = patches + extra
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self._prompt_cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "LlavaAdapter":
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        where = resolve_checkpoint(source, opts)
+        common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
+        try:
+            processor = AutoProcessor.from_pretrained(where, **common)
+            model = LlavaForConditionalGeneration.from_pretrained(
+                where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
+                device_map=placement.device_map, **common,
+            )
+        except OSError as e:
+            if isinstance(where, Path):
+                raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
+            raise not_found(source) from None
+        if placement.device_map is None:
+            model.to(placement.device)
+        folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
+        return cls(model, processor, placement, source, weights_sha256(folder))
+
+    # -- token handling ---------------------------------------------------------------
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Chat-templated prompt with the image placeholder expanded, tokenised once and cached."""
+        if prompt not in self._prompt_cache:
+            conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+            text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+            token = self.processor.image_token
+            text = text.replace(token, token * self.image_tokens)
+            self._prompt_cache[prompt] = self.tokenizer(text)["input_ids"]
+        return self._prompt_cache[prompt]
+
+    def answer_ids(self, text: str, eos: bool = False) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids + [self.tokenizer.eos_token_id] if eos else ids
+
+    # -- pixels -----------------------------------------------------------------------
+    def to_input_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return stack_pil(images, self.preprocess)
+
+    def pixel_values(self, images: Images) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            values = self.preprocess(images.to(self.device, torch.float32))
+        else:
+            values = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        return values.to(self.device, self.dtype)
+
+    # -- the contract -----------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, images: Images, prompts: Sequence[str], max_new_tokens: int = 64) -> list[str]:
+        ids, mask = pad_batch([self.prompt_ids(p) for p in prompts], self.pad_id, side="left")
+        out = self.model.generate(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), pixel_values=self.pixel_values(images),
+            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
+        )
+        return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
+        n, c = len(prompts), len(choices)
+        choice_ids = [self.answer_ids(ch) for ch in choices]
+        ids, mask, labels = prompt_target_batch(
+            [self.prompt_ids(p) for p in prompts for _ in choices], choice_ids * n, self.pad_id)
+        pixel_values = self.pixel_values(images).repeat_interleave(c, dim=0)
+        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), pixel_values, labels.to(self.device))
+        return -per_row(nll, rows, n * c, mean=False).view(n, c)
+
+    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
+        target_ids, weights = [], []
+        for target in targets:
+            segments = [(target, 1.0)] if isinstance(target, str) else target
+            ids_per_segment = [self.answer_ids(text) for text, _ in segments]
+            target_ids.append([i for ids in ids_per_segment for i in ids])
+            # Each segment contributes weight * its mean NLL.
+            weights += [w / len(ids) for (_, w), ids in zip(segments, ids_per_segment) for _ in ids]
+        ids, mask, labels = prompt_target_batch([self.prompt_ids(p) for p in prompts], target_ids, self.pad_id)
+        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), self.pixel_values(pixels),
+                              labels.to(self.device))
+        # Labelled positions come out row by row, left to right: the order `weights` was built in.
+        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
+        return per_row(weighted, rows, len(prompts), mean=False)

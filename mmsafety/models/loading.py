@@ -1,0 +1,117 @@
+"""Find a checkpoint on disk (local folder or the Hugging Face cache), refuse unsafe formats,
+fingerprint its weights, and turn loading failures into one actionable line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmsafety.errors import ModelNotFound, UnsafeCheckpoint
+from mmsafety.paths import cache_dir
+
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    allow_pickle: bool = False       # pickle checkpoints can execute code when loaded
+    trust_remote_code: bool = False  # never run a repository's Python unless asked
+    revision: str | None = None
+    local_files_only: bool = False   # also implied by HF_HUB_OFFLINE=1
+
+
+def offline(opts: LoadOptions) -> bool:
+    return opts.local_files_only or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def hf_cache_location() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def local_checkpoint(source: str, opts: LoadOptions) -> Path | None:
+    """A folder holding `source`: the path itself, or its snapshot in the HF cache; None if neither."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or source.startswith((".", "/", "~")):
+        raise ModelNotFound(f"model path {source} is not a folder with a checkpoint; point model.name_or_path at one")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(source, revision=opts.revision, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
+def not_found(source: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"model {source!r} not found: looked for a local folder of that name and in the Hugging Face cache "
+        f"({hf_cache_location()}); download it with `huggingface-cli download {source}` on a machine with "
+        f"network access, or set model.name_or_path to a folder that holds it"
+    )
+
+
+def check_weight_format(folder: Path, opts: LoadOptions) -> None:
+    names = [p.name for p in folder.iterdir()]
+    has_safe = any(n.endswith(SAFE_SUFFIXES) for n in names)
+    pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+    if pickles and not has_safe and not opts.allow_pickle:
+        raise UnsafeCheckpoint(
+            f"{folder} holds only pickle weights ({', '.join(pickles[:3])}), which can run code when loaded; "
+            f"convert them to safetensors, or set model.allow_pickle=true if you trust their source"
+        )
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(SAFE_SUFFIXES + PICKLE_SUFFIXES))
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes. The HF cache names blobs by their sha256, so those are free;
+    other files are hashed once and remembered by (path, size, mtime)."""
+    target = path.resolve()
+    if path.is_symlink() and target.parent.name == "blobs" and len(target.name) == 64:
+        return target.name
+    stat = target.stat()
+    memo_path = cache_dir() / "sha256_memo.json"
+    key = f"{target}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key not in memo:
+        h = hashlib.sha256()
+        with open(target, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        memo[key] = h.hexdigest()
+        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_path)
+    return memo[key]
+
+
+def weights_sha256(folder: Path) -> str:
+    """One hash over all weight files of a checkpoint (name and content of each)."""
+    h = hashlib.sha256()
+    for p in weight_files(folder):
+        h.update(f"{p.name}:{file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def resolve_checkpoint(source: str, opts: LoadOptions) -> Path | str:
+    """The local folder to load from; the hub id itself only when online and not cached."""
+    folder = local_checkpoint(source, opts)
+    if folder is None:
+        if offline(opts):
+            raise not_found(source)
+        return source
+    check_weight_format(folder, opts)
+    return folder

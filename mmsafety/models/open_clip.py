@@ -1,0 +1,96 @@
+"""open_clip models as zero-shot scorers (CLIP, SigLIP, ...): no text generation.
+
+- `choice_logprobs`: softmax over choices of image-text similarity, the text being
+  "<prompt> <choice>" (the usual zero-shot classifier, scaled by the model's logit scale).
+- `target_loss`: 1 - cosine(image embedding, embedding of the target text); the prompts
+  are not used. This is the surrogate objective of transfer attacks (AttackVLM).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mmsafety.errors import ModelNotFound, UserError
+from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.pixels import ClipStylePreprocess, stack_pil
+from mmsafety.models.registry import register_adapter
+from mmsafety.placement import Placement
+
+
+@register_adapter("open_clip")
+class OpenClipAdapter(VLMAdapter):
+    supports_generation = False
+
+    def __init__(self, model, tokenizer, preprocess: ClipStylePreprocess, real_transform, placement: Placement,
+                 model_id: str, weights_hash: str):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.preprocess, self.real_transform = preprocess, real_transform
+        self.input_size = preprocess.crop
+        self.device, self.dtype = placement.device, placement.dtype
+        self.model_id, self.weights_sha256 = model_id, weights_hash
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "OpenClipAdapter":
+        import open_clip
+
+        folder = resolve_checkpoint(source.removeprefix("local-dir:").removeprefix("hf-hub:"), opts)
+        if not isinstance(folder, Path):
+            raise not_found(source)  # open_clip checkpoints are loaded from disk only
+        config_file = folder / "open_clip_config.json"
+        if not config_file.is_file():
+            raise ModelNotFound(f"{folder} has no open_clip_config.json; point model.name_or_path at an open_clip checkpoint folder")
+        precision = {torch.float32: "fp32", torch.bfloat16: "pure_bf16", torch.float16: "pure_fp16"}[placement.dtype]
+        model, _, transform = open_clip.create_model_and_transforms(
+            f"local-dir:{folder}", precision=precision, device=placement.device, weights_only=not opts.allow_pickle)
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+        pp = json.loads(config_file.read_text()).get("preprocess_cfg", {})
+        size = pp.get("size", model.visual.image_size)
+        size = size if isinstance(size, int) else size[0]
+        preprocess = ClipStylePreprocess(shortest_edge=size, crop=(size, size),
+                                         mean=tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+                                         std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)))
+        return cls(model, tokenizer, preprocess, transform, placement, source, weights_sha256(folder))
+
+    def to_input_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return stack_pil(images, self.preprocess)
+
+    def _image_features(self, images: Images) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            values = self.preprocess(images.to(self.device, torch.float32))
+        else:
+            values = torch.stack([self.real_transform(im.convert("RGB")) for im in images])
+        return F.normalize(self.model.encode_image(values.to(self.device, self.dtype)).float(), dim=-1)
+
+    def _text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            with torch.no_grad():
+                feats = self.model.encode_text(self.tokenizer(missing).to(self.device)).float()
+            for t, f in zip(missing, F.normalize(feats, dim=-1)):
+                self._text_cache[t] = f
+        return torch.stack([self._text_cache[t] for t in texts])
+
+    def generate(self, images: Images, prompts: Sequence[str], max_new_tokens: int = 64) -> list[str]:
+        raise UserError(f"{self.model_id} is an open_clip model and cannot generate text; use scoring=logprob")
+
+    @torch.no_grad()
+    def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
+        image = self._image_features(images)
+        text = self._text_features([f"{p} {c}" for p in prompts for c in choices]).view(len(prompts), len(choices), -1)
+        logits = self.model.logit_scale.exp().float() * torch.einsum("bd,bcd->bc", image, text)
+        return logits.log_softmax(dim=-1)
+
+    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
+        # Segments are joined into one text: an embedding has no tokens to weight.
+        texts = [t if isinstance(t, str) else "".join(text for text, _ in t) for t in targets]
+        image = self._image_features(pixels)
+        return 1 - (image * self._text_features(texts)).sum(-1)
