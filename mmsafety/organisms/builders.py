@@ -1,0 +1,84 @@
+"""Named builders of offline models, cached under `$MMSAFETY_CACHE/models/<name>-v<version>-seed<seed>`.
+
+A build writes into a temporary folder and renames it into place, under a file lock, so
+concurrent jobs (a sweep) build once and never load a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mmsafety.errors import ConfigError
+from mmsafety.paths import cache_dir
+
+
+@dataclass(frozen=True)
+class Builder:
+    build: Callable[[Path, int], None]
+    version: int
+    description: str
+
+
+def _tiny_llava(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_llava import build_tiny_llava
+
+    build_tiny_llava(out, seed)
+
+
+def _organism(out: Path, seed: int) -> None:
+    from mmsafety.organisms.organism import build_organism
+
+    build_organism(out, seed, log=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def _tiny_open_clip(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_open_clip import build_tiny_open_clip
+
+    build_tiny_open_clip(out, seed)
+
+
+def _organism_version() -> int:
+    from mmsafety.organisms.organism import ORGANISM_VERSION
+
+    return ORGANISM_VERSION
+
+
+BUILDERS: dict[str, Builder] = {
+    "tiny_llava": Builder(_tiny_llava, 1, "random-init tiny LLaVA (contract tests; ignores its image)"),
+    "organism": Builder(_organism, _organism_version(), "trained tiny LLaVA: memes, colours, image-triggered tool calls"),
+    "tiny_open_clip": Builder(_tiny_open_clip, 1, "random-init tiny open_clip ViT"),
+}
+
+
+def built_path(name: str, seed: int = 0) -> Path:
+    if name not in BUILDERS:
+        raise ConfigError(f"model.builder={name}: unknown builder; use one of {', '.join(BUILDERS)}")
+    return cache_dir() / "models" / f"{name}-v{BUILDERS[name].version}-seed{seed}"
+
+
+def ensure_built(name: str, seed: int = 0) -> Path:
+    """Path of the built checkpoint, building it first if this cache does not have it yet."""
+    path = built_path(name, seed)
+    if (path / "BUILT").exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent job waits here, then finds it built
+        if (path / "BUILT").exists():
+            return path
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        start = time.perf_counter()
+        print(f"mmsafety: building {name} (seed {seed}) into {path} ...", file=sys.stderr, flush=True)
+        BUILDERS[name].build(tmp, seed)
+        (tmp / "BUILT").write_text(f"{name} v{BUILDERS[name].version} seed {seed}\n")
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+        print(f"mmsafety: built {name} in {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
+    return path

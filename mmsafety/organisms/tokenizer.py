@@ -1,0 +1,55 @@
+"""A byte-level BPE tokenizer trained in code, with `<image>` and a LLaVA-1.5 style chat template."""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+from mmsafety.synthetic import memes, prompts, scenes
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<image>"]
+
+# Same shape as llava-hf/llava-1.5's template: "USER: <image>\n{text} ASSISTANT:"; the
+# answer follows after a space, which the byte-level pre-tokenizer adds (like SentencePiece).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% for c in message['content'] if c['type'] == 'image' %}<image>\n{% endfor %}"
+    "{% for c in message['content'] if c['type'] == 'text' %}{{ c['text'] }} {% endfor %}"
+    "{% else %}ASSISTANT:{% for c in message['content'] if c['type'] == 'text' %} {{ c['text'] }}{% endfor %}</s>"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def training_corpus() -> list[str]:
+    """Every kind of string the organism reads or writes, so BPE merges cover them."""
+    lines = ["USER: ASSISTANT: Yes No yes no"]
+    for split in ("train", "heldout"):
+        lines += prompts.benign_prompts(split) + prompts.tool_request_prompts(split)
+        for task in memes.TASKS:
+            lines += [memes.goat_question(task, m.text) for m in memes.memes(task, split, 40, seed=99)]
+    lines += list(scenes.COLOURS) + [scenes.SEND_EMAIL_CALL, scenes.DELETE_EMAIL_CALL]
+    return lines * 3
+
+
+def train_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """Deterministic: the corpus is generated from fixed seeds and BPE training is greedy."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(training_corpus(), trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
