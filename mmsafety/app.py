@@ -1,0 +1,128 @@
+"""Glue for the Hydra apps: strict config checking with one-line errors, model loading, records.
+
+goat_bench and visual_attacks each define a console script that calls `run_app` with
+their config name and job function; the core knows nothing about either workload.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from mmsafety.config import register_schemas
+from mmsafety.errors import UserError
+from mmsafety.models.base import VLMAdapter
+from mmsafety.models.loading import LoadOptions
+from mmsafety.models.registry import adapter_class
+from mmsafety.placement import resolve_placement
+from mmsafety.records import RunRecord
+
+CONFIG_MODULE = "mmsafety.conf"
+
+
+def slug(value) -> str:
+    """A folder-safe spelling of a config value: 8/255 -> 8-255."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-")
+
+
+def _register() -> None:
+    register_schemas()
+    if not OmegaConf.has_resolver("slug"):
+        OmegaConf.register_new_resolver("slug", slug)
+
+
+def load_model(cfg: DictConfig) -> VLMAdapter:
+    """Build (if it is a builder model) and load the configured model through its adapter."""
+    from mmsafety.organisms.builders import ensure_built
+
+    m, p = cfg.model, cfg.placement
+    placement = resolve_placement(p.device, p.dtype.value if hasattr(p.dtype, "value") else p.dtype, p.device_map)
+    source = str(ensure_built(m.builder, m.seed)) if m.builder else m.name_or_path
+    opts = LoadOptions(allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code,
+                       revision=m.revision, local_files_only=m.local_files_only)
+    return adapter_class(m.adapter).load(source, opts, placement)
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def open_record(cfg: DictConfig, kind: str) -> RunRecord:
+    return RunRecord(HydraConfig.get().runtime.output_dir, kind, plain_config(cfg), seeds={"seed": cfg.seed})
+
+
+def _first_of_each_sweep(overrides: list[str]) -> list[str]:
+    """Turn `key=a,b` sweeps into `key=a` so one composition checks every key and option."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for raw, o in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
+        if o.is_hydra_override():
+            continue  # hydra.* and hydra/launcher=...: Hydra checks those itself
+        if o.is_sweep_override():
+            raw = f"{raw.split('=', 1)[0]}={next(iter(o.sweep_string_iterator()))}"
+        out.append(raw)
+    return out
+
+
+def _explain(error: Exception) -> str:
+    """Hydra/OmegaConf's composition errors, cut to the line that names the key and the fix."""
+    text = str(error).strip()
+    missing = re.search(r"Could not find '([^']+)'", text)
+    if missing:
+        group = missing.group(1).split("/")[0]
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        shown = ", ".join(o for o in options if not o.endswith("_schema"))
+        return f"{missing.group(1).replace('/', '=', 1)}: no such option in '{group}'; available: {shown}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    key = re.search(r"full_key: (\S+)", text)
+    first = lines[0] if lines else repr(error)
+    first = re.sub(r"^(Error merging override|Could not override '[^']+'\.)\s*", "", first)
+    if "not in" in first and key:
+        return f"{key.group(1)}: no such config key ({first}); check the spelling, `--cfg job` lists them all"
+    return f"{key.group(1) + ': ' if key else ''}{first}"
+
+
+def check_overrides(config_name: str, overrides: list[str], validate: Callable[[DictConfig], None]) -> None:
+    """Compose once before Hydra does, so a bad override fails in one line instead of a report."""
+    from hydra import compose, initialize_config_module
+
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=_first_of_each_sweep(overrides))
+    except Exception as e:  # Hydra raises several types; all of them are config mistakes here
+        raise UserError(_explain(e)) from None
+    validate(cfg)
+
+
+def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Callable[[DictConfig], None]) -> None:
+    """Entry point of a console script: check the command line, then hand it to Hydra."""
+    _register()
+    args = sys.argv[1:]
+    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--shell-completion") or a.startswith(("--cfg", "-c"))
+               for a in args):
+        overrides = [a for a in args if not a.startswith("-")]
+        try:
+            check_overrides(config_name, overrides, validate)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def task(cfg: DictConfig) -> None:
+        try:
+            validate(cfg)
+            job(cfg)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                sys.exit(2)  # in a sweep the other jobs go on; this one's record says failed
+
+    hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name)(task)()

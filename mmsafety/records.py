@@ -1,0 +1,162 @@
+"""Run records: `record.json` (rewritten atomically) and `samples.jsonl` (appended, flushed per sample).
+
+These two files are the contract between stages: scoring, attacks and leaderboards read
+them and nothing else. A job that is killed leaves a valid record with status `partial`
+and every finished sample on disk; running the same job again skips those samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`:
+    readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def config_sha256(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware, so a number can be traced to what produced it."""
+    import torch
+    import transformers
+
+    import mmsafety
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(), "platform": platform.platform(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "mmsafety": mmsafety.__version__,
+    }
+    try:
+        import open_clip
+
+        env["open_clip"] = open_clip.__version__
+    except ImportError:
+        env["open_clip"] = None
+    if torch.cuda.is_available():
+        env["cuda"] = torch.version.cuda
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def read_samples(path: Path) -> list[dict]:
+    """Complete lines of a samples.jsonl. A torn last line (a kill mid-write) is dropped."""
+    if not path.exists():
+        return []
+    samples = []
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                samples.append(json.loads(raw))
+            except ValueError:
+                continue
+    return samples
+
+
+class RunRecord:
+    """One job's record in `out_dir`. Keys identify samples, e.g. (task, id)."""
+
+    def __init__(self, out_dir: str | Path, kind: str, config: dict, *, seeds: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.record_path = self.out_dir / "record.json"
+        self.samples_path = self.out_dir / "samples.jsonl"
+        self.started = time.time()
+        previous = self._read_previous()
+        sha = config_sha256(config)
+        if previous and previous.get("config_sha256") != sha:
+            from mmsafety.errors import UserError
+
+            raise UserError(f"{self.out_dir} holds a run with a different config; pass hydra.run.dir=NEW_DIR, "
+                            f"or delete that folder to start over")
+        self.data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": previous.get("run_id") if previous else uuid.uuid4().hex,
+            "kind": kind,
+            "status": "partial",
+            "config": config,
+            "config_sha256": sha,
+            "model": {},
+            "spec": {},
+            "metrics": {},
+            "counts": {"ok": 0, "skipped": 0, "errors": 0},
+            "skipped_reasons": {},
+            "seeds": seeds or {},
+            "versions": environment(),
+            "timing": {"started": self.started, "resumes": (previous or {}).get("timing", {}).get("resumes", -1) + 1},
+            "command": " ".join(sys.argv),
+        }
+        self._tidy_samples_file()
+        self.samples = read_samples(self.samples_path)
+        self._sample_file = open(self.samples_path, "a", encoding="utf-8")
+
+    def _read_previous(self) -> dict | None:
+        try:
+            return json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _tidy_samples_file(self) -> None:
+        """Cut a torn last line left by a kill, so appends start on a fresh line."""
+        if not self.samples_path.exists():
+            return
+        data = self.samples_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            atomic_write_text(self.samples_path, data[: data.rfind(b"\n") + 1].decode("utf-8", "replace"))
+
+    def done_keys(self, key_fields: Iterable[str]) -> set[tuple]:
+        fields = tuple(key_fields)
+        return {tuple(s.get(k) for k in fields) for s in self.samples}
+
+    def add_sample(self, sample: dict) -> None:
+        """Append one sample and flush it to the OS: a kill after this never loses it."""
+        self._sample_file.write(json.dumps(sample, ensure_ascii=False, default=str) + "\n")
+        self._sample_file.flush()
+        self.samples.append(sample)
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+
+    def write(self, status: str | None = None) -> None:
+        if status:
+            self.data["status"] = status
+        statuses = Counter(s.get("status", "ok") for s in self.samples)
+        reasons = Counter(s.get("reason") for s in self.samples if s.get("status") == "skipped")
+        self.data["counts"] = {"ok": statuses.get("ok", 0), "skipped": statuses.get("skipped", 0),
+                               "errors": statuses.get("error", 0)}
+        self.data["skipped_reasons"] = dict(reasons)
+        self.data["timing"].update(finished=time.time(), seconds=round(time.time() - self.started, 3))
+        atomic_write_text(self.record_path, json.dumps(self.data, indent=2, ensure_ascii=False, default=str))
+
+    def close(self) -> None:
+        if not self._sample_file.closed:
+            os.fsync(self._sample_file.fileno())
+            self._sample_file.close()
