@@ -1,0 +1,48 @@
+"""`mmsafety-eval`: GOAT-Bench on one model per job (Hydra; `-m` sweeps)."""
+
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig
+
+from mmsafety.app import load_model, open_record, run_app
+from mmsafety.config import validate_common
+
+
+def validate(cfg: DictConfig) -> None:
+    from goat_bench.evaluate import check_task_config
+
+    validate_common(cfg)
+    check_task_config(cfg.task, cfg.scoring.value if hasattr(cfg.scoring, "value") else str(cfg.scoring))
+
+
+def job(cfg: DictConfig) -> None:
+    from goat_bench.evaluate import evaluate, format_table
+
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    record = open_record(cfg, "goat_bench")
+    try:
+        adapter = load_model(cfg)
+        metrics = evaluate(cfg, adapter, record, log=log)
+        record.update(metrics=metrics)
+        record.write("completed")
+    except KeyboardInterrupt:
+        record.write("partial")
+        raise
+    except Exception as e:
+        record.update(error=f"{type(e).__name__}: {e}")
+        record.write("failed")
+        raise
+    finally:
+        record.close()
+    print(format_table(metrics))
+    print(f"record: {record.record_path}")
+
+
+def main() -> None:
+    run_app("eval", job, validate)
+
+
+if __name__ == "__main__":
+    main()

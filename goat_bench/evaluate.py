@@ -1,0 +1,140 @@
+"""Run GOAT-Bench on one model: stream per-meme results to samples.jsonl, resume, score, report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from goat_bench.data import MemeSample, load_task, open_image
+from goat_bench.metrics import overall, task_metrics
+from goat_bench.parsing import parse_answer
+from goat_bench.prompts import TEMPLATES
+from goat_bench.tasks import ADJECTIVES, TASKS
+from mmsafety.errors import ConfigError
+from mmsafety.models.base import VLMAdapter
+from mmsafety.paths import cache_dir
+from mmsafety.records import RunRecord
+
+KEY = ("task", "id")
+
+
+def synthetic_root(per_task: int) -> Path:
+    """The offline sample: synthetic held-out memes in the GOAT-Bench layout, built once."""
+    from mmsafety.synthetic.memes import write_goat_layout
+
+    return write_goat_layout(cache_dir() / "data" / f"goat-synthetic-heldout-n{per_task}", per_task, "heldout")
+
+
+def check_task_config(task_cfg, scoring: str, adapter: VLMAdapter | None = None) -> None:
+    unknown = [t for t in task_cfg.tasks if t not in TASKS]
+    if unknown or not task_cfg.tasks:
+        raise ConfigError(f"task.tasks={list(task_cfg.tasks)}: use GOAT-Bench tasks from {', '.join(TASKS)}")
+    if task_cfg.prompt not in TEMPLATES:
+        raise ConfigError(f"task.prompt={task_cfg.prompt}: use one of {', '.join(TEMPLATES)}")
+    if scoring == "logprob" and task_cfg.prompt == "cot":
+        raise ConfigError("task.prompt=cot needs scoring=generate (the verdict comes after the reasoning)")
+    if adapter is not None and scoring == "generate" and not adapter.supports_generation:
+        raise ConfigError(f"model {adapter.model_id} cannot generate text; use scoring=logprob")
+
+
+def _score_batch(adapter, batch: list[tuple[MemeSample, object]], template, scoring: str, max_new_tokens: int) -> list[dict]:
+    images = [im for _, im in batch]
+    prompts = [template.render(s.task, s.text) for s, _ in batch]
+    if scoring == "logprob":
+        lp = adapter.choice_logprobs(images, prompts, ["Yes", "No"]).tolist()
+        return [{"logprob_yes": y, "logprob_no": n, "pred": int(y > n), "parse": "logprob"} for y, n in lp]
+    answers = adapter.generate(images, prompts, max_new_tokens=max_new_tokens)
+    out = []
+    for (s, _), answer in zip(batch, answers):
+        parsed = parse_answer(answer, ADJECTIVES[s.task])
+        out.append({"answer": answer, "pred": parsed.label, "parse": parsed.reason})
+    return out
+
+
+def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
+    scoring = cfg.scoring.value if hasattr(cfg.scoring, "value") else str(cfg.scoring)
+    check_task_config(cfg.task, scoring, adapter)
+    template = TEMPLATES[cfg.task.prompt]
+    max_new_tokens = cfg.max_new_tokens or template.max_new_tokens
+    root = Path(cfg.task.root).expanduser() if cfg.task.root else synthetic_root(cfg.task.synthetic_per_task)
+    samples = []
+    for task in cfg.task.tasks:
+        loaded = load_task(root, task)
+        samples += loaded[: cfg.task.limit] if cfg.task.limit else loaded
+    record.update(
+        model={"name": cfg.model.name, "id": adapter.model_id, "adapter": adapter.name, "weights_sha256": adapter.weights_sha256},
+        spec={"workload": "goat_bench", "tasks": list(cfg.task.tasks), "root": str(root), "synthetic": not cfg.task.root,
+              "scoring": scoring, "prompt": {"name": template.name, "version": template.version, "sha256": template.sha256},
+              "max_new_tokens": max_new_tokens, "batch_size": cfg.batch_size},
+    )
+    done = record.done_keys(KEY)
+    todo = [s for s in samples if (s.task, s.id) not in done]
+    log(f"{len(samples)} memes in {len(cfg.task.tasks)} task(s) from {root}; {len(samples) - len(todo)} already done")
+    # Similar lengths together: less padding per batch. Sorting is deterministic, so a resumed run
+    # walks the same order.
+    todo.sort(key=lambda s: (len(s.text), s.task, s.id))
+    correct = scored = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="meme", desc=f"{cfg.model.name} {scoring}", dynamic_ncols=True)
+    pending: list[tuple[MemeSample, object]] = []
+
+    def flush():
+        nonlocal correct, scored
+        for (s, _), result in zip(pending, _score_batch(adapter, pending, template, scoring, max_new_tokens)):
+            ok = result["pred"] == s.label
+            correct, scored = correct + ok, scored + 1
+            record.add_sample({"task": s.task, "id": s.id, "status": "ok", "label": s.label, **result,
+                               "correct": ok, "notes": s.notes})
+        bar.update(len(pending))
+        bar.set_postfix(acc=f"{100 * correct / max(1, scored):.1f}%")
+        pending.clear()
+
+    try:
+        for s in todo:
+            image = open_image(s) if s.skip_reason is None else None
+            if image is None:
+                record.add_sample({"task": s.task, "id": s.id, "status": "skipped", "reason": s.skip_reason,
+                                   "label": s.label, "notes": s.notes})
+                bar.update(1)
+                continue
+            pending.append((s, image))
+            if len(pending) >= cfg.batch_size:
+                flush()
+        if pending:
+            flush()
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    metrics = score_samples(record.samples, list(cfg.task.tasks), seed=cfg.seed)
+    metrics["throughput"] = {"memes": scored, "seconds": round(elapsed, 3), "memes_per_s": scored / elapsed if elapsed else None}
+    return metrics
+
+
+def score_samples(samples: list[dict], tasks: list[str], seed: int = 0) -> dict:
+    """Metrics from the samples file alone, so a record can be re-scored without the model."""
+    per_task = {}
+    for task in tasks:
+        ok = [s for s in samples if s["task"] == task and s.get("status") == "ok"]
+        per_task[task] = task_metrics([s["label"] for s in ok], [s["pred"] for s in ok], seed=seed)
+        per_task[task]["skipped"] = sum(1 for s in samples if s["task"] == task and s.get("status") == "skipped")
+    return {"per_task": per_task, "overall": overall(per_task)}
+
+
+def format_table(metrics: dict) -> str:
+    """Acc / macro-F1 per task and Overall, as in the paper's Table 2."""
+    per_task = metrics["per_task"]
+    cols = list(per_task) + (["overall"] if len(per_task) > 1 else [])
+    head = f"{'':14}" + "".join(f"{c:>16}" for c in cols)
+    row = f"{'Acc / F1':14}"
+    for c in cols:
+        m = metrics["overall"] if c == "overall" else per_task[c]
+        row += f"{m['accuracy']:>8.2f}/{m['macro_f1']:<7.2f}" if m.get("n") else f"{'-':>16}"
+    lines = [head, row]
+    lines.append(f"{'n (skipped)':14}" + "".join(
+        f"{(str(per_task[c]['n']) + ' (' + str(per_task[c]['skipped']) + ')') if c != 'overall' else str(metrics['overall'].get('n', 0)):>16}"
+        for c in cols))
+    lines.append(f"{'invalid %':14}" + "".join(
+        f"{per_task[c].get('invalid_rate', 0):>16.1f}" if c != "overall" else f"{'':>16}" for c in cols))
+    return "\n".join(lines)
