@@ -1,0 +1,50 @@
+"""`mmsafety-attack`: one visual attack per job (Hydra; `-m attack.eps=8/255,16/255` sweeps)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from omegaconf import DictConfig
+
+from mmsafety.app import load_model, open_record, run_app
+from mmsafety.config import validate_attack, validate_common
+
+
+def validate(cfg: DictConfig) -> None:
+    from visual_attacks.targets import load_target
+
+    validate_common(cfg)
+    validate_attack(cfg.attack)
+    load_target(cfg.target)
+
+
+def job(cfg: DictConfig) -> None:
+    from visual_attacks.run import run_attack
+
+    log = lambda line: print(line, file=sys.stderr, flush=True)
+    record = open_record(cfg, "visual_attack")
+    try:
+        adapter = load_model(cfg)
+        metrics = run_attack(cfg, adapter, record, log=log)
+        record.update(metrics=metrics)
+        record.write("completed")
+    except KeyboardInterrupt:
+        record.write("partial")
+        raise
+    except Exception as e:
+        record.update(error=f"{type(e).__name__}: {e}")
+        record.write("failed")
+        raise
+    finally:
+        record.close()
+    print(json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "stealth", "steps_run")}, indent=2))
+    print(f"record: {record.record_path}")
+
+
+def main() -> None:
+    run_app("attack", job, validate)
+
+
+if __name__ == "__main__":
+    main()
