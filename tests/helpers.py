@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from mmsafety.models.loading import LoadOptions
+from mmsafety.models.registry import adapter_class
+from mmsafety.organisms.builders import ensure_built
+from mmsafety.placement import resolve_placement
+
+ADAPTER_OF = {"tiny_llava": "llava", "organism": "llava", "tiny_open_clip": "open_clip"}
+
+
+def load_builtin(builder: str, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+    path = ensure_built(builder, seed)
+    return adapter_class(ADAPTER_OF[builder]).load(str(path), LoadOptions(), resolve_placement(device, dtype))

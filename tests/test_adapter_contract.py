@@ -1,0 +1,87 @@
+"""One contract test, parametrised over every registered adapter (open_clip style golden tests)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from mmsafety.errors import UserError
+from mmsafety.models.registry import adapter_names
+from mmsafety.synthetic import scenes
+from tests.helpers import load_builtin
+
+# Every registered adapter must appear here with a model built offline.
+CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip"}
+
+
+def test_every_registered_adapter_has_a_contract_entry():
+    assert set(adapter_names()) == set(CONTRACT_MODELS)
+
+
+@pytest.fixture(scope="module", params=sorted(CONTRACT_MODELS))
+def adapter(request):
+    return load_builtin(CONTRACT_MODELS[request.param])
+
+
+def _inputs(n=3, seed=0):
+    rng = random.Random(seed)
+    images = [scenes.make_scene(rng, envelope=i % 2 == 1, size=rng.choice([48, 64, 90])).image for i in range(n)]
+    prompts = ["What colour is the shape?", "Describe this image in a few words please.", "Hi"][:n]
+    return images, prompts
+
+
+def test_attributes(adapter):
+    assert len(adapter.input_size) == 2 and all(s > 0 for s in adapter.input_size)
+    assert adapter.device.type == "cpu" and adapter.dtype == torch.float32
+    assert len(adapter.weights_sha256) == 64
+
+
+def test_generate_batched_equals_unbatched(adapter):
+    images, prompts = _inputs()
+    if not adapter.supports_generation:
+        with pytest.raises(UserError, match="cannot generate"):
+            adapter.generate(images, prompts)
+        return
+    batched = adapter.generate(images, prompts, max_new_tokens=8)
+    single = [adapter.generate([im], [p], max_new_tokens=8)[0] for im, p in zip(images, prompts)]
+    assert batched == single
+    assert all(isinstance(s, str) for s in batched)
+
+
+def test_choice_logprobs(adapter):
+    images, prompts = _inputs()
+    lp = adapter.choice_logprobs(images, prompts, ["Yes", "No", "Maybe not"])
+    assert lp.shape == (3, 3) and lp.dtype == torch.float32
+    assert torch.isfinite(lp).all() and (lp <= 0).all()
+    single = torch.cat([adapter.choice_logprobs([im], [p], ["Yes", "No", "Maybe not"]) for im, p in zip(images, prompts)])
+    torch.testing.assert_close(lp, single, atol=1e-4, rtol=1e-4)
+
+
+def test_target_loss_is_differentiable_in_pixels(adapter):
+    images, prompts = _inputs()
+    pixels = adapter.to_input_pixels(images)
+    assert pixels.shape == (3, 3, *adapter.input_size) and 0 <= pixels.min() and pixels.max() <= 1
+    pixels.requires_grad_(True)
+    targets = ["red", scenes.SEND_EMAIL_CALL, "blue"]
+    loss = adapter.target_loss(pixels, prompts, targets)
+    assert loss.shape == (3,) and loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    loss.sum().backward()
+    grad = pixels.grad
+    assert torch.isfinite(grad).all()
+    assert (grad.flatten(1).abs().sum(1) > 0).all(), "every example's loss must depend on its own pixels"
+    single = torch.cat([adapter.target_loss(pixels[i:i + 1].detach(), [p], [t]) for i, (p, t) in enumerate(zip(prompts, targets))])
+    torch.testing.assert_close(loss.detach(), single, atol=1e-4, rtol=1e-4)
+    assert not any(p.requires_grad for p in adapter.model.parameters()), "model weights must be frozen"
+
+
+def test_tensor_and_pil_paths_agree(adapter):
+    """A float image at input size, saved as 8 bits, scores the same through both paths."""
+    images, prompts = _inputs()
+    pixels = adapter.to_input_pixels(images).mul(255).round().div(255)
+    from mmsafety.models.pixels import pixels_to_pil
+
+    pil = [pixels_to_pil(p) for p in pixels]
+    torch.testing.assert_close(adapter.choice_logprobs(pixels, prompts, ["Yes", "No"]),
+                               adapter.choice_logprobs(pil, prompts, ["Yes", "No"]), atol=2e-3, rtol=1e-3)

@@ -1,0 +1,40 @@
+"""Builders are deterministic: same seed, identical weights; another seed, other weights."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmsafety.errors import ConfigError
+from mmsafety.models.loading import weights_sha256
+from mmsafety.organisms.builders import built_path, ensure_built
+from mmsafety.organisms.tiny_llava import build_tiny_llava
+from mmsafety.organisms.tiny_open_clip import build_tiny_open_clip
+
+
+@pytest.mark.parametrize("build", [build_tiny_llava, build_tiny_open_clip], ids=["tiny_llava", "tiny_open_clip"])
+def test_same_seed_same_weights(build, tmp_path):
+    build(tmp_path / "a", 0)
+    build(tmp_path / "b", 0)
+    build(tmp_path / "c", 1)
+    assert weights_sha256(tmp_path / "a") == weights_sha256(tmp_path / "b")
+    assert weights_sha256(tmp_path / "a") != weights_sha256(tmp_path / "c")
+
+
+def test_tokenizer_is_deterministic(tmp_path):
+    build_tiny_llava(tmp_path / "a", 0)
+    build_tiny_llava(tmp_path / "b", 0)
+    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+
+
+def test_ensure_built_caches_in_mmsafety_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("MMSAFETY_CACHE", str(tmp_path))
+    path = ensure_built("tiny_open_clip")
+    assert path.is_relative_to(tmp_path) and (path / "BUILT").exists()
+    stamp = (path / "open_clip_model.safetensors").stat().st_mtime_ns
+    assert ensure_built("tiny_open_clip") == path
+    assert (path / "open_clip_model.safetensors").stat().st_mtime_ns == stamp  # not rebuilt
+
+
+def test_unknown_builder():
+    with pytest.raises(ConfigError, match="unknown builder; use one of"):
+        built_path("nope")

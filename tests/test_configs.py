@@ -1,0 +1,81 @@
+"""Every config composes; wrong values fail in one line naming the key, with no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from mmsafety.app import _register
+from mmsafety.config import validate_attack, validate_common
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered():
+    _register()
+
+
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("task", options("task"))
+def test_eval_configs_compose(model, task):
+    with initialize_config_module("mmsafety.conf", version_base="1.3"):
+        cfg = compose("eval", overrides=[f"model={model}", f"task={task}"])
+    validate_common(cfg)
+    assert cfg.model.adapter and cfg.task.tasks
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("attack", options("attack"))
+@pytest.mark.parametrize("placement", options("placement"))
+def test_attack_configs_compose(attack, placement):
+    with initialize_config_module("mmsafety.conf", version_base="1.3"):
+        cfg = compose("attack", overrides=[f"attack={attack}", f"placement={placement}"])
+    validate_attack(cfg.attack)
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-c", "from goat_bench.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model=nonexistent", "model=nonexistent: no such option in 'model'; available: "),
+    ("placement.dtype=float33", "placement.dtype"),
+    ("model.nme=x", "model.nme: no such config key"),
+    ("scoring=guess", "scoring"),
+    ("batch_size=0", "batch_size=0: must be >= 1"),
+    ("task.tasks=[memes]", "task.tasks=['memes']: use GOAT-Bench tasks"),
+])
+def test_bad_overrides_fail_in_one_line(override, expected):
+    proc = run_cli(override)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_attack_eps_fails_in_one_line():
+    proc = subprocess.run([sys.executable, "-c", "from visual_attacks.cli import main; main()", "attack.eps=-1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: attack.eps=-1: must be >= 0 (pixel units on [0,1], e.g. 8/255)"
+
+
+def test_available_options_are_listed():
+    proc = run_cli("model=nonexistent")
+    for name in options("model"):
+        assert name in proc.stderr

@@ -1,0 +1,72 @@
+"""The differentiable preprocessing matches the real Hugging Face processor.
+
+Tolerance (documented in the README): on normalised pixel values, max |diff| <= 0.02 and
+mean |diff| <= 0.005 (CLIP std ~0.27, so 0.02 is ~1.4/255 in pixel units and the mean
+~0.35/255), over noise, smooth images, memes and scenes from 31x47 to 640x480. Where the
+image needs no resize the two are equal to float precision. The residual is the
+processor's rounding to uint8 after each resize pass, which the attack's float path omits
+to keep clean gradients.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmsafety.models.pixels import ClipStylePreprocess, pil_to_pixels
+from mmsafety.synthetic import memes, scenes
+
+MAX_TOL, MEAN_TOL = 0.02, 0.005
+
+
+def varied_images():
+    rng = random.Random(3)
+    out = [scenes.make_scene(rng, envelope=True).image, memes.memes("sarcasm", "heldout", 1)[0].image]
+    for w, h in [(64, 64), (97, 64), (64, 200), (333, 250), (31, 47), (640, 480), (50, 400)]:
+        arr = np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        smooth = Image.fromarray(arr).resize((max(2, w // 8), max(2, h // 8))).resize((w, h), Image.BICUBIC)
+        out += [Image.fromarray(arr), smooth]
+    return out
+
+
+def processors():
+    from transformers import CLIPImageProcessor, LlavaImageProcessor
+
+    kwargs = dict(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    yield "clip-torchvision", CLIPImageProcessor(**kwargs)
+    yield "llava-pad-to-square", LlavaImageProcessor(do_pad=True, **kwargs)
+    try:
+        from transformers import CLIPImageProcessorPil
+
+        yield "clip-pil", CLIPImageProcessorPil(**kwargs)
+    except ImportError:
+        pass
+    yield "clip-336", CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+
+
+@pytest.mark.parametrize("name,hf", list(processors()), ids=lambda x: x if isinstance(x, str) else "")
+def test_differentiable_preprocess_matches_hf_processor(name, hf):
+    ours = ClipStylePreprocess.from_hf(hf)
+    worst_max, worst_mean = 0.0, 0.0
+    for im in varied_images():
+        expected = hf(im, return_tensors="pt")["pixel_values"]
+        got = ours(pil_to_pixels(im)[None])
+        assert got.shape == expected.shape, (name, im.size)
+        diff = (got - expected).abs()
+        worst_max, worst_mean = max(worst_max, diff.max().item()), max(worst_mean, diff.mean().item())
+        if im.size == (64, 64) and name != "clip-336":
+            assert diff.max().item() < 1e-5  # no resize: identical
+    assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (name, worst_max, worst_mean)
+
+
+def test_preprocess_is_differentiable():
+    from transformers import CLIPImageProcessor
+
+    ours = ClipStylePreprocess.from_hf(CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}))
+    x = torch.rand(2, 3, 80, 120, requires_grad=True)
+    ours(x).square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
