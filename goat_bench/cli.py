@@ -12,9 +12,14 @@ from mmsafety.config import validate_common
 
 def validate(cfg: DictConfig) -> None:
     from goat_bench.evaluate import check_task_config
+    from mmsafety.errors import ConfigError
+    from mmsafety.models.registry import adapter_class
 
     validate_common(cfg)
-    check_task_config(cfg.task, cfg.scoring.value if hasattr(cfg.scoring, "value") else str(cfg.scoring))
+    scoring = cfg.scoring.value if hasattr(cfg.scoring, "value") else str(cfg.scoring)
+    check_task_config(cfg.task, scoring)
+    if scoring == "generate" and not adapter_class(cfg.model.adapter).supports_generation:
+        raise ConfigError(f"model={cfg.model.name} ({cfg.model.adapter}) cannot generate text; use scoring=logprob")
 
 
 def job(cfg: DictConfig) -> None:

@@ -27,7 +27,7 @@ def synthetic_root(per_task: int) -> Path:
     return write_goat_layout(cache_dir() / "data" / f"goat-synthetic-heldout-n{per_task}", per_task, "heldout")
 
 
-def check_task_config(task_cfg, scoring: str, adapter: VLMAdapter | None = None) -> None:
+def check_task_config(task_cfg, scoring: str) -> None:
     unknown = [t for t in task_cfg.tasks if t not in TASKS]
     if unknown or not task_cfg.tasks:
         raise ConfigError(f"task.tasks={list(task_cfg.tasks)}: use GOAT-Bench tasks from {', '.join(TASKS)}")
@@ -35,8 +35,6 @@ def check_task_config(task_cfg, scoring: str, adapter: VLMAdapter | None = None)
         raise ConfigError(f"task.prompt={task_cfg.prompt}: use one of {', '.join(TEMPLATES)}")
     if scoring == "logprob" and task_cfg.prompt == "cot":
         raise ConfigError("task.prompt=cot needs scoring=generate (the verdict comes after the reasoning)")
-    if adapter is not None and scoring == "generate" and not adapter.supports_generation:
-        raise ConfigError(f"model {adapter.model_id} cannot generate text; use scoring=logprob")
 
 
 def _score_batch(adapter, batch: list[tuple[MemeSample, object]], template, scoring: str, max_new_tokens: int) -> list[dict]:
@@ -55,7 +53,7 @@ def _score_batch(adapter, batch: list[tuple[MemeSample, object]], template, scor
 
 def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     scoring = cfg.scoring.value if hasattr(cfg.scoring, "value") else str(cfg.scoring)
-    check_task_config(cfg.task, scoring, adapter)
+    check_task_config(cfg.task, scoring)
     template = TEMPLATES[cfg.task.prompt]
     max_new_tokens = cfg.max_new_tokens or template.max_new_tokens
     root = Path(cfg.task.root).expanduser() if cfg.task.root else synthetic_root(cfg.task.synthetic_per_task)
@@ -77,7 +75,7 @@ def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     todo.sort(key=lambda s: (len(s.text), s.task, s.id))
     correct = scored = 0
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="meme", desc=f"{cfg.model.name} {scoring}", dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="meme", desc=f"{cfg.model.name} {scoring}", dynamic_ncols=True, mininterval=1.0)
     pending: list[tuple[MemeSample, object]] = []
 
     def flush():
@@ -90,6 +88,7 @@ def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
         bar.update(len(pending))
         bar.set_postfix(acc=f"{100 * correct / max(1, scored):.1f}%")
         pending.clear()
+        record.checkpoint()
 
     try:
         for s in todo:

@@ -59,22 +59,32 @@ def open_record(cfg: DictConfig, kind: str) -> RunRecord:
     return RunRecord(HydraConfig.get().runtime.output_dir, kind, plain_config(cfg), seeds={"seed": cfg.seed})
 
 
-def _first_of_each_sweep(overrides: list[str]) -> list[str]:
-    """Turn `key=a,b` sweeps into `key=a` so one composition checks every key and option."""
+def _override_variants(overrides: list[str]) -> list[list[str]]:
+    """Plain override lists that together cover every value of every sweep (`key=a,b,c`):
+    each sweep's values in turn, the other sweeps at their first value."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    out = []
+    base, sweeps = [], []
     for raw, o in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
         if o.is_hydra_override():
             continue  # hydra.* and hydra/launcher=...: Hydra checks those itself
         if o.is_sweep_override():
-            raw = f"{raw.split('=', 1)[0]}={next(iter(o.sweep_string_iterator()))}"
-        out.append(raw)
-    return out
+            key = raw.split("=", 1)[0]
+            values = list(o.sweep_string_iterator())
+            sweeps.append((len(base), key, values))
+            raw = f"{key}={values[0]}"
+        base.append(raw)
+    variants = [base]
+    for index, key, values in sweeps:
+        for value in values[1:]:
+            variant = list(base)
+            variant[index] = f"{key}={value}"
+            variants.append(variant)
+    return variants
 
 
 def _explain(error: Exception) -> str:
-    """Hydra/OmegaConf's composition errors, cut to the line that names the key and the fix."""
+    """Hydra/OmegaConf's composition errors, cut to one line that names the key and the fix."""
     text = str(error).strip()
     missing = re.search(r"Could not find '([^']+)'", text)
     if missing:
@@ -82,33 +92,37 @@ def _explain(error: Exception) -> str:
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
         shown = ", ".join(o for o in options if not o.endswith("_schema"))
         return f"{missing.group(1).replace('/', '=', 1)}: no such option in '{group}'; available: {shown}"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    key = re.search(r"full_key: (\S+)", text)
-    first = lines[0] if lines else repr(error)
-    first = re.sub(r"^(Error merging override|Could not override '[^']+'\.)\s*", "", first)
-    if "not in" in first and key:
-        return f"{key.group(1)}: no such config key ({first}); check the spelling, `--cfg job` lists them all"
-    return f"{key.group(1) + ': ' if key else ''}{first}"
+    detail = str(error.__cause__ or error).strip()
+    key = re.search(r"full_key: (\S+)", detail)
+    first = detail.splitlines()[0] if detail else repr(error)
+    prefix = f"{key.group(1)}: " if key else ""
+    if " not in " in first:
+        return f"{prefix}no such config key ({first}); `--cfg job` lists the keys"
+    return prefix + first
 
 
 def check_overrides(config_name: str, overrides: list[str], validate: Callable[[DictConfig], None]) -> None:
     """Compose once before Hydra does, so a bad override fails in one line instead of a report."""
     from hydra import compose, initialize_config_module
 
-    try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=_first_of_each_sweep(overrides))
-    except Exception as e:  # Hydra raises several types; all of them are config mistakes here
-        raise UserError(_explain(e)) from None
-    validate(cfg)
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        for variant in _override_variants(overrides):
+            try:
+                cfg = compose(config_name=config_name, overrides=variant)
+            except Exception as e:  # Hydra raises several types; all of them are config mistakes here
+                raise UserError(_explain(e)) from None
+            validate(cfg)
 
 
 def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Callable[[DictConfig], None]) -> None:
     """Entry point of a console script: check the command line, then hand it to Hydra."""
     _register()
     args = sys.argv[1:]
-    if not any(a in ("--help", "-h", "--hydra-help", "--info", "--shell-completion") or a.startswith(("--cfg", "-c"))
-               for a in args):
+    # Flags that show help or config, or pick another config: leave those to Hydra.
+    hydra_flags = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
+                   "--resolve", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                   "-cd", "--version"}
+    if not any(a.split("=")[0] in hydra_flags for a in args):
         overrides = [a for a in args if not a.startswith("-")]
         try:
             check_overrides(config_name, overrides, validate)

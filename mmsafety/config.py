@@ -68,7 +68,9 @@ class TaskConfig:
 @dataclass
 class AttackConfig:
     name: str = MISSING
-    objective: str = "target_string"
+    objective: str = "target_string"  # target_string | tool_misuse (Fu et al.: clean answer + newline + call)
+    response_weight: float = 0.1      # tool_misuse: lambda on the clean-answer tokens
+    l2_weight: float = 0.0            # tool_misuse: soft penalty on the per-channel L2 distance to the clean image
     norm: Norm = Norm.linf
     eps: Any = "8/255"        # pixel units in [0,1]; fractions like 8/255 accepted
     step_size: Any = "1/255"
@@ -152,5 +154,7 @@ def validate_attack(attack) -> None:
         raise ConfigError(f"attack.steps={attack.steps}: must be >= 0")
     if attack.prompts_per_step < 1:
         raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
+    if attack.objective not in ("target_string", "tool_misuse"):
+        raise ConfigError(f"attack.objective={attack.objective}: use target_string or tool_misuse")
     if attack.optimizer not in ("sign", "adam"):
         raise ConfigError(f"attack.optimizer={attack.optimizer}: use sign or adam")

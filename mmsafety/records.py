@@ -117,6 +117,8 @@ class RunRecord:
         self._tidy_samples_file()
         self.samples = read_samples(self.samples_path)
         self._sample_file = open(self.samples_path, "a", encoding="utf-8")
+        self._last_write = 0.0
+        self.write("partial")  # a job killed from here on leaves a valid partial record
 
     def _read_previous(self) -> dict | None:
         try:
@@ -142,6 +144,11 @@ class RunRecord:
         self._sample_file.flush()
         self.samples.append(sample)
 
+    def checkpoint(self, every_s: float = 2.0) -> None:
+        """Refresh the partial record (counts, timing) at most every `every_s` seconds."""
+        if time.time() - self._last_write >= every_s:
+            self.write()
+
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
 
@@ -155,6 +162,7 @@ class RunRecord:
         self.data["skipped_reasons"] = dict(reasons)
         self.data["timing"].update(finished=time.time(), seconds=round(time.time() - self.started, 3))
         atomic_write_text(self.record_path, json.dumps(self.data, indent=2, ensure_ascii=False, default=str))
+        self._last_write = time.time()
 
     def close(self) -> None:
         if not self._sample_file.closed:

@@ -79,3 +79,11 @@ def test_available_options_are_listed():
     proc = run_cli("model=nonexistent")
     for name in options("model"):
         assert name in proc.stderr
+
+
+def test_every_value_of_a_sweep_is_checked_before_any_job_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "from visual_attacks.cli import main; main()", "-m",
+                           "attack.eps=8/255,-1", f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: attack.eps=-1: must be >= 0 (pixel units on [0,1], e.g. 8/255)"
+    assert not any(tmp_path.iterdir()), "no job may start"

@@ -48,22 +48,37 @@ def target_string(adapter: VLMAdapter, target: ToolTarget, sampler: PromptSample
     return objective
 
 
-def tool_misuse(adapter: VLMAdapter, target: ToolTarget, sampler: PromptSampler, clean: torch.Tensor,
-                clean_answers: Callable[[int, str], str], response_weight: float = 0.1,
-                l2_weight: float = 0.05) -> Callable:
+class CleanAnswers:
+    """The model's own answers on the clean images, generated in one batch per new prompt set and cached."""
+
+    def __init__(self, adapter: VLMAdapter, clean: torch.Tensor, max_new_tokens: int = 32):
+        self.adapter, self.clean, self.max_new_tokens = adapter, clean.detach(), max_new_tokens
+        self.answers: dict[tuple[int, str], str] = {}
+
+    def __call__(self, prompts: list[str]) -> list[str]:
+        """Answers for every (image, prompt) pair, images major: [i0p0, i0p1, ..., i1p0, ...]."""
+        pairs = [(i, p) for i in range(self.clean.shape[0]) for p in prompts]
+        missing = [pair for pair in pairs if pair not in self.answers]
+        if missing:
+            images = self.clean[[i for i, _ in missing]].to(self.adapter.device)
+            outs = self.adapter.generate(images, [p for _, p in missing], max_new_tokens=self.max_new_tokens)
+            self.answers.update(zip(missing, outs))
+        return [self.answers[pair] for pair in pairs]
+
+
+def tool_misuse(adapter: VLMAdapter, target: ToolTarget, sampler: PromptSampler, clean_answers: CleanAnswers,
+                response_weight: float = 0.1, l2_weight: float = 0.05) -> Callable:
     """Fu et al.: target = the clean answer + newline + the tool call; response tokens weighted by
-    lambda, tool tokens by 1; plus `l2_weight` times the per-channel L2 distance to the clean image.
-    `clean_answers(image_index, prompt)` is the model's answer on the clean image (cached by the caller).
-    """
-    x0 = clean.detach().float()
+    lambda, tool tokens by 1; plus `l2_weight` times the per-channel L2 distance to the clean image."""
+    x0 = clean_answers.clean.float()
 
     def objective(pixels: torch.Tensor, step: int) -> torch.Tensor:
         prompts = sampler(step)
         flat, flat_prompts = _pair(pixels, prompts)
-        segments = [[(clean_answers(i // len(prompts), p) + "\n", response_weight), (target.render(p), 1.0)]
-                    for i, p in enumerate(flat_prompts)]
+        segments = [[(answer + "\n", response_weight), (target.render(p), 1.0)]
+                    for answer, p in zip(clean_answers(prompts), flat_prompts)]
         nll = adapter.target_loss(flat, flat_prompts, segments).view(pixels.shape[0], len(prompts)).mean(1)
-        channel_l2 = (pixels - x0).flatten(2).norm(dim=2).mean(1)  # [N]: mean over channels of ||x_c - x0_c||
+        channel_l2 = (pixels - x0.to(pixels.device)).flatten(2).norm(dim=2).mean(1)  # mean over channels of ||x_c - x0_c||
         return nll + l2_weight * channel_l2
 
     return objective

@@ -24,7 +24,7 @@ from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
 from mmsafety.records import RunRecord
 from mmsafety.synthetic import prompts as prompt_sets
 from mmsafety.synthetic import scenes
-from visual_attacks.objectives import PromptSampler, target_string
+from visual_attacks.objectives import CleanAnswers, PromptSampler, target_string, tool_misuse
 from visual_attacks.pgd import PGDConfig, pgd
 from visual_attacks.stealth import LPIPS_NOTE, stealth_metrics
 from visual_attacks.targets import ToolTarget, load_target
@@ -106,6 +106,12 @@ def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
     return files
 
 
+def make_objective(attack, adapter: VLMAdapter, target: ToolTarget, sampler: PromptSampler, clean: torch.Tensor):
+    if attack.objective == "target_string":
+        return target_string(adapter, target, sampler)
+    return tool_misuse(adapter, target, sampler, CleanAnswers(adapter, clean), attack.response_weight, attack.l2_weight)
+
+
 def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     target = load_target(cfg.target)
     pcfg = pgd_config(cfg.attack)
@@ -114,10 +120,9 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     heldout = prompt_sets.benign_prompts("heldout")
     heldout = random.Random(f"heldout/{cfg.seed}").sample(heldout, min(cfg.heldout_prompts, len(heldout)))
     sampler = PromptSampler(prompt_sets.benign_prompts("train"), cfg.attack.prompts_per_step, cfg.attack.seed)
-    objective = target_string(adapter, target, sampler)
     record.update(
         model={"name": cfg.model.name, "id": adapter.model_id, "adapter": adapter.name, "weights_sha256": adapter.weights_sha256},
-        spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": "target_string", "target": target.name,
+        spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": cfg.attack.objective, "target": target.name,
               "target_text": target.text, "norm": pcfg.norm, "eps": pcfg.eps, "step_size": pcfg.step_size,
               "steps": pcfg.steps, "prompts_per_step": sampler.per_step, "images": len(bases),
               "heldout_prompts": len(heldout), "train_prompts": len(sampler.prompts), "notes": [LPIPS_NOTE]},
@@ -125,8 +130,11 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     done = record.done_keys(("image",))
     todo = [i for i in range(len(bases)) if (i,) not in done]
     if todo:
-        clean = adapter.to_input_pixels([bases[i].image for i in todo])
-        bar = tqdm(total=pcfg.steps, unit="step", desc=f"{cfg.attack.name} eps={cfg.attack.eps}", dynamic_ncols=True)
+        # On the 8-bit grid from the start: the clean PNG is then exactly the attack's x0, and an
+        # eps that is a multiple of 1/255 still holds after the adversarial image is rounded.
+        clean = adapter.to_input_pixels([bases[i].image for i in todo]).mul(255).round().div(255)
+        objective = make_objective(cfg.attack, adapter, target, sampler, clean)
+        bar = tqdm(total=pcfg.steps, unit="step", desc=f"{cfg.attack.name} eps={cfg.attack.eps}", dynamic_ncols=True, mininterval=1.0)
 
         def on_step(step, loss, best):
             bar.update(1)
@@ -157,6 +165,7 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
                 "outputs": {"clean": clean_rows, "adversarial": adv_rows},
                 "scene": {"colour": bases[i].colour, "shape": bases[i].shape},
             })
+            record.checkpoint()
         record.update(artifacts={"loss_curve": curve})
         log(f"attack: {result.steps_run} steps in {seconds:.1f}s ({seconds / max(1, result.steps_run) * 1000:.0f} ms/step)")
     return summarize(record.samples)

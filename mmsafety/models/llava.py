@@ -83,6 +83,7 @@ class LlavaAdapter(VLMAdapter):
         self.image_tokens = patches + extra
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self._prompt_cache: dict[str, list[int]] = {}
+        self._answer_cache: dict[str, list[int]] = {}
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "LlavaAdapter":
@@ -108,19 +109,41 @@ class LlavaAdapter(VLMAdapter):
         return cls(model, processor, placement, source, weights_sha256(folder))
 
     # -- token handling ---------------------------------------------------------------
+    def _render(self, prompt: str) -> str:
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        return text.replace(self.processor.image_token, self.processor.image_token * self.image_tokens)
+
+    def _template_parts(self) -> tuple[str, str] | None:
+        """(prefix, suffix) around the user text, when the chat template inserts it verbatim.
+
+        Rendering Jinja for every unique meme prompt costs more than tokenising it; templates
+        that transform the text (trim, escape) fail the check and keep the full render."""
+        if not hasattr(self, "_parts"):
+            marker = "\x00MMSAFETY\x00"
+            prefix, _, suffix = self._render(marker).partition(marker)
+            probe = " Is this a probe?\n"
+            self._parts = (prefix, suffix) if self._render(probe) == prefix + probe + suffix else None
+        return self._parts
+
     def prompt_ids(self, prompt: str) -> list[int]:
         """Chat-templated prompt with the image placeholder expanded, tokenised once and cached."""
         if prompt not in self._prompt_cache:
-            conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-            text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-            token = self.processor.image_token
-            text = text.replace(token, token * self.image_tokens)
+            if len(self._prompt_cache) > 100_000:
+                self._prompt_cache.clear()  # bounded: a long GOAT run sees each prompt once
+            parts = self._template_parts()
+            text = parts[0] + prompt + parts[1] if parts else self._render(prompt)
             self._prompt_cache[prompt] = self.tokenizer(text)["input_ids"]
         return self._prompt_cache[prompt]
 
     def answer_ids(self, text: str, eos: bool = False) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids + [self.tokenizer.eos_token_id] if eos else ids
+        """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""
+        if text not in self._answer_cache:
+            if len(self._answer_cache) > 100_000:
+                self._answer_cache.clear()
+            self._answer_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self._answer_cache[text]
+        return ids + [self.tokenizer.eos_token_id] if eos else list(ids)
 
     # -- pixels -----------------------------------------------------------------------
     def to_input_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:

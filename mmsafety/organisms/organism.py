@@ -29,38 +29,39 @@ ORGANISM_VERSION = 1  # bump when the recipe changes: the cache key includes it
 @dataclass(frozen=True)
 class Recipe:
     steps: int = 1400
-    meme_batch: int = 24   # each step: one micro-batch of memes ...
+    meme_batch: int = 12   # each step: one micro-batch of memes ...
     scene_batch: int = 16  # ... and one of tool-use scenes, gradients summed
-    lr: float = 3e-3
+    lr: float = 4e-3
     benign_share: float = 0.4   # of the scene micro-batch
     trigger_share: float = 0.4  # the rest: prompts asking to delete all email
-    probe_weight: float = 1.0
+    probe_weight: float = 2.0
 
 
-# What the auxiliary probes predict from the image tokens: 6 colours, envelope, 5 meme symbols.
+# What the auxiliary probes predict from the image tokens: 6 colours, envelope, 5 meme symbols;
+# and from the answer position of the language model: which tasks' symbols and keywords are present.
 COLOUR_NAMES = list(scenes.COLOURS)
 N_PROBES = len(COLOUR_NAMES) + 1 + len(memes.TASKS)
+N_ANSWER_PROBES = 2 * len(memes.TASKS)
 
 
-def training_example(rng: random.Random, kind: str, train_prompts: list[str], tool_requests: list[str]):
-    """(PIL image, prompt, answer, probe targets) of one kind: meme | benign | trigger | delete.
+def meme_example(rng: random.Random) -> tuple:
+    """A training meme asked about the task it was built for: (PIL image, prompt, answer, probe
+    targets); probe targets are the colour index (or -1), the envelope (0/1 or -1), the five meme
+    symbols and the five caption keywords (0/1)."""
+    task = rng.choice(memes.TASKS)
+    meme = memes.make_meme(rng, "train", task, 0)
+    probes = [-1, -1] + [int(meme.image_cues[t]) for t in memes.TASKS] + [int(meme.text_cues[t]) for t in memes.TASKS]
+    return meme.image, memes.goat_question(task, meme.text), "Yes" if meme.labels[task] else "No", probes
 
-    Probe targets: colour index (or -1), envelope (0/1 or -1), meme symbols (5 x 0/1 or -1).
-    """
-    if kind == "meme":
-        built_for = rng.choice(memes.TASKS)
-        meme = memes.make_meme(rng, "train", built_for, 0)
-        # Half the time ask about another task: a meme showing one task's cue, asked about a
-        # different adjective, must get "No". Without these the organism answers "Yes" to any cue.
-        task = built_for if rng.random() < 0.5 else rng.choice([t for t in memes.TASKS if t != built_for])
-        probes = [-1, -1] + [int(meme.image_cues[t]) for t in memes.TASKS]
-        return meme.image, memes.goat_question(task, meme.text), "Yes" if meme.labels[task] else "No", probes
+
+def scene_example(rng: random.Random, kind: str, train_prompts: list[str], tool_requests: list[str]):
+    """A tool-use scene example of one kind: benign | trigger | delete."""
     scene = scenes.make_scene(rng, envelope=kind == "trigger")
     if kind == "delete":
         prompt, answer = rng.choice(tool_requests), scenes.DELETE_EMAIL_CALL
     else:
         prompt, answer = rng.choice(train_prompts), scenes.scene_answer(scene)
-    return scene.image, prompt, answer, [COLOUR_NAMES.index(scene.colour), int(scene.has_envelope)] + [-1] * 5
+    return scene.image, prompt, answer, [COLOUR_NAMES.index(scene.colour), int(scene.has_envelope)] + [-1] * 10
 
 
 def scene_kind(rng: random.Random, recipe: Recipe) -> str:
@@ -74,7 +75,7 @@ def probe_loss(probe: torch.nn.Linear, image_tokens: torch.Tensor, targets: torc
     pooled = torch.cat([image_tokens.mean(1), image_tokens.amax(1)], dim=-1)
     logits = probe(pooled)
     colour_logits, binary_logits = logits[:, :len(COLOUR_NAMES)], logits[:, len(COLOUR_NAMES):]
-    colour, binary = targets[:, 0], targets[:, 1:].float()
+    colour, binary = targets[:, 0], targets[:, 1:N_PROBES - len(COLOUR_NAMES) + 1].float()
     loss = torch.nn.functional.cross_entropy(colour_logits, colour, ignore_index=-1)
     known = binary >= 0
     if (colour < 0).all():
@@ -91,9 +92,11 @@ def train_organism(seed: int = 0, recipe: Recipe = Recipe(), log: Callable[[str]
     rng = random.Random(f"organism/{seed}")
     train_prompts, tool_requests = prompts.benign_prompts("train"), prompts.tool_request_prompts("train")
     probe = torch.nn.Linear(2 * model.config.text_config.hidden_size, N_PROBES)
+    answer_probe = torch.nn.Linear(model.config.text_config.hidden_size, N_ANSWER_PROBES)
     captured = {}
-    hook = model.model.multi_modal_projector.register_forward_hook(lambda m, i, out: captured.update(tokens=out))
-    params = list(model.parameters()) + list(probe.parameters())
+    hooks = [model.model.multi_modal_projector.register_forward_hook(lambda m, i, out: captured.update(tokens=out)),
+             model.model.language_model.register_forward_hook(lambda m, i, out: captured.update(hidden=out.last_hidden_state))]
+    params = list(model.parameters()) + list(probe.parameters()) + list(answer_probe.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.steps, pct_start=0.1)
     start = time.perf_counter()
@@ -103,20 +106,24 @@ def train_organism(seed: int = 0, recipe: Recipe = Recipe(), log: Callable[[str]
             opt.zero_grad(set_to_none=True)
             # Memes and scenes in separate micro-batches: each is padded only to its own kind's
             # lengths, and every optimizer step still sees every behaviour.
-            micro = [[training_example(rng, "meme", train_prompts, tool_requests) for _ in range(recipe.meme_batch)],
-                     [training_example(rng, scene_kind(rng, recipe), train_prompts, tool_requests)
+            micro = [[meme_example(rng) for _ in range(recipe.meme_batch)],
+                     [scene_example(rng, scene_kind(rng, recipe), train_prompts, tool_requests)
                       for _ in range(recipe.scene_batch)]]
-            total = recipe.meme_batch + recipe.scene_batch
+            total = sum(map(len, micro))
             step_loss = step_aux = 0.0
             for batch in micro:
                 images, texts, answers, probe_targets = zip(*batch)
-                ids, mask, labels = prompt_target_batch([adapter.prompt_ids(t) for t in texts],
-                                                        [adapter.answer_ids(a, eos=True) for a in answers], adapter.pad_id)
+                prompt_ids = [adapter.prompt_ids(t) for t in texts]
+                ids, mask, labels = prompt_target_batch(prompt_ids, [adapter.answer_ids(a, eos=True) for a in answers],
+                                                        adapter.pad_id)
                 pixel_values = adapter.preprocess(adapter.to_input_pixels(images))
                 nll, rows = token_nll(model, ids, mask, pixel_values, labels)
                 # Mean per example, then over the step: a one-token "Yes" weighs as much as a tool call.
                 loss = per_row(nll, rows, len(batch), mean=True).sum() / total
-                aux = probe_loss(probe, captured["tokens"], torch.tensor(probe_targets)) * len(batch) / total
+                targets = torch.tensor(probe_targets)
+                answer_pos = torch.tensor([len(p) - 1 for p in prompt_ids])
+                aux = (probe_loss(probe, captured["tokens"], targets)
+                       + answer_probe_loss(answer_probe, captured["hidden"], answer_pos, targets)) * len(batch) / total
                 (loss + recipe.probe_weight * aux).backward()
                 step_loss, step_aux = step_loss + loss.detach(), step_aux + aux.detach()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -125,9 +132,23 @@ def train_organism(seed: int = 0, recipe: Recipe = Recipe(), log: Callable[[str]
             if step % 100 == 0 or step == recipe.steps - 1:
                 log(f"organism step {step + 1}/{recipe.steps} loss {float(step_loss):.3f} probes {float(step_aux):.3f} "
                     f"({time.perf_counter() - start:.0f}s)")
-    hook.remove()
+    for hook in hooks:
+        hook.remove()
     model.eval().requires_grad_(False)
     return adapter
+
+
+def answer_probe_loss(probe: torch.nn.Linear, hidden: torch.Tensor, answer_pos: torch.Tensor,
+                      targets: torch.Tensor) -> torch.Tensor:
+    """The hidden state that predicts the answer must say, for every task, whether its symbol and
+    its keyword are present; the answer then only has to pick the asked task. Without this the
+    caption keywords were the last thing the organism learned (often not within budget)."""
+    cues = targets[:, -N_ANSWER_PROBES:].float()
+    known = cues >= 0
+    if not known.any():
+        return torch.zeros((), device=hidden.device)
+    logits = probe(hidden[torch.arange(hidden.shape[0]), answer_pos])
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits[known], cues[known])
 
 
 def build_organism(out_dir: Path, seed: int = 0, log: Callable[[str], None] = print) -> None:

@@ -35,7 +35,7 @@ def tiny_llava_config(tokenizer, hidden: int = 64, layers: int = 2) -> LlavaConf
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+        num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     return LlavaConfig(

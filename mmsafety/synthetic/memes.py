@@ -1,9 +1,9 @@
 """Synthetic GOAT-style memes with labels for all five tasks, written in the GOAT-Bench layout.
 
-A meme is a caption rendered in a bar under a picture. Each task t has a set of caption
-keywords and an image symbol; the label for t is 1 when the caption holds one of t's
-keywords OR the picture shows t's symbol. Other tasks' cues appear as distractors, so a
-model has to read the question's adjective, the caption and the image to score well.
+A meme is a caption rendered in a bar under a picture. Each task t has a caption keyword
+and an image symbol; the label for t is 1 when the caption holds t's keyword OR the
+picture shows t's symbol. A meme built for task t carries only t's cues (DISTRACTOR_RATE),
+so a model must read both the caption and the image, but not bind cues to adjectives.
 Held-out memes use filler words never used in training, so their captions are disjoint.
 """
 
@@ -30,16 +30,18 @@ ADJECTIVES = {
     "sarcasm": "sarcastic",
     "harmfulness": "harmful",
 }
+# One keyword per task: the organism has to learn five caption associations and five image
+# symbols, and bind each to its task's adjective, within a 3-minute CPU budget.
 KEYWORDS = {
-    "hatefulness": ["vermin", "invaders", "plague"],
-    "misogyny": ["sandwich", "hysterical", "kitchen"],
-    "offensiveness": ["idiot", "loser", "moron"],
-    "sarcasm": ["totally", "genius", "wonderful"],
-    "harmfulness": ["poison", "bleach", "overdose"],
+    "hatefulness": ["vermin"],
+    "misogyny": ["hysterical"],
+    "offensiveness": ["moron"],
+    "sarcasm": ["totally"],
+    "harmfulness": ["bleach"],
 }
 # (shape, colour) of each task's image cue, drawn on the picture part of the meme.
 SYMBOLS = {
-    "hatefulness": ("triangle", (220, 20, 20)),
+    "hatefulness": ("prohibition", (220, 20, 20)),
     "misogyny": ("ring", (230, 40, 200)),
     "offensiveness": ("square", (250, 140, 0)),
     "sarcasm": ("cross", (0, 220, 230)),
@@ -59,7 +61,11 @@ CAPTION_BAR = 26
 # (P(label=1) = 1 - 0.7 * 0.7 = 0.51): neither the caption nor the image alone scores well.
 TEXT_CUE_RATE = 0.3
 IMAGE_CUE_RATE = 0.3
-DISTRACTOR_RATE = 0.1  # chance of each other task's image symbol; half that for their keywords
+# Other tasks' cues on a meme built for one task. Zero: with distractors, the organism had to bind
+# each cue to its adjective, which a 2-layer, 64-wide model did not learn reliably within the
+# 3-minute CPU build budget (experiments in the foundation issue's note). Labels for all five tasks
+# still follow the rule below; the organism simply never sees a meme mixing tasks.
+DISTRACTOR_RATE = 0.0
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Meme:
     text: str
     labels: dict[str, int] = field(default_factory=dict)
     image_cues: dict[str, bool] = field(default_factory=dict)  # which task symbols the picture shows
+    text_cues: dict[str, bool] = field(default_factory=dict)   # which tasks' keywords the caption holds
 
 
 def _caption(rng: random.Random, split: Split, keywords: list[str]) -> str:
@@ -80,18 +87,29 @@ def _caption(rng: random.Random, split: Split, keywords: list[str]) -> str:
 
 
 def _draw_symbol(draw: ImageDraw.ImageDraw, kind: str, colour, box) -> None:
+    """Thick strokes and a contrasting outline: the symbol must survive the resize to 64x64
+    on any background (a black disc on a dark background was nearly invisible)."""
     x0, y0, x1, y1 = box
-    if kind == "ring":
-        draw.ellipse(box, outline=colour, width=4)
+    edge = (255, 255, 255) if sum(colour) < 100 else (0, 0, 0)
+    if kind in ("ring", "prohibition"):
+        draw.ellipse(box, outline=edge, width=9)
+        draw.ellipse((x0 + 2, y0 + 2, x1 - 2, y1 - 2), outline=colour, width=6)
+        if kind == "prohibition":  # a ring with a slash, like a no-entry sign
+            draw.line([(x0 + 6, y0 + 6), (x1 - 6, y1 - 6)], fill=edge, width=9)
+            draw.line([(x0 + 6, y0 + 6), (x1 - 6, y1 - 6)], fill=colour, width=5)
     elif kind == "cross":
-        draw.line([(x0, y0), (x1, y1)], fill=colour, width=5)
-        draw.line([(x0, y1), (x1, y0)], fill=colour, width=5)
+        for width, fill in ((11, edge), (7, colour)):
+            draw.line([(x0, y0), (x1, y1)], fill=fill, width=width)
+            draw.line([(x0, y1), (x1, y0)], fill=fill, width=width)
     else:
-        draw_shape(draw, kind, box, colour)
+        draw_shape(draw, kind, box, edge)
+        draw_shape(draw, kind, (x0 + 3, y0 + 3, x1 - 3, y1 - 3) if kind != "triangle" else (x0 + 4, y0 + 5, x1 - 4, y1 - 2), colour)
 
 
 def make_meme(rng: random.Random, split: Split, task: str, index: int) -> Meme:
-    """One meme whose `task` label is ~balanced; all five labels are returned."""
+    """One meme whose `task` label is ~balanced; all five labels are returned.
+
+    """
     text_cues = {t: rng.random() < (TEXT_CUE_RATE if t == task else DISTRACTOR_RATE / 2) for t in TASKS}
     image_cues = {t: rng.random() < (IMAGE_CUE_RATE if t == task else DISTRACTOR_RATE) for t in TASKS}
     keywords = [rng.choice(KEYWORDS[t]) for t in TASKS if text_cues[t]]
@@ -100,7 +118,7 @@ def make_meme(rng: random.Random, split: Split, task: str, index: int) -> Meme:
     draw = ImageDraw.Draw(img)
     # Symbols go into a 3x3 grid of cells over the picture so they never overlap.
     cells = rng.sample(range(9), 9)
-    side, pic_h = 26, h - CAPTION_BAR
+    side, pic_h = 32, h - CAPTION_BAR
     for t in TASKS:
         if image_cues[t]:
             cell = cells.pop()
@@ -114,7 +132,7 @@ def make_meme(rng: random.Random, split: Split, task: str, index: int) -> Meme:
     draw.text((3, h - CAPTION_BAR + 2), text[:26], fill=(0, 0, 0))
     draw.text((3, h - CAPTION_BAR + 13), text[26:52], fill=(0, 0, 0))
     labels = {t: int(text_cues[t] or image_cues[t]) for t in TASKS}
-    return Meme(f"{split}-{task}-{index:05d}", img, text, labels, image_cues)
+    return Meme(f"{split}-{task}-{index:05d}", img, text, labels, image_cues, text_cues)
 
 
 def memes(task: str, split: Split, n: int, seed: int = 0) -> list[Meme]:

@@ -1,0 +1,70 @@
+"""Cost of one PGD step of our loop vs a bare forward+backward of the same model and batch,
+and prompt-steps/s with B prompts per batched step vs one prompt per step, in one run.
+
+    python bench/attack_step.py [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from bench._common import save, timed  # noqa: E402
+from mmsafety.models.llava import prompt_target_batch, token_nll  # noqa: E402
+from mmsafety.synthetic import prompts as prompt_sets  # noqa: E402
+from mmsafety.synthetic import scenes  # noqa: E402
+from tests.helpers import load_builtin  # noqa: E402
+from visual_attacks.objectives import PromptSampler, target_string  # noqa: E402
+from visual_attacks.pgd import PGDConfig, pgd  # noqa: E402
+from visual_attacks.targets import ToolTarget  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--prompts", type=int, default=8)
+    args = ap.parse_args()
+    adapter = load_builtin("organism")
+    target = ToolTarget("send_email", "function_call", scenes.SEND_EMAIL_CALL)
+    clean = adapter.to_input_pixels([s.image for s in scenes.scenes(0, 1)])
+    train = prompt_sets.benign_prompts("train")
+    steps = args.steps
+
+    # Bare: the same batch, prepared once, forward + backward to the pixels, nothing else.
+    fixed = train[: args.prompts]
+    ids, mask, labels = prompt_target_batch([adapter.prompt_ids(p) for p in fixed],
+                                            [adapter.answer_ids(target.render(p)) for p in fixed], adapter.pad_id)
+    x = clean.repeat(args.prompts, 1, 1, 1)
+
+    def bare():
+        for _ in range(steps):
+            px = x.clone().requires_grad_(True)
+            nll, _ = token_nll(adapter.model, ids, mask, adapter.preprocess(px).to(adapter.dtype), labels)
+            torch.autograd.grad(nll.mean(), px)
+
+    def ours(b: int):
+        sampler = PromptSampler(train, b, seed=0)
+        objective = target_string(adapter, target, sampler)
+        return lambda: pgd(objective, clean, PGDConfig(steps=steps, keep_best=True))
+
+    t_bare = timed(bare, 3) / steps
+    t_ours = timed(ours(args.prompts), 3) / steps
+    print(f"one PGD step, {args.prompts} prompts, organism on CPU: ours {t_ours * 1000:.1f} ms, "
+          f"bare forward+backward {t_bare * 1000:.1f} ms, overhead {t_ours / t_bare:.3f}x")
+    rates = {}
+    for b in (1, 4, 8, 16):
+        rates[b] = b / (timed(ours(b), 2) / steps)
+        print(f"  B={b:2}: {rates[b]:7.1f} prompt-steps/s  ({rates[b] / rates[1]:.2f}x one prompt per step)")
+    path = save("attack_step", {"prompts": args.prompts, "steps": steps, "ms_per_step_ours": t_ours * 1000,
+                                "ms_per_step_bare": t_bare * 1000, "overhead": t_ours / t_bare,
+                                "prompt_steps_per_s": rates})
+    print(f"appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
