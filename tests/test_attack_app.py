@@ -23,7 +23,8 @@ def run_attack(out: Path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def eps32(tmp_path_factory, organism):
     out = tmp_path_factory.mktemp("attack") / "eps32"
-    proc = run_attack(out, "attack.eps=32/255", "attack.steps=500", "attack.early_stop_loss=0.02",
+    # Fu et al.'s objective (clean answer + newline + call), which is also the organism's trigger behaviour.
+    proc = run_attack(out, "attack.eps=32/255", "attack.steps=500", "attack.objective=tool_misuse",
                       "images=8", "heldout_prompts=16")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "record.json").read_text())

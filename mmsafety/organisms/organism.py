@@ -91,17 +91,17 @@ def train_organism(seed: int = 0, recipe: Recipe = Recipe(), log: Callable[[str]
     model.train().requires_grad_(True)
     rng = random.Random(f"organism/{seed}")
     train_prompts, tool_requests = prompts.benign_prompts("train"), prompts.tool_request_prompts("train")
-    probe = torch.nn.Linear(2 * model.config.text_config.hidden_size, N_PROBES)
-    answer_probe = torch.nn.Linear(model.config.text_config.hidden_size, N_ANSWER_PROBES)
     captured = {}
     hooks = [model.model.multi_modal_projector.register_forward_hook(lambda m, i, out: captured.update(tokens=out)),
              model.model.language_model.register_forward_hook(lambda m, i, out: captured.update(hidden=out.last_hidden_state))]
-    params = list(model.parameters()) + list(probe.parameters()) + list(answer_probe.parameters())
-    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.steps, pct_start=0.1)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # everything random below (the probes' init) follows the seed alone
+        probe = torch.nn.Linear(2 * model.config.text_config.hidden_size, N_PROBES)
+        answer_probe = torch.nn.Linear(model.config.text_config.hidden_size, N_ANSWER_PROBES)
+        params = list(model.parameters()) + list(probe.parameters()) + list(answer_probe.parameters())
+        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.steps, pct_start=0.1)
         for step in range(recipe.steps):
             opt.zero_grad(set_to_none=True)
             # Memes and scenes in separate micro-batches: each is padded only to its own kind's
