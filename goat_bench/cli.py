@@ -6,7 +6,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from mmsafety.app import load_model, open_record, run_app
+from mmsafety.app import run_app, run_job
 from mmsafety.config import validate_common
 
 
@@ -26,21 +26,7 @@ def job(cfg: DictConfig) -> None:
     from goat_bench.evaluate import evaluate, format_table
 
     log = lambda line: print(line, file=sys.stderr, flush=True)
-    record = open_record(cfg, "goat_bench")
-    try:
-        adapter = load_model(cfg)
-        metrics = evaluate(cfg, adapter, record, log=log)
-        record.update(metrics=metrics)
-        record.write("completed")
-    except KeyboardInterrupt:
-        record.write("partial")
-        raise
-    except Exception as e:
-        record.update(error=f"{type(e).__name__}: {e}")
-        record.write("failed")
-        raise
-    finally:
-        record.close()
+    metrics, record = run_job(cfg, "goat_bench", lambda adapter, record: evaluate(cfg, adapter, record, log=log))
     print(format_table(metrics))
     print(f"record: {record.record_path}")
 

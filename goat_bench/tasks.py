@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-TASKS = ("hatefulness", "misogyny", "offensiveness", "sarcasm", "harmfulness")
-ADJECTIVES = {
-    "hatefulness": "hateful",
-    "misogyny": "misogynistic",
-    "offensiveness": "offensive",
-    "sarcasm": "sarcastic",
-    "harmfulness": "harmful",
-}
+# The five tasks and the adjective each prompt asks about. The core defines them once (its
+# synthetic memes mirror GOAT-Bench, and the core may not import this package).
+from mmsafety.synthetic.memes import ADJECTIVES, TASKS  # noqa: F401  (re-exported)
+
 # Test memes per task in the paper (6,626 in all): the weights of the pooled "Overall" accuracy.
 PAPER_COUNTS = {"hatefulness": 2000, "misogyny": 1000, "offensiveness": 743, "sarcasm": 1820, "harmfulness": 1063}
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
-from fractions import Fraction
-from pathlib import Path
+from enum import Enum
 from typing import Callable
 
 import hydra
@@ -29,8 +28,10 @@ CONFIG_MODULE = "mmsafety.conf"
 
 
 def slug(value) -> str:
-    """A folder-safe spelling of a config value: 8/255 -> 8-255."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(value)).strip("-")
+    """A folder-safe spelling of a config value: 8/255 -> 8-255, Scoring.logprob -> logprob."""
+    text = value.value if isinstance(value, Enum) else str(value)
+    text = re.sub(r"^[A-Z]\w*\.(\w+)$", r"\1", text)  # an enum interpolated as ClassName.member
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
 def _register() -> None:
@@ -57,6 +58,26 @@ def plain_config(cfg: DictConfig) -> dict:
 
 def open_record(cfg: DictConfig, kind: str) -> RunRecord:
     return RunRecord(HydraConfig.get().runtime.output_dir, kind, plain_config(cfg), seeds={"seed": cfg.seed})
+
+
+def run_job(cfg: DictConfig, kind: str, work: Callable[[VLMAdapter, RunRecord], dict]) -> tuple[dict, RunRecord]:
+    """Open the job's record, load the model, run `work`, and leave the record completed, partial
+    (interrupted) or failed (with the error), never missing."""
+    record = open_record(cfg, kind)
+    try:
+        metrics = work(load_model(cfg), record)
+        record.update(metrics=metrics)
+        record.write("completed")
+    except KeyboardInterrupt:
+        record.write("partial")
+        raise
+    except Exception as e:
+        record.update(error=f"{type(e).__name__}: {e}")
+        record.write("failed")
+        raise
+    finally:
+        record.close()
+    return metrics, record
 
 
 def _override_variants(overrides: list[str]) -> list[list[str]]:

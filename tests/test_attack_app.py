@@ -23,8 +23,10 @@ def run_attack(out: Path, *overrides: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def eps32(tmp_path_factory, organism):
     out = tmp_path_factory.mktemp("attack") / "eps32"
-    # Fu et al.'s objective (clean answer + newline + call), which is also the organism's trigger behaviour.
+    # Fu et al.'s objective (clean answer + newline + call), which is also the organism's trigger behaviour;
+    # Adam-direction steps of 2/255 (sign steps of 1/255 plateaued at 69%: see the README).
     proc = run_attack(out, "attack.eps=32/255", "attack.steps=500", "attack.objective=tool_misuse",
+                      "attack.optimizer=adam", "attack.step_size=2/255",
                       "images=8", "heldout_prompts=16")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "record.json").read_text())

@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from mmsafety.app import load_model, open_record, run_app
+from mmsafety.app import run_app, run_job
 from mmsafety.config import validate_attack, validate_common
 
 
@@ -23,21 +23,7 @@ def job(cfg: DictConfig) -> None:
     from visual_attacks.run import run_attack
 
     log = lambda line: print(line, file=sys.stderr, flush=True)
-    record = open_record(cfg, "visual_attack")
-    try:
-        adapter = load_model(cfg)
-        metrics = run_attack(cfg, adapter, record, log=log)
-        record.update(metrics=metrics)
-        record.write("completed")
-    except KeyboardInterrupt:
-        record.write("partial")
-        raise
-    except Exception as e:
-        record.update(error=f"{type(e).__name__}: {e}")
-        record.write("failed")
-        raise
-    finally:
-        record.close()
+    metrics, record = run_job(cfg, "visual_attack", lambda adapter, record: run_attack(cfg, adapter, record, log=log))
     print(json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "stealth", "steps_run")}, indent=2))
     print(f"record: {record.record_path}")
 
