@@ -7,7 +7,7 @@ import sys
 from omegaconf import DictConfig
 
 from mmsafety.app import run_app, run_job
-from mmsafety.config import validate_common
+from mmsafety.config import plain, validate_common
 
 
 def validate(cfg: DictConfig) -> None:
@@ -16,7 +16,7 @@ def validate(cfg: DictConfig) -> None:
     from mmsafety.models.registry import adapter_class
 
     validate_common(cfg)
-    scoring = cfg.scoring.value if hasattr(cfg.scoring, "value") else str(cfg.scoring)
+    scoring = plain(cfg.scoring)
     check_task_config(cfg.task, scoring)
     if scoring == "generate" and not adapter_class(cfg.model.adapter).supports_generation:
         raise ConfigError(f"model={cfg.model.name} ({cfg.model.adapter}) cannot generate text; use scoring=logprob")

@@ -12,6 +12,7 @@ from goat_bench.metrics import overall, task_metrics
 from goat_bench.parsing import parse_answer
 from goat_bench.prompts import TEMPLATES
 from goat_bench.tasks import ADJECTIVES, TASKS
+from mmsafety.config import plain
 from mmsafety.errors import ConfigError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.paths import cache_dir
@@ -52,7 +53,7 @@ def _score_batch(adapter, batch: list[tuple[MemeSample, object]], template, scor
 
 
 def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
-    scoring = cfg.scoring.value if hasattr(cfg.scoring, "value") else str(cfg.scoring)
+    scoring = plain(cfg.scoring)
     check_task_config(cfg.task, scoring)
     template = TEMPLATES[cfg.task.prompt]
     max_new_tokens = cfg.max_new_tokens or template.max_new_tokens

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import sys
-from enum import Enum
 from typing import Callable
 
 import hydra
@@ -16,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mmsafety.config import register_schemas
+from mmsafety.config import plain, register_schemas
 from mmsafety.errors import UserError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.models.loading import LoadOptions
@@ -29,7 +28,7 @@ CONFIG_MODULE = "mmsafety.conf"
 
 def slug(value) -> str:
     """A folder-safe spelling of a config value: 8/255 -> 8-255, Scoring.logprob -> logprob."""
-    text = value.value if isinstance(value, Enum) else str(value)
+    text = plain(value)
     text = re.sub(r"^[A-Z]\w*\.(\w+)$", r"\1", text)  # an enum interpolated as ClassName.member
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
@@ -45,7 +44,7 @@ def load_model(cfg: DictConfig) -> VLMAdapter:
     from mmsafety.organisms.builders import ensure_built
 
     m, p = cfg.model, cfg.placement
-    placement = resolve_placement(p.device, p.dtype.value if hasattr(p.dtype, "value") else p.dtype, p.device_map)
+    placement = resolve_placement(p.device, plain(p.dtype), p.device_map)
     source = str(ensure_built(m.builder, m.seed)) if m.builder else m.name_or_path
     opts = LoadOptions(allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code,
                        revision=m.revision, local_files_only=m.local_files_only)

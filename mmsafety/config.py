@@ -124,6 +124,11 @@ def register_schemas() -> None:
     cs.store(group="target", name="target_schema", node=TargetConfig)
 
 
+def plain(value: Any) -> str:
+    """A config value as its plain string: enum members (Scoring.logprob) become their value."""
+    return value.value if isinstance(value, Enum) else str(value)
+
+
 def pixel_amount(key: str, value: Any) -> float:
     """A budget in pixel units: 0.03, '8/255' or 8/255 (Hydra passes the fraction as a string)."""
     try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
+from typing import Callable
 
 
 def cache_dir() -> Path:
@@ -11,3 +14,22 @@ def cache_dir() -> Path:
     root = Path(os.environ.get("MMSAFETY_CACHE") or Path.home() / ".cache" / "mmsafety").expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def build_once(path: Path, build: Callable[[Path], None], marker: str = "BUILT") -> Path:
+    """Make `path` by calling `build(tmp)` on a temporary folder and renaming it into place, under
+    a file lock: concurrent jobs (a sweep) build it once, and nobody sees half of it."""
+    if (path / marker).exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent job waits here, then finds it built
+        if not (path / marker).exists():
+            tmp = path.with_name(path.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            build(tmp)
+            (tmp / marker).write_text(f"{path.name}\n")
+            shutil.rmtree(path, ignore_errors=True)  # an incomplete earlier attempt
+            tmp.rename(path)
+    return path

@@ -38,3 +38,26 @@ def test_ensure_built_caches_in_mmsafety_cache(monkeypatch, tmp_path):
 def test_unknown_builder():
     with pytest.raises(ConfigError, match="unknown builder; use one of"):
         built_path("nope")
+
+
+def test_build_once_builds_once_under_concurrency(tmp_path):
+    import threading
+    import time
+
+    from mmsafety.paths import build_once
+
+    calls = []
+
+    def build(tmp):
+        calls.append(tmp)
+        time.sleep(0.3)  # long enough for the second caller to arrive mid-build
+        (tmp / "data.txt").write_text("ok")
+
+    target = tmp_path / "thing"
+    threads = [threading.Thread(target=build_once, args=(target, build)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and (target / "data.txt").read_text() == "ok"
+    assert not (tmp_path / "thing.tmp").exists()

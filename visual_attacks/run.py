@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mmsafety.config import pixel_amount
+from mmsafety.config import pixel_amount, plain
 from mmsafety.models.base import VLMAdapter
 from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
 from mmsafety.records import RunRecord
@@ -32,7 +32,7 @@ from visual_attacks.targets import ToolTarget, load_target
 
 def pgd_config(attack) -> PGDConfig:
     return PGDConfig(
-        norm=attack.norm.value if hasattr(attack.norm, "value") else str(attack.norm),
+        norm=plain(attack.norm),
         eps=pixel_amount("attack.eps", attack.eps), step_size=pixel_amount("attack.step_size", attack.step_size),
         steps=attack.steps, random_start=attack.random_start, optimizer=attack.optimizer,
         keep_best=attack.keep_best, early_stop_loss=attack.early_stop_loss, quantize=attack.quantize, seed=attack.seed,

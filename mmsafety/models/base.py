@@ -8,6 +8,8 @@ from typing import ClassVar, Sequence, Union
 import torch
 from PIL import Image
 
+from mmsafety.models.pixels import ClipStylePreprocess, stack_pil
+
 # A target is a string, or weighted segments [(text, weight), ...] concatenated in order;
 # the loss is then sum over segments of weight * (mean NLL of that segment's tokens).
 Target = Union[str, Sequence[tuple[str, float]]]
@@ -51,6 +53,9 @@ class VLMAdapter(abc.ABC):
         For a language model: the mean token NLL of the target after the prompt (weighted per
         segment when a target is given as segments)."""
 
-    @abc.abstractmethod
+    # The adapter's differentiable re-implementation of its processor (resize/crop/normalise).
+    preprocess: ClipStylePreprocess
+
     def to_input_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images of any size -> [B,3,H,W] in [0,1] at `input_size` (the attack's starting point)."""
+        return stack_pil(images, self.preprocess)

@@ -7,12 +7,11 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from mmsafety.errors import ModelNotFound
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
-from mmsafety.models.pixels import ClipStylePreprocess, stack_pil
+from mmsafety.models.pixels import ClipStylePreprocess
 from mmsafety.models.registry import register_adapter
 from mmsafety.placement import Placement
 
@@ -146,8 +145,6 @@ class LlavaAdapter(VLMAdapter):
         return ids + [self.tokenizer.eos_token_id] if eos else list(ids)
 
     # -- pixels -----------------------------------------------------------------------
-    def to_input_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return stack_pil(images, self.preprocess)
 
     def pixel_values(self, images: Images) -> torch.Tensor:
         if isinstance(images, torch.Tensor):

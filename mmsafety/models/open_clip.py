@@ -14,12 +14,11 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from mmsafety.errors import ModelNotFound, UserError
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
-from mmsafety.models.pixels import ClipStylePreprocess, stack_pil
+from mmsafety.models.pixels import ClipStylePreprocess
 from mmsafety.models.registry import register_adapter
 from mmsafety.placement import Placement
 
@@ -60,8 +59,6 @@ class OpenClipAdapter(VLMAdapter):
                                          std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)))
         return cls(model, tokenizer, preprocess, transform, placement, source, weights_sha256(folder))
 
-    def to_input_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return stack_pil(images, self.preprocess)
 
     def _image_features(self, images: Images) -> torch.Tensor:
         if isinstance(images, torch.Tensor):

@@ -1,13 +1,11 @@
 """Named builders of offline models, cached under `$MMSAFETY_CACHE/models/<name>-v<version>-seed<seed>`.
 
-A build writes into a temporary folder and renames it into place, under a file lock, so
-concurrent jobs (a sweep) build once and never load a half-written checkpoint.
+A build writes into a temporary folder and renames it into place, under a file lock
+(`build_once`), so concurrent jobs (a sweep) build once and never load a half-written checkpoint.
 """
 
 from __future__ import annotations
 
-import fcntl
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmsafety.errors import ConfigError
-from mmsafety.paths import cache_dir
+from mmsafety.paths import build_once, cache_dir
 
 
 @dataclass(frozen=True)
@@ -65,20 +63,11 @@ def built_path(name: str, seed: int = 0) -> Path:
 def ensure_built(name: str, seed: int = 0) -> Path:
     """Path of the built checkpoint, building it first if this cache does not have it yet."""
     path = built_path(name, seed)
-    if (path / "BUILT").exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent job waits here, then finds it built
-        if (path / "BUILT").exists():
-            return path
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def build(tmp: Path) -> None:
         start = time.perf_counter()
         print(f"mmsafety: building {name} (seed {seed}) into {path} ...", file=sys.stderr, flush=True)
         BUILDERS[name].build(tmp, seed)
-        (tmp / "BUILT").write_text(f"{name} v{BUILDERS[name].version} seed {seed}\n")
-        shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
         print(f"mmsafety: built {name} in {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
-    return path
+
+    return build_once(path, build)

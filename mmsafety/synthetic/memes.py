@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from PIL import Image, ImageDraw
 
+from mmsafety.paths import build_once
 from mmsafety.synthetic.scenes import draw_shape, muted_background
 
 Split = Literal["train", "heldout"]
@@ -144,24 +144,19 @@ def memes(task: str, split: Split, n: int, seed: int = 0) -> list[Meme]:
 def write_goat_layout(root: str | Path, n_per_task: int, split: Split = "heldout", seed: int = 0) -> Path:
     """Write `<root>/<task>/test.jsonl` plus `<root>/<task>/images/<id>.png`, as GOAT-Bench ships.
 
-    Written to a temporary folder and renamed, so a reader never sees half a dataset.
+    Built once, in a temporary folder renamed into place, so a reader never sees half a dataset.
     """
-    root = Path(root)
-    if (root / "COMPLETE").exists():
-        return root
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for task in TASKS:
-        (tmp / task / "images").mkdir(parents=True, exist_ok=True)
-        with open(tmp / task / "test.jsonl", "w", encoding="utf-8") as f:
-            for m in memes(task, split, n_per_task, seed):
-                m.image.save(tmp / task / "images" / f"{m.id}.png")
-                f.write(json.dumps({"id": m.id, "img": f"images/{m.id}.png", "text": m.text,
-                                    "label": m.labels[task]}) + "\n")
-    (tmp / "COMPLETE").write_text("synthetic GOAT-style memes, mmsafety\n")
-    shutil.rmtree(root, ignore_errors=True)  # an incomplete earlier attempt
-    tmp.replace(root)
-    return root
+
+    def build(tmp: Path) -> None:
+        for task in TASKS:
+            (tmp / task / "images").mkdir(parents=True, exist_ok=True)
+            with open(tmp / task / "test.jsonl", "w", encoding="utf-8") as f:
+                for m in memes(task, split, n_per_task, seed):
+                    m.image.save(tmp / task / "images" / f"{m.id}.png")
+                    f.write(json.dumps({"id": m.id, "img": f"images/{m.id}.png", "text": m.text,
+                                        "label": m.labels[task]}) + "\n")
+
+    return build_once(Path(root), build, marker="COMPLETE")
 
 
 def goat_question(task: str, text: str) -> str:
