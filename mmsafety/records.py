@@ -22,20 +22,24 @@ from typing import Any, Iterable
 SCHEMA_VERSION = 1
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`:
-    readers see the old file or the new one, never half of one."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a uniquely named temporary file in the same folder, fsync, then rename over
+    `path`: readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def config_sha256(config: dict) -> str:
@@ -132,7 +136,7 @@ class RunRecord:
             return
         data = self.samples_path.read_bytes()
         if data and not data.endswith(b"\n"):
-            atomic_write_text(self.samples_path, data[: data.rfind(b"\n") + 1].decode("utf-8", "replace"))
+            atomic_write_bytes(self.samples_path, data[: data.rfind(b"\n") + 1])
 
     def done_keys(self, key_fields: Iterable[str]) -> set[tuple]:
         fields = tuple(key_fields)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from mmsafety.config import pixel_amount, plain
 from mmsafety.models.base import VLMAdapter
 from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
-from mmsafety.records import RunRecord
+from mmsafety.records import RunRecord, atomic_write_bytes
 from mmsafety.synthetic import prompts as prompt_sets
 from mmsafety.synthetic import scenes
 from visual_attacks.objectives import CleanAnswers, PromptSampler, target_string, tool_misuse
@@ -46,10 +46,7 @@ def save_png(pixels: torch.Tensor, folder: Path) -> Path:
     data = buf.getvalue()
     path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        atomic_write_bytes(path, data)
     return path
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mmsafety.errors import ModelNotFound, UnsafeCheckpoint
 from mmsafety.paths import cache_dir
+from mmsafety.records import atomic_write_text
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -92,9 +93,7 @@ def file_sha256(path: Path) -> str:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
         memo[key] = h.hexdigest()
-        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, memo_path)
+        atomic_write_text(memo_path, json.dumps(memo))
     return memo[key]
 
 
