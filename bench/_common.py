@@ -38,3 +38,15 @@ def timed(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def timed_pair(a, b, repeats: int) -> tuple[float, float]:
+    """Median seconds of `a` and of `b`, run alternately (a, b, a, b, ...) after a warm-up of each."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, times in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return sorted(ta)[len(ta) // 2], sorted(tb)[len(tb) // 2]

@@ -1,7 +1,7 @@
 """Cost of one PGD step of our loop vs a bare forward+backward of the same model and batch,
 and prompt-steps/s with B prompts per batched step vs one prompt per step, in one run.
 
-    python bench/attack_step.py [--steps 20]
+    python bench/attack_step.py [--steps 50]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench._common import save, timed  # noqa: E402
+from bench._common import save, timed, timed_pair  # noqa: E402
 from mmsafety.models.llava import prompt_target_batch, token_nll  # noqa: E402
 from mmsafety.synthetic import prompts as prompt_sets  # noqa: E402
 from mmsafety.synthetic import scenes  # noqa: E402
@@ -26,7 +26,7 @@ from visual_attacks.targets import ToolTarget  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--prompts", type=int, default=8)
     args = ap.parse_args()
     adapter = load_builtin("organism")
@@ -47,13 +47,15 @@ def main() -> None:
             nll, _ = token_nll(adapter.model, ids, mask, adapter.preprocess(px).to(adapter.dtype), labels)
             torch.autograd.grad(nll.mean(), px)
 
-    def ours(b: int):
-        sampler = PromptSampler(train, b, seed=0)
+    def ours(b: int, prompts=train):
+        sampler = PromptSampler(prompts, b, seed=0)
         objective = target_string(adapter, target, sampler)
         return lambda: pgd(objective, clean, PGDConfig(steps=steps, keep_best=True))
 
-    t_bare = timed(bare, 3) / steps
-    t_ours = timed(ours(args.prompts), 3) / steps
+    # Same model and batch: our loop samples the step's prompts from exactly the bare batch's prompts.
+    # The two alternate, so drift in the machine's speed hits both alike.
+    ours_fixed = ours(args.prompts, fixed)
+    t_bare, t_ours = (t / steps for t in timed_pair(bare, ours_fixed, 9))
     print(f"one PGD step, {args.prompts} prompts, organism on CPU: ours {t_ours * 1000:.1f} ms, "
           f"bare forward+backward {t_bare * 1000:.1f} ms, overhead {t_ours / t_bare:.3f}x")
     rates = {}

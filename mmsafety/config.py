@@ -68,7 +68,9 @@ class TaskConfig:
 @dataclass
 class AttackConfig:
     name: str = MISSING
-    objective: str = "target_string"  # target_string | tool_misuse (Fu et al.: clean answer + newline + call)
+    # target_string | tool_misuse (Fu et al.: clean answer + newline + call) | verdict_flip | clip_embed;
+    # the case (conf/case/) says which of these it implements
+    objective: str = "target_string"
     response_weight: float = 0.1      # tool_misuse: lambda on the clean-answer tokens
     l2_weight: float = 0.0            # tool_misuse: soft penalty on the per-channel L2 distance to the clean image
     norm: Norm = Norm.linf
@@ -107,6 +109,7 @@ class AttackAppConfig:
     model: ModelConfig = MISSING
     attack: AttackConfig = MISSING
     target: TargetConfig = MISSING
+    case: Any = MISSING        # what the attack aims at: a conf/case/ entry with a `_target_`
     placement: PlacementConfig = MISSING
     images: int = 8            # base images to attack
     heldout_prompts: int = 32  # prompts the attack never saw, per image
@@ -151,6 +154,9 @@ def validate_common(cfg) -> None:
         raise ConfigError(f"batch_size={cfg.batch_size}: must be >= 1")
 
 
+OBJECTIVES = ("target_string", "tool_misuse", "verdict_flip", "clip_embed")
+
+
 def validate_attack(attack) -> None:
     pixel_amount("attack.eps", attack.eps)
     if pixel_amount("attack.step_size", attack.step_size) == 0:
@@ -159,7 +165,7 @@ def validate_attack(attack) -> None:
         raise ConfigError(f"attack.steps={attack.steps}: must be >= 0")
     if attack.prompts_per_step < 1:
         raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
-    if attack.objective not in ("target_string", "tool_misuse"):
-        raise ConfigError(f"attack.objective={attack.objective}: use target_string or tool_misuse")
+    if attack.objective not in OBJECTIVES:
+        raise ConfigError(f"attack.objective={attack.objective}: use one of {', '.join(OBJECTIVES)}")
     if attack.optimizer not in ("sign", "adam"):
         raise ConfigError(f"attack.optimizer={attack.optimizer}: use sign or adam")

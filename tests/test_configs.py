@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from mmsafety.app import _register
 from mmsafety.config import validate_attack, validate_common
+from visual_attacks.run import build_case
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -43,6 +44,15 @@ def test_attack_configs_compose(attack, placement):
         cfg = compose("attack", overrides=[f"attack={attack}", f"placement={placement}"])
     validate_attack(cfg.attack)
     OmegaConf.to_container(cfg, resolve=True)
+    build_case(cfg)  # the preset's objective is one its case implements; the case's own values check out
+
+
+@pytest.mark.parametrize("target", options("target"))
+def test_every_target_builds_a_tool_call_case(target):
+    with initialize_config_module("mmsafety.conf", version_base="1.3"):
+        cfg = compose("attack", overrides=[f"target={target}"])
+    case = build_case(cfg)
+    assert case.target.name == target and case.spec()["target"] == target
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

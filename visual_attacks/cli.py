@@ -12,11 +12,12 @@ from mmsafety.config import validate_attack, validate_common
 
 
 def validate(cfg: DictConfig) -> None:
-    from visual_attacks.targets import load_target
+    """Everything that can be checked without a model, so a sweep fails before its first job."""
+    from visual_attacks.run import build_case
 
     validate_common(cfg)
     validate_attack(cfg.attack)
-    load_target(cfg.target)
+    build_case(cfg)  # builds the case's targets and prompt sets; cheap (no images are drawn yet)
 
 
 def job(cfg: DictConfig) -> None:
@@ -24,7 +25,7 @@ def job(cfg: DictConfig) -> None:
 
     log = lambda line: print(line, file=sys.stderr, flush=True)
     metrics, record = run_job(cfg, "visual_attack", lambda adapter, record: run_attack(cfg, adapter, record, log=log))
-    print(json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "stealth", "steps_run")}, indent=2))
+    print(json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "asr_by", "stealth", "steps_run")}, indent=2))
     print(f"record: {record.record_path}")
 
 

@@ -108,7 +108,7 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
             losses.append(loss)
             improved = loss < best_loss
             best_loss = torch.where(improved, loss, best_loss)
-            best_x[improved] = x.detach()[improved]
+            best_x = torch.where(improved.view(-1, 1, 1, 1), x.detach(), best_x)  # no host sync, unlike a mask index
             if on_step is not None:
                 on_step(step, loss, best_loss)
             if cfg.early_stop_loss is not None and (step + 1) % cfg.check_every == 0 \
@@ -124,7 +124,7 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
             last_loss = objective(x, steps_run).detach().float()
         improved = last_loss < best_loss
         best_loss = torch.where(improved, last_loss, best_loss)
-        best_x[improved] = x[improved]
+        best_x = torch.where(improved.view(-1, 1, 1, 1), x, best_x)
     if not cfg.keep_best:
         best_x, best_loss = x.detach(), last_loss
     history = torch.stack(losses) if losses else torch.empty(0, x0.shape[0])

@@ -1,8 +1,9 @@
 """One attack job: craft one image per base image, save it as PNG, judge it as deployed.
 
+What to attack, the loss and the judge come from the configured attack case (conf/case/).
 Every success rate comes from the saved 8-bit PNG, reloaded from disk and passed through
-the model's own (non-differentiable) processor, on held-out prompts the attack never saw.
-The clean image's rates on the same prompts are the baseline in every report.
+the model's own (non-differentiable) processor; the clean image's rates under the same
+judge are the baseline in every report.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import random
 import time
 from pathlib import Path
 
@@ -18,16 +18,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from hydra.utils import instantiate
+
+from mmsafety.attack_case import AttackCase
 from mmsafety.config import pixel_amount, plain
+from mmsafety.errors import ConfigError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
 from mmsafety.records import RunRecord, atomic_write_bytes
-from mmsafety.synthetic import prompts as prompt_sets
-from mmsafety.synthetic import scenes
-from visual_attacks.objectives import CleanAnswers, PromptSampler, target_string, tool_misuse
 from visual_attacks.pgd import PGDConfig, pgd
-from visual_attacks.stealth import LPIPS_NOTE, stealth_metrics
-from visual_attacks.targets import ToolTarget, load_target
+from visual_attacks.stealth import lpips_available, lpips_note, stealth_metrics
 
 
 def pgd_config(attack) -> PGDConfig:
@@ -53,26 +53,6 @@ def save_png(pixels: torch.Tensor, folder: Path) -> Path:
 def reload_png(path: Path) -> Image.Image:
     with Image.open(path) as im:
         return im.convert("RGB")
-
-
-def base_scenes(n: int, seed: int) -> list[scenes.Scene]:
-    """Held-out benign scenes (no envelope): what the organism answers with a colour, no tool call."""
-    rng = random.Random(f"attack-bases/{seed}")
-    return [scenes.make_scene(rng, envelope=False) for _ in range(n)]
-
-
-def judge_outputs(adapter: VLMAdapter, image: Image.Image, prompts: list[str], target: ToolTarget,
-                  batch_size: int = 16, max_new_tokens: int = 96) -> list[dict]:
-    outs: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        outs += adapter.generate([image] * len(chunk), chunk, max_new_tokens=max_new_tokens)
-    return [{"prompt": p, "output": o, **target.judge(o, p).as_dict()} for p, o in zip(prompts, outs)]
-
-
-def rates(rows: list[dict]) -> dict[str, float]:
-    keys = [k for k in ("exact", "syntax", "argument", "leaked") if rows and k in rows[0]]
-    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
 
 
 def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
@@ -103,34 +83,37 @@ def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
     return files
 
 
-def make_objective(attack, adapter: VLMAdapter, target: ToolTarget, sampler: PromptSampler, clean: torch.Tensor):
-    if attack.objective == "target_string":
-        return target_string(adapter, target, sampler)
-    return tool_misuse(adapter, target, sampler, CleanAnswers(adapter, clean), attack.response_weight, attack.l2_weight)
+def build_case(cfg) -> AttackCase:
+    """The configured case (conf/case/), built from its `_target_`: the attack never imports the
+    workload that supplies it (goat_bench supplies the meme verdict case)."""
+    case = instantiate(cfg.case, _convert_="object")
+    if cfg.attack.objective not in case.objectives:
+        raise ConfigError(f"attack.objective={cfg.attack.objective} does not apply to case={cfg.case.name}, "
+                          f"which implements {', '.join(case.objectives)}")
+    return case
 
 
 def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
-    target = load_target(cfg.target)
+    case = build_case(cfg)
     pcfg = pgd_config(cfg.attack)
     out_dir = record.out_dir
-    bases = base_scenes(cfg.images, cfg.seed)
-    heldout = prompt_sets.benign_prompts("heldout")
-    heldout = random.Random(f"heldout/{cfg.seed}").sample(heldout, min(cfg.heldout_prompts, len(heldout)))
-    sampler = PromptSampler(prompt_sets.benign_prompts("train"), cfg.attack.prompts_per_step, cfg.attack.seed)
+    bases = case.bases()
+    notes = [] if lpips_available() else [lpips_note()]
     record.update(
         model={"name": cfg.model.name, "id": adapter.model_id, "adapter": adapter.name, "weights_sha256": adapter.weights_sha256},
-        spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": cfg.attack.objective, "target": target.name,
-              "target_text": target.text, "norm": pcfg.norm, "eps": pcfg.eps, "step_size": pcfg.step_size,
-              "steps": pcfg.steps, "prompts_per_step": sampler.per_step, "images": len(bases),
-              "heldout_prompts": len(heldout), "train_prompts": len(sampler.prompts), "notes": [LPIPS_NOTE]},
+        spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": cfg.attack.objective, **case.spec(),
+              "headline": case.headline, "norm": pcfg.norm, "eps": pcfg.eps, "step_size": pcfg.step_size,
+              "steps": pcfg.steps, "prompts_per_step": cfg.attack.prompts_per_step, "images": len(bases), "notes": notes},
     )
+    for note in notes:
+        log(note)
     done = record.done_keys(("image",))
     todo = [i for i in range(len(bases)) if (i,) not in done]
     if todo:
         # On the 8-bit grid from the start: the clean PNG is then exactly the attack's x0, and an
         # eps that is a multiple of 1/255 still holds after the adversarial image is rounded.
         clean = adapter.to_input_pixels([bases[i].image for i in todo]).mul(255).round().div(255)
-        objective = make_objective(cfg.attack, adapter, target, sampler, clean)
+        objective = case.objective(adapter, [bases[i] for i in todo], clean, cfg.attack)
         bar = tqdm(total=pcfg.steps, unit="step", desc=f"{cfg.attack.name} eps={cfg.attack.eps}", dynamic_ncols=True, mininterval=1.0)
 
         def on_step(step, loss, best):
@@ -149,37 +132,50 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
             clean_png = save_png(clean[j], out_dir / "images")
             adv_png = save_png(result.pixels[j].cpu(), out_dir / "images")
             clean_img, adv_img = reload_png(clean_png), reload_png(adv_png)
-            clean_rows = judge_outputs(adapter, clean_img, heldout, target)
-            adv_rows = judge_outputs(adapter, adv_img, heldout, target)
+            clean_j, adv_j = case.judge(adapter, clean_img, bases[i]), case.judge(adapter, adv_img, bases[i])
             stealth = stealth_metrics(pil_to_pixels(clean_img)[None], pil_to_pixels(adv_img)[None])[0]
-            utility = sum(a["output"].split("\n")[0].strip() == c["output"].split("\n")[0].strip()
-                          for a, c in zip(adv_rows, clean_rows)) / len(heldout)
             record.add_sample({
-                "image": i, "status": "ok", "clean_png": str(clean_png.relative_to(out_dir)),
+                "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(clean_png.relative_to(out_dir)),
                 "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": result.best_loss[j].item(),
                 "steps_run": result.steps_run, "attack_seconds": seconds, "stealth": stealth,
-                "clean": rates(clean_rows), "adversarial": rates(adv_rows), "utility_first_line_kept": utility,
-                "outputs": {"clean": clean_rows, "adversarial": adv_rows},
-                "scene": {"colour": bases[i].colour, "shape": bases[i].shape},
+                "clean": clean_j.rates, "adversarial": adv_j.rates, "utility": case.utility(clean_j, adv_j),
+                "outputs": {"clean": clean_j.rows, "adversarial": adv_j.rows}, "base": bases[i].info,
             })
             record.checkpoint()
         record.update(artifacts={"loss_curve": curve})
         log(f"attack: {result.steps_run} steps in {seconds:.1f}s ({seconds / max(1, result.steps_run) * 1000:.0f} ms/step)")
-    return summarize(record.samples)
+    return summarize(record.samples, case.group_by)
 
 
-def summarize(samples: list[dict]) -> dict:
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(samples: list[dict], group_by: tuple[str, ...] = ()) -> dict:
+    """Means over attacked images; success rates also per value of each `group_by` field of the
+    bases' info (for memes: task, and which cue made the meme positive)."""
     ok = [s for s in samples if s.get("status") == "ok"]
     if not ok:
         return {"images": 0}
-    mean = lambda xs: sum(xs) / len(xs)
     keys = ok[0]["adversarial"].keys()
+    stealth = {}
+    for k in ok[0]["stealth"]:
+        # An image the attack left unchanged has PSNR = inf; average the finite ones and count the rest.
+        values = [s["stealth"][k] for s in ok if s["stealth"].get(k) is not None and s["stealth"][k] != float("inf")]
+        stealth[k] = _mean(values)
+    stealth["unchanged_images"] = sum(s["stealth"]["linf"] == 0 for s in ok)
+    by = {}
+    for field in group_by:
+        values = sorted({str(s.get("base", {}).get(field)) for s in ok})
+        by[field] = {v: {"images": len(group), **{k: _mean([s["adversarial"][k] for s in group]) for k in keys}}
+                     for v in values for group in [[s for s in ok if str(s.get("base", {}).get(field)) == v]]}
     return {
         "images": len(ok),
-        "asr": {k: mean([s["adversarial"][k] for s in ok]) for k in keys},
-        "clean_baseline": {k: mean([s["clean"][k] for s in ok]) for k in keys},
-        "stealth": {k: mean([s["stealth"][k] for s in ok]) for k in ("linf", "l2", "psnr", "ssim")},
-        "utility_first_line_kept": mean([s["utility_first_line_kept"] for s in ok]),
-        "steps_run": mean([s["steps_run"] for s in ok]),
+        "asr": {k: _mean([s["adversarial"][k] for s in ok]) for k in keys},
+        "clean_baseline": {k: _mean([s["clean"][k] for s in ok]) for k in keys},
+        **({"asr_by": by} if by else {}),
+        "stealth": stealth,
+        "utility": _mean([s["utility"] for s in ok if s.get("utility") is not None]),
+        "steps_run": _mean([s["steps_run"] for s in ok]),
         "attack_seconds": max(s["attack_seconds"] for s in ok),
     }
