@@ -17,6 +17,7 @@ from mmsafety.errors import ConfigError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.paths import cache_dir
 from mmsafety.records import RunRecord
+from mmsafety.shards import shard_of
 
 KEY = ("task", "id")
 
@@ -62,11 +63,17 @@ def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     for task in cfg.task.tasks:
         loaded = load_task(root, task)
         samples += loaded[: cfg.task.limit] if cfg.task.limit else loaded
+    if cfg.num_shards > 1:
+        samples = [s for s in samples if shard_of(f"{s.task}/{s.id}", cfg.num_shards) == cfg.shard]
     record.update(
         model={"name": cfg.model.name, "id": adapter.model_id, "adapter": adapter.name, "weights_sha256": adapter.weights_sha256},
         spec={"workload": "goat_bench", "tasks": list(cfg.task.tasks), "root": str(root), "synthetic": not cfg.task.root,
               "scoring": scoring, "prompt": {"name": template.name, "version": template.version, "sha256": template.sha256},
-              "max_new_tokens": max_new_tokens, "batch_size": cfg.batch_size},
+              "max_new_tokens": max_new_tokens, "batch_size": cfg.batch_size,
+              "shard": {"index": cfg.shard, "count": cfg.num_shards},
+              # For the leaderboard: how to re-score merged shards, and the paper's rows to compare with.
+              "sample_key": list(KEY), "rescore": "goat_bench.evaluate:rescore",
+              "reference_rows": "goat_bench.tasks:paper_rows"},
     )
     done = record.done_keys(KEY)
     todo = [s for s in samples if (s.task, s.id) not in done]
@@ -120,6 +127,11 @@ def score_samples(samples: list[dict], tasks: list[str], seed: int = 0) -> dict:
         per_task[task] = task_metrics([s["label"] for s in ok], [s["pred"] for s in ok], seed=seed)
         per_task[task]["skipped"] = sum(1 for s in samples if s["task"] == task and s.get("status") == "skipped")
     return {"per_task": per_task, "overall": overall(per_task)}
+
+
+def rescore(samples: list[dict], record: dict) -> dict:
+    """Metrics of a (merged) record from its samples alone: what the leaderboard calls."""
+    return score_samples(samples, list(record["spec"]["tasks"]), seed=record.get("seeds", {}).get("seed", 0))
 
 
 def format_table(metrics: dict) -> str:

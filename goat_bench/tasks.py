@@ -20,3 +20,11 @@ PAPER_TABLE2 = {
     "InstructBLIP 13B": {"hatefulness": (58.25, 57.42), "misogyny": (63.10, 62.70), "offensiveness": (50.61, 50.24),
                          "sarcasm": (63.41, 60.96), "harmfulness": (54.11, 53.93), "overall": (58.88, 57.05)},
 }
+
+
+def paper_rows() -> list[dict]:
+    """Table 2 of the paper as leaderboard rows (accuracy and macro-F1 in %), marked as reported."""
+    return [{"model": name, "reported": True, "source": "GOAT-Bench paper, Table 2",
+             "per_task": {t: {"accuracy": acc, "macro_f1": f1} for t, (acc, f1) in row.items() if t != "overall"},
+             "overall": {"accuracy": row["overall"][0], "macro_f1": row["overall"][1]}}
+            for name, row in PAPER_TABLE2.items()]

@@ -33,10 +33,17 @@ def slug(value) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
+def shard_suffix(shard, num_shards) -> str:
+    """`-shard1of4` in folder names of sharded jobs, nothing otherwise."""
+    return f"-shard{shard}of{num_shards}" if int(num_shards) > 1 else ""
+
+
 def _register() -> None:
     register_schemas()
     if not OmegaConf.has_resolver("slug"):
         OmegaConf.register_new_resolver("slug", slug)
+    if not OmegaConf.has_resolver("shard_suffix"):
+        OmegaConf.register_new_resolver("shard_suffix", shard_suffix)
 
 
 def load_model(cfg: DictConfig) -> VLMAdapter:

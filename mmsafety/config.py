@@ -53,6 +53,7 @@ class PlacementConfig:
     device: Optional[str] = "cpu"
     device_map: Optional[str] = None
     dtype: DType = DType.float32
+    gpus: int = 0  # GPUs a cluster job asks for (hydra/launcher=slurm reads it)
 
 
 @dataclass
@@ -101,6 +102,8 @@ class EvalConfig:
     scoring: Scoring = Scoring.logprob
     batch_size: int = 16
     max_new_tokens: Optional[int] = None  # null: the template's (16 for the paper's prompt)
+    shard: int = 0         # this job's share of the memes: shard i of num_shards, split by a hash of (task, id)
+    num_shards: int = 1
     seed: int = 0
 
 
@@ -149,9 +152,13 @@ def validate_model(model) -> None:
 
 
 def validate_common(cfg) -> None:
+    from mmsafety.shards import check_shard
+
     validate_model(cfg.model)
     if getattr(cfg, "batch_size", 1) < 1:
         raise ConfigError(f"batch_size={cfg.batch_size}: must be >= 1")
+    if "num_shards" in cfg:
+        check_shard(cfg.shard, cfg.num_shards)
 
 
 OBJECTIVES = ("target_string", "tool_misuse", "verdict_flip", "clip_embed")

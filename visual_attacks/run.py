@@ -103,7 +103,9 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
         model={"name": cfg.model.name, "id": adapter.model_id, "adapter": adapter.name, "weights_sha256": adapter.weights_sha256},
         spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": cfg.attack.objective, **case.spec(),
               "headline": case.headline, "norm": pcfg.norm, "eps": pcfg.eps, "step_size": pcfg.step_size,
-              "steps": pcfg.steps, "prompts_per_step": cfg.attack.prompts_per_step, "images": len(bases), "notes": notes},
+              "steps": pcfg.steps, "prompts_per_step": cfg.attack.prompts_per_step, "images": len(bases), "notes": notes,
+              # For the leaderboard: how to re-score merged records from their samples.
+              "sample_key": ["image"], "rescore": "visual_attacks.run:rescore", "group_by": list(case.group_by)},
     )
     for note in notes:
         log(note)
@@ -179,3 +181,8 @@ def summarize(samples: list[dict], group_by: tuple[str, ...] = ()) -> dict:
         "steps_run": _mean([s["steps_run"] for s in ok]),
         "attack_seconds": max(s["attack_seconds"] for s in ok),
     }
+
+
+def rescore(samples: list[dict], record: dict) -> dict:
+    """Metrics of a (merged) record from its samples alone: what the leaderboard calls."""
+    return summarize(samples, tuple(record["spec"].get("group_by", ())))

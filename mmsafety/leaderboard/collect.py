@@ -1,0 +1,162 @@
+"""Read run records into leaderboard rows.
+
+Records are found recursively (sweep folders included). Records of the same job split into
+shards, or run twice, are one row: their samples are merged (each sample key once) and the
+row's metrics are computed from those samples by the workload's own `rescore` function, which
+the record names (`spec.rescore`, e.g. "goat_bench.evaluate:rescore"). The core never imports
+a workload statically; it imports only names under the workload packages below, because a
+record is data and may come from someone else.
+
+Partial and failed records are rows too, with their status; unreadable files are listed as
+problems, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mmsafety.records import read_samples
+
+TRUSTED_MODULES = ("goat_bench.", "visual_attacks.", "mmsafety.")
+# Reported rows per workload for records written before their spec named them.
+DEFAULT_REFERENCES = {"goat_bench": "goat_bench.tasks:paper_rows"}
+# Fields of a record's spec that differ between shards or runs of one job but not its meaning.
+NOT_IDENTITY = ("shard", "notes")
+
+
+@dataclass
+class Row:
+    workload: str               # goat_bench | visual_attack
+    model: str
+    spec: dict
+    records: list[Path] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    samples: int = 0
+    seconds: float = 0.0
+    shards: str = ""            # "2/4" when sharded and incomplete
+    note: str = ""
+    artifacts: list[dict] = field(default_factory=list)  # per record: folder, loss curve, first sample's images
+    reported: bool = False      # a row copied from a paper, not run here
+    source: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.reported:
+            return "reported"
+        if "failed" in self.statuses:
+            return "failed"
+        if any(s != "completed" for s in self.statuses) or self.shards:
+            return "partial"
+        return "completed"
+
+
+def find_records(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_file() and path.name == "record.json":
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(path.rglob("record.json"))
+    return sorted(set(found))
+
+
+def trusted_function(dotted: str) -> Callable:
+    """`module:function` from a record, imported only from mmsafety's own packages."""
+    module, _, name = dotted.partition(":")
+    if not module.startswith(TRUSTED_MODULES) or not name.isidentifier():
+        raise ValueError(f"{dotted!r} is not a function of mmsafety's packages")
+    return getattr(importlib.import_module(module), name)
+
+
+def _identity(record: dict) -> str:
+    spec = {k: v for k, v in record.get("spec", {}).items() if k not in NOT_IDENTITY}
+    model = record.get("model", {})
+    return json.dumps([record.get("kind"), model.get("name"), model.get("weights_sha256"), spec], sort_keys=True, default=str)
+
+
+def _merge_samples(paths: list[Path], key_fields: list[str]) -> list[dict]:
+    """Every sample once (the first seen wins), in record order."""
+    seen, merged = set(), []
+    for path in paths:
+        for s in read_samples(path.parent / "samples.jsonl"):
+            key = tuple(str(s.get(k)) for k in key_fields) if key_fields else None
+            if key is None or key not in seen:
+                seen.add(key)
+                merged.append(s)
+    return merged
+
+
+def _artifacts(path: Path, record: dict) -> dict:
+    folder = path.parent
+    first = next(iter(read_samples(folder / "samples.jsonl")), {})
+    images = {k: folder / first[k] for k in ("clean_png", "adversarial_png") if first.get(k)}
+    curve = record.get("artifacts", {}).get("loss_curve", {}).get("csv")
+    return {"folder": folder, "images": {k: p for k, p in images.items() if p.is_file()},
+            "loss_curve": folder / curve if curve and (folder / curve).is_file() else None}
+
+
+def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
+    """Leaderboard rows from every record under `paths`, and one line per file that could not be read."""
+    problems: list[str] = []
+    groups: dict[str, list[tuple[Path, dict]]] = {}
+    for path in find_records(paths):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or "kind" not in record:
+                raise ValueError("not a run record")
+        except (OSError, ValueError) as e:
+            problems.append(f"{path}: skipped, unreadable ({e})")
+            continue
+        groups.setdefault(_identity(record), []).append((path, record))
+    rows = [_row(members, problems) for members in groups.values()]
+    rows.sort(key=lambda r: (r.workload, r.model, json.dumps(r.spec, sort_keys=True, default=str)))
+    return rows, problems
+
+
+def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
+    first = members[0][1]
+    spec = first.get("spec", {})
+    row = Row(first["kind"], first.get("model", {}).get("name", "?"), spec,
+              records=[p for p, _ in members], statuses=[r.get("status", "?") for _, r in members])
+    row.seconds = max(r.get("timing", {}).get("seconds", 0) for _, r in members)
+    row.artifacts = [_artifacts(p, r) for p, r in members]
+    count = spec.get("shard", {}).get("count", 1)
+    if count > 1:
+        present = {r.get("spec", {}).get("shard", {}).get("index") for _, r in members}
+        if len(present) < count:
+            row.shards = f"{len(present)}/{count}"
+    single = len(members) == 1 and first.get("metrics")
+    if single:
+        row.metrics = first["metrics"]
+        row.samples = sum(first.get("counts", {}).values())
+        return row
+    samples = _merge_samples(row.records, spec.get("sample_key", []))
+    row.samples = len(samples)
+    try:
+        row.metrics = trusted_function(spec["rescore"])(samples, first) if samples else {}
+    except (KeyError, ValueError, ImportError, AttributeError) as e:
+        row.note = f"metrics not recomputed ({e})"
+        problems.append(f"{row.records[0].parent}: {row.note}")
+    if len(members) > 1:
+        row.note = (row.note + "; " if row.note else "") + f"merged from {len(members)} records"
+    return row
+
+
+def reference_rows(rows: list[Row]) -> list[Row]:
+    """Rows a paper reports (e.g. GOAT-Bench Table 2), named by the records' `spec.reference_rows`."""
+    out, seen = [], set()
+    for row in rows:
+        dotted = row.spec.get("reference_rows") or DEFAULT_REFERENCES.get(row.workload)
+        if not dotted or dotted in seen:
+            continue
+        seen.add(dotted)
+        for ref in trusted_function(dotted)():
+            out.append(Row(row.workload, ref["model"], {"tasks": list(ref["per_task"])},
+                           metrics={"per_task": ref["per_task"], "overall": ref["overall"]},
+                           reported=True, source=ref.get("source", "")))
+    return out

@@ -1,0 +1,175 @@
+"""Write a leaderboard folder: leaderboard.csv / .json / .md / .html plus the plots as PNGs.
+
+Text from data (model names, captions, paths, notes) is adversarial content: the HTML page
+escapes every cell and forbids every script but its own (Content-Security-Policy with the
+script's hash), Markdown cells are escaped for tables, and all files are written atomically
+so a reader never sees half of one, even while jobs are still writing records.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import html
+import io
+import json
+import re
+from pathlib import Path
+
+from mmsafety.leaderboard import plots
+from mmsafety.leaderboard.collect import Row, build_rows, reference_rows
+from mmsafety.leaderboard.tables import attack_table, goat_table
+from mmsafety.records import atomic_write_bytes, atomic_write_text
+
+THUMB = 96
+# Runs on load: counts tables and decoded images into data attributes, so a headless
+# browser (tests/test_leaderboard_browser.py) can tell that the page rendered.
+RENDER_CHECK = ("window.addEventListener('load',function(){var b=document.body;"
+                "b.dataset.tables=document.querySelectorAll('table').length;"
+                "b.dataset.imagesDecoded=Array.prototype.filter.call(document.images,"
+                "function(i){return i.complete&&i.naturalWidth>0;}).length;"
+                "b.dataset.images=document.images.length;});")
+
+
+def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool = False) -> dict:
+    """Read every record under `paths` and write the leaderboard files into `out`. Returns a summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, problems = build_rows([Path(p) for p in paths])
+    if with_paper:
+        rows = rows + reference_rows(rows)
+    goat, attack = goat_table(rows), attack_table(rows)
+    figures = {name: png for name, png in (
+        ("asr_vs_eps", plots.asr_vs_eps(attack)), ("f1_per_task", plots.f1_bars(goat)),
+        ("loss_curves", plots.loss_curves(rows))) if png}
+    for name, png in figures.items():
+        atomic_write_bytes(out / f"{name}.png", png)
+    atomic_write_text(out / "leaderboard.csv", to_csv(goat, attack))
+    atomic_write_text(out / "leaderboard.json", json.dumps(
+        {"goat_bench": goat, "attacks": attack, "problems": problems}, indent=2, ensure_ascii=False, default=str))
+    atomic_write_text(out / "leaderboard.md", to_markdown(goat, attack, problems))
+    atomic_write_text(out / "leaderboard.html", to_html(goat, attack, rows, figures, problems))
+    return {"out": str(out), "goat_rows": len(goat), "attack_rows": len(attack), "problems": problems,
+            "figures": sorted(figures)}
+
+
+def to_csv(goat: list[dict], attack: list[dict]) -> str:
+    """One CSV: a `table` column says which table a row belongs to; the columns are the union."""
+    columns = ["table"] + list(dict.fromkeys(k for r in goat + attack for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, lineterminator="\n")
+    w.writeheader()
+    for table, rows in (("goat_bench", goat), ("attacks", attack)):
+        for r in rows:
+            # A leading = + - @ makes spreadsheets evaluate a cell: quote it as text.
+            w.writerow({"table": table, **{k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v)
+                                           for k, v in r.items()}})
+    return buf.getvalue()
+
+
+def md_cell(value) -> str:
+    """A Markdown table cell that renders as the text it holds: HTML-escaped, no pipes, no newlines,
+    Markdown punctuation backslash-escaped."""
+    if value is None:
+        return ""
+    text = html.escape(str(value)).replace("\r", " ").replace("\n", " ")
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text)
+
+
+def _md_table(rows: list[dict], columns: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(md_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return lines
+
+
+GOAT_COLUMNS = ["model", "status", "scoring", "hatefulness_acc", "hatefulness_f1", "misogyny_acc", "misogyny_f1",
+                "offensiveness_acc", "offensiveness_f1", "sarcasm_acc", "sarcasm_f1", "harmfulness_acc",
+                "harmfulness_f1", "overall_acc", "overall_f1", "memes", "skipped", "note"]
+ATTACK_COLUMNS = ["model", "status", "case", "target", "attack", "objective", "eps", "steps", "images",
+                  "success_measure", "asr", "asr_argument", "clean_baseline", "ssim", "psnr", "lpips", "seconds", "note"]
+
+
+def to_markdown(goat: list[dict], attack: list[dict], problems: list[str]) -> str:
+    lines = ["# mmsafety leaderboard", ""]
+    if goat:
+        lines += ["## GOAT-Bench (accuracy / macro-F1, %)", ""] + _md_table(goat, GOAT_COLUMNS) + [""]
+    if attack:
+        lines += ["## Visual attacks (success %, measured on saved PNGs)", ""] + _md_table(attack, ATTACK_COLUMNS) + [""]
+    if problems:
+        lines += ["## Problems", ""] + [f"- {md_cell(p)}" for p in problems] + [""]
+    return "\n".join(lines)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _thumbnail(path: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((THUMB, THUMB))
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+    except OSError:
+        return None
+    return _data_uri(buf.getvalue())
+
+
+def _html_table(rows: list[dict], columns: list[str], thumbs: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns) + ("<th>clean / adversarial</th>" if thumbs else "")
+    body = []
+    for i, r in enumerate(rows):
+        status = html.escape(str(r.get("status", "")))
+        cells = "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>" for c in columns)
+        if thumbs:
+            cells += f"<td>{thumbs[i]}</td>"
+        body.append(f'<tr class="{status}">{cells}</tr>')
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _attack_thumbs(rows: list[Row]) -> list[str]:
+    out = []
+    for row in (r for r in rows if r.workload == "visual_attack"):
+        images = row.artifacts[0]["images"] if row.artifacts else {}
+        tags = [f'<img alt="{html.escape(k)}" src="{uri}">' for k in ("clean_png", "adversarial_png")
+                if k in images and (uri := _thumbnail(images[k]))]
+        out.append("".join(tags))
+    return out
+
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:12px}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+tr.reported td{color:#666;font-style:italic}tr.partial td{background:#fff8e0}tr.failed td{background:#fde8e8}
+img{image-rendering:pixelated;margin:0 2px;vertical-align:middle}
+figure{display:inline-block;margin:0 1em 1em 0}
+"""
+
+
+def to_html(goat: list[dict], attack: list[dict], rows: list[Row], figures: dict[str, bytes], problems: list[str]) -> str:
+    script_hash = base64.b64encode(hashlib.sha256(RENDER_CHECK.encode()).digest()).decode()
+    csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
+        "<title>mmsafety leaderboard</title>", f"<style>{STYLE}</style>", "</head><body>",
+        "<h1>mmsafety leaderboard</h1>",
+    ]
+    if goat:
+        parts += ["<h2>GOAT-Bench (accuracy / macro-F1, %)</h2>", _html_table(goat, GOAT_COLUMNS)]
+    if attack:
+        parts += ["<h2>Visual attacks (success %, measured on saved PNGs)</h2>",
+                  _html_table(attack, ATTACK_COLUMNS, _attack_thumbs(rows))]
+    captions = {"asr_vs_eps": "Attack success vs budget", "f1_per_task": "Macro-F1 per task", "loss_curves": "Loss curves"}
+    for name, png in figures.items():
+        parts.append(f'<figure><img alt="{name}" src="{_data_uri(png)}"><figcaption>{captions[name]}</figcaption></figure>')
+    if problems:
+        parts += ["<h2>Problems</h2><ul>"] + [f"<li>{html.escape(p)}</li>" for p in problems] + ["</ul>"]
+    parts += [f"<script>{RENDER_CHECK}</script>", "</body></html>"]
+    return "\n".join(parts)
