@@ -6,7 +6,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from mmsafety.app import run_app, run_job
+from mmsafety.app import compose_config, run_app, run_job
 from mmsafety.config import plain, validate_common
 
 
@@ -23,12 +23,25 @@ def validate(cfg: DictConfig) -> None:
 
 
 def job(cfg: DictConfig) -> None:
-    from goat_bench.evaluate import evaluate, format_table
+    from goat_bench.evaluate import format_table
 
-    log = lambda line: print(line, file=sys.stderr, flush=True)
-    metrics, record = run_job(cfg, "goat_bench", lambda adapter, record: evaluate(cfg, adapter, record, log=log))
+    metrics, record = run_job(cfg, "goat_bench", lambda adapter, record: evaluate_job(cfg, adapter, record))
     print(format_table(metrics))
     print(f"record: {record.record_path}")
+
+
+def run_eval(out_dir, *overrides: str) -> tuple[dict, str]:
+    """`mmsafety-eval OVERRIDES...` from Python (notebooks): the record goes to `out_dir`.
+    Returns the metrics and the record's path."""
+    cfg = compose_config("eval", overrides, validate)
+    metrics, record = run_job(cfg, "goat_bench", lambda adapter, record: evaluate_job(cfg, adapter, record), out_dir)
+    return metrics, str(record.record_path)
+
+
+def evaluate_job(cfg, adapter, record):
+    from goat_bench.evaluate import evaluate
+
+    return evaluate(cfg, adapter, record, log=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def main() -> None:

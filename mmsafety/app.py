@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -62,14 +62,39 @@ def plain_config(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-def open_record(cfg: DictConfig, kind: str) -> RunRecord:
-    return RunRecord(HydraConfig.get().runtime.output_dir, kind, plain_config(cfg), seeds={"seed": cfg.seed})
+def open_record(cfg: DictConfig, kind: str, out_dir=None) -> RunRecord:
+    out_dir = out_dir if out_dir is not None else HydraConfig.get().runtime.output_dir
+    return RunRecord(out_dir, kind, plain_config(cfg), seeds={"seed": cfg.seed})
 
 
-def run_job(cfg: DictConfig, kind: str, work: Callable[[VLMAdapter, RunRecord], dict]) -> tuple[dict, RunRecord]:
-    """Open the job's record, load the model, run `work`, and leave the record completed, partial
-    (interrupted) or failed (with the error), never missing."""
-    record = open_record(cfg, kind)
+def compose_config(config_name: str, overrides: Sequence[str] = (),
+                   validate: Callable[[DictConfig], None] | None = None) -> DictConfig:
+    """The config a console script would run with these command-line overrides (for notebooks
+    and scripts); a bad override raises UserError with the same one-line message."""
+    from hydra import compose, initialize_config_module
+
+    _register()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        try:
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+        except Exception as e:  # Hydra raises several types; all of them are config mistakes here
+            raise UserError(_explain(e)) from None
+    if validate is not None:
+        validate(cfg)
+    return cfg
+
+
+def load_preset(model: str = "organism", placement: str = "cpu", *overrides: str) -> VLMAdapter:
+    """A model from its conf/model preset, built first if it is a builder model:
+    `load_preset("organism")`, `load_preset("llava_1_5_7b", "cuda")`."""
+    return load_model(compose_config("eval", [f"model={model}", f"placement={placement}", *overrides]))
+
+
+def run_job(cfg: DictConfig, kind: str, work: Callable[[VLMAdapter, RunRecord], dict], out_dir=None) -> tuple[dict, RunRecord]:
+    """Open the job's record (in Hydra's output folder unless `out_dir` is given), load the model,
+    run `work`, and leave the record completed, partial (interrupted) or failed (with the error),
+    never missing."""
+    record = open_record(cfg, kind, out_dir)
     try:
         metrics = work(load_model(cfg), record)
         record.update(metrics=metrics)
@@ -130,15 +155,8 @@ def _explain(error: Exception) -> str:
 
 def check_overrides(config_name: str, overrides: list[str], validate: Callable[[DictConfig], None]) -> None:
     """Compose once before Hydra does, so a bad override fails in one line instead of a report."""
-    from hydra import compose, initialize_config_module
-
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        for variant in _override_variants(overrides):
-            try:
-                cfg = compose(config_name=config_name, overrides=variant)
-            except Exception as e:  # Hydra raises several types; all of them are config mistakes here
-                raise UserError(_explain(e)) from None
-            validate(cfg)
+    for variant in _override_variants(overrides):
+        compose_config(config_name, variant, validate)
 
 
 def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Callable[[DictConfig], None]) -> None:

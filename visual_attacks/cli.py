@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from mmsafety.app import run_app, run_job
+from mmsafety.app import compose_config, run_app, run_job
 from mmsafety.config import validate_attack, validate_common
 
 
@@ -20,11 +20,22 @@ def validate(cfg: DictConfig) -> None:
     build_case(cfg)  # builds the case's targets and prompt sets; cheap (no images are drawn yet)
 
 
-def job(cfg: DictConfig) -> None:
+def attack_job(cfg, adapter, record):
     from visual_attacks.run import run_attack
 
-    log = lambda line: print(line, file=sys.stderr, flush=True)
-    metrics, record = run_job(cfg, "visual_attack", lambda adapter, record: run_attack(cfg, adapter, record, log=log))
+    return run_attack(cfg, adapter, record, log=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def run_attack_job(out_dir, *overrides: str) -> tuple[dict, str]:
+    """`mmsafety-attack OVERRIDES...` from Python (notebooks): the record goes to `out_dir`.
+    Returns the metrics and the record's path."""
+    cfg = compose_config("attack", overrides, validate)
+    metrics, record = run_job(cfg, "visual_attack", lambda adapter, record: attack_job(cfg, adapter, record), out_dir)
+    return metrics, str(record.record_path)
+
+
+def job(cfg: DictConfig) -> None:
+    metrics, record = run_job(cfg, "visual_attack", lambda adapter, record: attack_job(cfg, adapter, record))
     print(json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "asr_by", "stealth", "steps_run")}, indent=2))
     print(f"record: {record.record_path}")
 

@@ -1,0 +1,34 @@
+"""The notebooks run top to bottom on the CPU with small parameters, and are committed without outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.parametrize("name", ["attack_walkthrough.ipynb", "goat_bench_eval.ipynb"])
+def test_committed_without_outputs(name):
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
+
+
+@pytest.mark.parametrize("name,parameters,plots", [
+    ("attack_walkthrough.ipynb", {"steps": 40, "heldout_prompts": 4}, 2),  # loss curve; clean/adversarial/difference
+    ("goat_bench_eval.ipynb", {"limit": 8}, 1),                            # confusion matrices
+])
+def test_notebook_runs(name, parameters, plots, tmp_path, organism):
+    papermill = pytest.importorskip("papermill")
+    if name.startswith("goat"):
+        parameters = {**parameters, "out": str(tmp_path / "goat")}
+    done = papermill.execute_notebook(str(NOTEBOOKS / name), str(tmp_path / name), parameters=parameters,
+                                      cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+    outputs = [o for c in done["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs) >= plots
+    if name.startswith("goat"):
+        assert (tmp_path / "goat" / "leaderboard" / "leaderboard.html").is_file()
