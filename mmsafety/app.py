@@ -159,6 +159,43 @@ def check_overrides(config_name: str, overrides: list[str], validate: Callable[[
         compose_config(config_name, variant, validate)
 
 
+def describe_os_error(error: OSError, out_dir) -> str:
+    """One line for a failed read or write (disk full, permissions, ...) that names the fix."""
+    where = error.filename or out_dir
+    return (f"{error.strerror or error} ({where}); the record keeps every sample written so far: "
+            f"free space or fix permissions and run the same command again to resume, "
+            f"or pass hydra.run.dir=ANOTHER_DIR")
+
+
+def check_output_dir(config_name: str, overrides: list[str], multirun: bool) -> None:
+    """Refuse an output folder that cannot be created or written, before Hydra or a job touches it."""
+    import os
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_module
+    from hydra.core.utils import setup_globals
+
+    setup_globals()  # Hydra's resolvers (${now:...}) for the output folder's name
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            # The first job of a sweep: every job shares the sweep folder.
+            hydra_overrides = [o for o in overrides if o.startswith(("hydra.", "hydra/", "+hydra", "++hydra"))]
+            cfg = compose(config_name=config_name, overrides=_override_variants(overrides)[0] + hydra_overrides,
+                          return_hydra_config=True)
+        target = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir).absolute()
+    except Exception:  # a folder name that needs a running job to resolve: Hydra checks it then
+        return
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if not existing.is_dir():
+        raise UserError(f"cannot create output folder {target}: {existing} is a file, not a folder; pass {key}=A_FOLDER")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to output folder {target}: {existing} is not writable; "
+                        f"pass {key}=A_WRITABLE_FOLDER")
+
+
 def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Callable[[DictConfig], None]) -> None:
     """Entry point of a console script: check the command line, then hand it to Hydra."""
     _register()
@@ -171,6 +208,7 @@ def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Calla
         overrides = [a for a in args if not a.startswith("-")]
         try:
             check_overrides(config_name, overrides, validate)
+            check_output_dir(config_name, overrides, multirun=any(a in ("-m", "--multirun") for a in args))
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -179,8 +217,9 @@ def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Calla
         try:
             validate(cfg)
             job(cfg)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+        except (UserError, OSError) as e:
+            message = str(e) if isinstance(e, UserError) else describe_os_error(e, HydraConfig.get().runtime.output_dir)
+            print(f"error: {message}", file=sys.stderr)
             if HydraConfig.get().mode != RunMode.MULTIRUN:
                 sys.exit(2)  # in a sweep the other jobs go on; this one's record says failed
 

@@ -7,6 +7,7 @@ and every finished sample on disk; running the same job again skips those sample
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -91,6 +92,7 @@ class RunRecord:
     def __init__(self, out_dir: str | Path, kind: str, config: dict, *, seeds: dict | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = self._take_lock()
         self.record_path = self.out_dir / "record.json"
         self.samples_path = self.out_dir / "samples.jsonl"
         self.started = time.time()
@@ -99,6 +101,7 @@ class RunRecord:
         if previous and previous.get("config_sha256") != sha:
             from mmsafety.errors import UserError
 
+            self._lock.close()
             raise UserError(f"{self.out_dir} holds a run with a different config; pass hydra.run.dir=NEW_DIR, "
                             f"or delete that folder to start over")
         self.data: dict[str, Any] = {
@@ -123,6 +126,20 @@ class RunRecord:
         self._sample_file = open(self.samples_path, "a", encoding="utf-8")
         self._last_write = 0.0
         self.write("partial")  # a job killed from here on leaves a valid partial record
+
+    def _take_lock(self):
+        """One writer per run folder: a second job on the same folder (the same command started
+        twice) would append every sample twice. Released when the job's process ends."""
+        from mmsafety.errors import UserError
+
+        lock = open(self.out_dir / ".record.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise UserError(f"another job is writing {self.out_dir}; wait for it to finish, or pass "
+                            f"hydra.run.dir=NEW_DIR") from None
+        return lock
 
     def _read_previous(self) -> dict | None:
         try:
@@ -172,3 +189,5 @@ class RunRecord:
         if not self._sample_file.closed:
             os.fsync(self._sample_file.fileno())
             self._sample_file.close()
+        if not self._lock.closed:
+            self._lock.close()  # releases the flock

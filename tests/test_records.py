@@ -61,3 +61,11 @@ def test_resuming_with_another_config_is_refused(tmp_path):
     rec.close()
     with pytest.raises(UserError, match="different config"):
         RunRecord(tmp_path, "test", {"eps": 16})
+
+
+def test_a_second_writer_on_the_same_folder_is_refused(tmp_path):
+    first = RunRecord(tmp_path, "test", {"a": 1})
+    with pytest.raises(UserError, match="another job is writing"):
+        RunRecord(tmp_path, "test", {"a": 1})
+    first.close()
+    RunRecord(tmp_path, "test", {"a": 1}).close()  # free again once the first job is done

@@ -56,14 +56,15 @@ def reload_png(path: Path) -> Image.Image:
 
 
 def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
-    """CSV (step, loss per image, mean) and a PNG plot of the attack's loss."""
-    csv_path = out_dir / "loss_curve.csv"
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step"] + [f"image_{i}" for i in range(losses.shape[1])] + ["mean"])
-        for step, row in enumerate(losses.tolist()):
-            w.writerow([step] + [f"{v:.5f}" for v in row] + [f"{sum(row) / len(row):.5f}"])
-    files = {"csv": csv_path.name}
+    """CSV (step, loss per image, mean) and a PNG plot of the attack's loss, each written atomically
+    (a leaderboard may read them while the job runs)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["step"] + [f"image_{i}" for i in range(losses.shape[1])] + ["mean"])
+    for step, row in enumerate(losses.tolist()):
+        w.writerow([step] + [f"{v:.5f}" for v in row] + [f"{sum(row) / len(row):.5f}"])
+    atomic_write_bytes(out_dir / "loss_curve.csv", buf.getvalue().encode())
+    files = {"csv": "loss_curve.csv"}
     try:
         import matplotlib
 
@@ -74,11 +75,13 @@ def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax.plot(losses.numpy(), color="tab:blue", alpha=0.25, lw=0.8)
     ax.plot(losses.mean(1).numpy(), color="tab:red", lw=1.8, label="mean over images")
-    ax.set(xlabel="PGD step", ylabel="target loss (NLL)", yscale="log", title="Attack loss")
+    ax.set(xlabel="PGD step", ylabel="attack loss", yscale="log" if bool((losses > 0).all()) else "linear", title="Attack loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "loss_curve.png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    atomic_write_bytes(out_dir / "loss_curve.png", png.getvalue())
     files["png"] = "loss_curve.png"
     return files
 
@@ -110,12 +113,15 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     for note in notes:
         log(note)
     done = record.done_keys(("image",))
-    todo = [i for i in range(len(bases)) if (i,) not in done]
-    if todo:
+    missing = {i for i in range(len(bases)) if (i,) not in done}
+    if missing:
+        # A resumed run attacks the whole batch again and writes only the missing samples: the
+        # images share one batched PGD run, so the same batch gives bit-identical images on the
+        # CPU, while a smaller batch could round differently.
         # On the 8-bit grid from the start: the clean PNG is then exactly the attack's x0, and an
         # eps that is a multiple of 1/255 still holds after the adversarial image is rounded.
-        clean = adapter.to_input_pixels([bases[i].image for i in todo]).mul(255).round().div(255)
-        objective = case.objective(adapter, [bases[i] for i in todo], clean, cfg.attack)
+        clean = adapter.to_input_pixels([base.image for base in bases]).mul(255).round().div(255)
+        objective = case.objective(adapter, bases, clean, cfg.attack)
         bar = tqdm(total=pcfg.steps, unit="step", desc=f"{cfg.attack.name} eps={cfg.attack.eps}", dynamic_ncols=True, mininterval=1.0)
 
         def on_step(step, loss, best):
@@ -130,15 +136,15 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
             bar.close()
         seconds = time.perf_counter() - start
         curve = write_loss_curve(result.losses.cpu(), out_dir)
-        for j, i in enumerate(todo):
-            clean_png = save_png(clean[j], out_dir / "images")
-            adv_png = save_png(result.pixels[j].cpu(), out_dir / "images")
+        for i in sorted(missing):
+            clean_png = save_png(clean[i], out_dir / "images")
+            adv_png = save_png(result.pixels[i].cpu(), out_dir / "images")
             clean_img, adv_img = reload_png(clean_png), reload_png(adv_png)
             clean_j, adv_j = case.judge(adapter, clean_img, bases[i]), case.judge(adapter, adv_img, bases[i])
             stealth = stealth_metrics(pil_to_pixels(clean_img)[None], pil_to_pixels(adv_img)[None])[0]
             record.add_sample({
                 "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(clean_png.relative_to(out_dir)),
-                "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": result.best_loss[j].item(),
+                "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": result.best_loss[i].item(),
                 "steps_run": result.steps_run, "attack_seconds": seconds, "stealth": stealth,
                 "clean": clean_j.rates, "adversarial": adv_j.rates, "utility": case.utility(clean_j, adv_j),
                 "outputs": {"clean": clean_j.rows, "adversarial": adv_j.rows}, "base": bases[i].info,
