@@ -59,6 +59,15 @@ def test_choice_logprobs(adapter):
     torch.testing.assert_close(lp, single, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("choices", [["Yes", "No"], ["Yes", "No", "Maybe not", "red"]])
+def test_cached_choice_scoring_equals_appended_scoring(organism, choices):
+    """One prompt forward plus per-choice continuations gives the numbers of full appended sequences."""
+    images, prompts = _inputs()
+    assert any(len(organism.answer_ids(c)) > 1 for c in choices)  # multi-token choices use the cache
+    torch.testing.assert_close(organism.choice_logprobs(images, prompts, choices),
+                               organism.appended_logprobs(images, prompts, choices), atol=1e-4, rtol=1e-4)
+
+
 def test_target_loss_is_differentiable_in_pixels(adapter):
     images, prompts = _inputs()
     pixels = adapter.to_input_pixels(images)

@@ -92,8 +92,8 @@ def test_data_text_is_escaped_in_every_format(eval_runs, tmp_path):
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.count("<script>") == 1  # the page's own render check, allowed by hash in its CSP
     md = (tmp_path / "out" / "leaderboard.md").read_text()
-    line = next(l for l in md.splitlines() if "alert" in l)
-    header = next(l for l in md.splitlines() if l.startswith("| model"))
+    line = next(row for row in md.splitlines() if "alert" in row)
+    header = next(row for row in md.splitlines() if row.startswith("| model"))
     unescaped_pipes = lambda s: s.replace("\\|", "").count("|")
     assert unescaped_pipes(line) == unescaped_pipes(header)  # the caption's pipes do not add columns
     assert "<script>" not in md and "![img]" not in md

@@ -114,3 +114,26 @@ def test_quantized_iterates_are_on_the_8bit_grid(classifier):
     out = pgd(lambda px, _: -F.cross_entropy(classifier(px), y, reduction="none"), x,
               PGDConfig(steps=3, quantize=True, step_size=1.5 / 255)).pixels
     torch.testing.assert_close(out, out.mul(255).round().div(255), atol=1e-6, rtol=0)
+
+
+def test_bf16_model_keeps_fp32_attack_math_and_sdpa_attention(organism):
+    """Weights in bf16, perturbation and losses in fp32; attention through SDPA; the attack still works."""
+    from mmsafety.synthetic import scenes
+    from tests.helpers import load_builtin
+    from visual_attacks.objectives import PromptSampler, target_string
+    from visual_attacks.targets import ToolTarget
+
+    bf16 = load_builtin("organism", dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert bf16.model.config._attn_implementation == "sdpa"
+    assert not any(p.requires_grad for p in bf16.model.parameters())  # frozen: no parameter gradients
+    clean = bf16.to_input_pixels([s.image for s in scenes.scenes(0, 2)])
+    target = ToolTarget("send_email", "function_call", scenes.SEND_EMAIL_CALL)
+    objective = target_string(bf16, target, PromptSampler(["What colour is the shape?", "Describe the image."], 2, 0))
+    pixels = clean.clone().requires_grad_(True)
+    loss = objective(pixels, 0)
+    grad, = torch.autograd.grad(loss.sum(), pixels)
+    assert loss.dtype == torch.float32 and grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    result = pgd(objective, clean, PGDConfig(eps=32 / 255, step_size=2 / 255, steps=30))
+    assert result.pixels.dtype == torch.float32
+    assert (result.best_loss < result.losses[0]).all()

@@ -1,4 +1,4 @@
-"""Deterministic tiny LLaVA-1.5 style models: CLIP vision tower + Llama, 64x64 input, patch 8."""
+"""Deterministic tiny LLaVA-1.5 style models: CLIP vision tower + Llama, 64x64 input, patch 16."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def tiny_processor() -> LlavaProcessor:
+def tiny_processor(image_size: int = IMAGE_SIZE) -> LlavaProcessor:
     tokenizer = train_tokenizer()
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         image_mean=CLIP_MEAN, image_std=CLIP_STD,
     )
     return LlavaProcessor(
@@ -28,10 +28,10 @@ def tiny_processor() -> LlavaProcessor:
     )
 
 
-def tiny_llava_config(tokenizer, hidden: int = 64, layers: int = 2) -> LlavaConfig:
+def tiny_llava_config(tokenizer, hidden: int = 64, layers: int = 2, image_size: int = IMAGE_SIZE) -> LlavaConfig:
     vision = CLIPVisionConfig(
         hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=hidden,
+        image_size=image_size, patch_size=PATCH, projection_dim=hidden,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
@@ -41,12 +41,12 @@ def tiny_llava_config(tokenizer, hidden: int = 64, layers: int = 2) -> LlavaConf
     return LlavaConfig(
         vision_config=vision, text_config=text, image_token_id=tokenizer.image_token_id,
         # The last vision layer, not the penultimate one: with two layers, -2 would waste half the tower.
-        vision_feature_layer=-1, vision_feature_select_strategy="default", image_seq_length=(IMAGE_SIZE // PATCH) ** 2,
+        vision_feature_layer=-1, vision_feature_select_strategy="default", image_seq_length=(image_size // PATCH) ** 2,
     )
 
 
 def new_tiny_llava(processor: LlavaProcessor, seed: int, hidden: int = 64, layers: int = 2) -> LlavaForConditionalGeneration:
-    config = tiny_llava_config(processor.tokenizer, hidden, layers)
+    config = tiny_llava_config(processor.tokenizer, hidden, layers, processor.image_processor.crop_size["height"])
     # Fork the global RNG so building a model never changes the caller's random stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
