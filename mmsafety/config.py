@@ -84,6 +84,7 @@ class AttackConfig:
     early_stop_loss: Optional[float] = None
     keep_best: bool = True
     quantize: bool = False    # keep iterates on the 8-bit grid a PNG stores
+    check_every: int = 0      # every N steps, judge the best images so far on the held-out checks (0: off)
     seed: int = 0
 
 
@@ -170,6 +171,8 @@ def validate_attack(attack) -> None:
         raise ConfigError("attack.step_size=0: must be > 0")
     if attack.steps < 0:
         raise ConfigError(f"attack.steps={attack.steps}: must be >= 0")
+    if attack.check_every < 0:
+        raise ConfigError(f"attack.check_every={attack.check_every}: must be >= 0 (0 turns the checks off)")
     if attack.prompts_per_step < 1:
         raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
     if attack.objective not in OBJECTIVES:

@@ -86,3 +86,11 @@ def test_lpips_reported_only_when_alexnet_weights_are_on_disk(tmp_path, monkeypa
         assert same["lpips"] == pytest.approx(0.0, abs=1e-6) and moved["lpips"] > 0
     finally:
         stealth._lpips_model.cache_clear()
+
+
+def test_periodic_held_out_checks_are_recorded(tmp_path, organism):
+    proc = run_attack(tmp_path, "attack.steps=30", "attack.check_every=10", "images=1", "heldout_prompts=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    checks = json.loads((tmp_path / "record.json").read_text())["held_out_checks"]
+    assert [c["step"] for c in checks] == [10, 20] and all("syntax" in c["rates"] for c in checks)
+    assert "step 10: held-out syntax" in proc.stderr

@@ -90,9 +90,11 @@ def _direction(grad: torch.Tensor, cfg: PGDConfig, state: dict, step: int) -> to
 
 
 def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
-        on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> AttackResult:
+        on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        monitor: Callable[[int, torch.Tensor], None] | None = None, monitor_every: int = 0) -> AttackResult:
     """Minimise `objective` over pixels near `clean` [B,3,H,W] in [0,1]. `on_step(step, loss, best)`
-    receives device tensors (a progress bar should throttle its own host syncs)."""
+    receives device tensors (a progress bar should throttle its own host syncs); `monitor(step, best_x)`
+    runs every `monitor_every` steps (0: never), e.g. for held-out checks."""
     x0 = clean.detach().float()
     gen = torch.Generator(device=x0.device).manual_seed(cfg.seed)
     x = _random_start(x0, cfg, gen) if cfg.random_start else x0.clone()
@@ -111,6 +113,8 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
             best_x = torch.where(improved.view(-1, 1, 1, 1), x.detach(), best_x)  # no host sync, unlike a mask index
             if on_step is not None:
                 on_step(step, loss, best_loss)
+            if monitor is not None and monitor_every and step and step % monitor_every == 0:
+                monitor(step, best_x)
             if cfg.early_stop_loss is not None and (step + 1) % cfg.check_every == 0 \
                     and bool((best_loss <= cfg.early_stop_loss).all()):
                 stopped_early = True

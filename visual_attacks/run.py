@@ -129,9 +129,19 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
             if step % 10 == 0:  # one host sync per 10 steps, for the progress bar only
                 bar.set_postfix(loss=f"{loss.mean().item():.3f}", best=f"{best.mean().item():.3f}")
 
+        checks = []
+
+        def held_out_check(step, best_x):
+            """The best images so far, rounded to 8 bits as a PNG would store them, judged like the final ones."""
+            rates = [case.judge(adapter, pixels_to_pil(x.cpu()), bases[i]).rates for i, x in enumerate(best_x)]
+            mean = {k: sum(r[k] for r in rates) / len(rates) for k in rates[0]}
+            checks.append({"step": step, "rates": mean})
+            bar.write(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}")
+
         start = time.perf_counter()
         try:
-            result = pgd(objective, clean.to(adapter.device), pcfg, on_step)
+            result = pgd(objective, clean.to(adapter.device), pcfg, on_step,
+                         monitor=held_out_check, monitor_every=cfg.attack.check_every)
         finally:
             bar.close()
         seconds = time.perf_counter() - start
@@ -150,7 +160,7 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
                 "outputs": {"clean": clean_j.rows, "adversarial": adv_j.rows}, "base": bases[i].info,
             })
             record.checkpoint()
-        record.update(artifacts={"loss_curve": curve})
+        record.update(artifacts={"loss_curve": curve}, held_out_checks=checks)
         log(f"attack: {result.steps_run} steps in {seconds:.1f}s ({seconds / max(1, result.steps_run) * 1000:.0f} ms/step)")
     return summarize(record.samples, case.group_by)
 
