@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import sys
 import time
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
             rates = [case.judge(adapter, pixels_to_pil(x.cpu()), bases[i]).rates for i, x in enumerate(best_x)]
             mean = {k: sum(r[k] for r in rates) / len(rates) for k in rates[0]}
             checks.append({"step": step, "rates": mean})
-            bar.write(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}")
+            tqdm.write(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}", file=sys.stderr)
 
         start = time.perf_counter()
         try:
