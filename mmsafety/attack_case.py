@@ -69,6 +69,6 @@ class AttackCase(abc.ABC):
     def judge(self, adapter: VLMAdapter, image: Image.Image, base: AttackBase) -> Judgement:
         """Judge an image reloaded from its saved PNG, through the model's real processor."""
 
-    def utility(self, clean: Judgement, adversarial: Judgement) -> float | None:
-        """How much of the benign behaviour survives the perturbation, in [0,1]; None if not defined."""
+    def utility(self, clean: Judgement, adversarial: Judgement, base: AttackBase) -> dict[str, float] | None:
+        """How much of the benign behaviour survives the perturbation: rates in [0,1] by name; None if not defined."""
         return None

@@ -50,7 +50,10 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> LoadedImage:
     if not path.is_file():
         raise ImageRejected("image file missing")
     try:
-        with warnings.catch_warnings():
+        # Pillow's warnings about a damaged file (bad EXIF, truncated tags) become notes on the
+        # sample instead of console noise; a decompression-bomb warning becomes a refusal.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
@@ -61,6 +64,7 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> LoadedImage:
                 im.load()
                 im = ImageOps.exif_transpose(im) or im
                 rgb = _to_rgb(im, notes)
+        notes += sorted({f"Pillow: {str(w.message).strip()[:80]}" for w in caught})[:3]
     except ImageRejected:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,9 @@ def test_fuzzed_image_bytes_load_or_are_refused(tmp_path_factory, data):
             raw[at:at] = data.draw(st.binary(min_size=1, max_size=16))
     buf.write_bytes(bytes(raw))
     try:
-        loaded = load_image(buf)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's complaints must become notes, not console noise
+            loaded = load_image(buf)
     except ImageRejected as e:
         assert str(e)  # a reason to record
         return
@@ -257,7 +260,9 @@ def test_concurrent_jobs_in_one_sweep_folder_while_the_leaderboard_reads(tmp_pat
     sweep = tmp_path / "sweep"
     jobs = [subprocess.Popen([*EVAL, "task=goat_all", "batch_size=4", f"hydra.run.dir={sweep / name}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
-    time.sleep(1.0)
+    deadline = time.time() + 120
+    while not (sweep / "a" / "record.json").exists() and time.time() < deadline:
+        time.sleep(0.05)  # job a holds its folder's lock from the moment its record exists
     # The same job started twice into one folder is refused, not interleaved.
     twin = run(EVAL, "task=goat_all", "batch_size=4", f"hydra.run.dir={sweep / 'a'}")
     reads = 0

@@ -157,7 +157,7 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
                 "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(clean_png.relative_to(out_dir)),
                 "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": result.best_loss[i].item(),
                 "steps_run": result.steps_run, "attack_seconds": seconds, "stealth": stealth,
-                "clean": clean_j.rates, "adversarial": adv_j.rates, "utility": case.utility(clean_j, adv_j),
+                "clean": clean_j.rates, "adversarial": adv_j.rates, "utility": case.utility(clean_j, adv_j, bases[i]),
                 "outputs": {"clean": clean_j.rows, "adversarial": adv_j.rows}, "base": bases[i].info,
             })
             record.checkpoint()
@@ -168,6 +168,10 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _mean_by_key(rows: list[dict[str, float]]) -> dict[str, float] | None:
+    return {k: _mean([r[k] for r in rows if k in r]) for k in rows[0]} if rows else None
 
 
 def summarize(samples: list[dict], group_by: tuple[str, ...] = ()) -> dict:
@@ -194,7 +198,7 @@ def summarize(samples: list[dict], group_by: tuple[str, ...] = ()) -> dict:
         "clean_baseline": {k: _mean([s["clean"][k] for s in ok]) for k in keys},
         **({"asr_by": by} if by else {}),
         "stealth": stealth,
-        "utility": _mean([s["utility"] for s in ok if s.get("utility") is not None]),
+        "utility": _mean_by_key([s["utility"] for s in ok if isinstance(s.get("utility"), dict)]),
         "steps_run": _mean([s["steps_run"] for s in ok]),
         "attack_seconds": max(s["attack_seconds"] for s in ok),
     }
