@@ -6,6 +6,7 @@ their config name and job function; the core knows nothing about either workload
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from typing import Callable, Sequence
@@ -159,6 +160,10 @@ def check_overrides(config_name: str, overrides: list[str], validate: Callable[[
         compose_config(config_name, variant, validate)
 
 
+# A disk that is full, over quota, read-only or not ours: the user can fix these, then resume.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def describe_os_error(error: OSError, out_dir) -> str:
     """One line for a failed read or write (disk full, permissions, ...) that names the fix."""
     where = error.filename or out_dir
@@ -218,6 +223,8 @@ def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Calla
             validate(cfg)
             job(cfg)
         except (UserError, OSError) as e:
+            if isinstance(e, OSError) and e.errno not in STORAGE_ERRORS:
+                raise  # not a full or read-only disk: the traceback is the useful report
             message = str(e) if isinstance(e, UserError) else describe_os_error(e, HydraConfig.get().runtime.output_dir)
             print(f"error: {message}", file=sys.stderr)
             if HydraConfig.get().mode != RunMode.MULTIRUN:

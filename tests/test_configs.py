@@ -97,3 +97,9 @@ def test_every_value_of_a_sweep_is_checked_before_any_job_runs(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: attack.eps=-1: must be >= 0 (pixel units on [0,1], e.g. 8/255)"
     assert not any(tmp_path.iterdir()), "no job may start"
+
+
+def test_bad_shard_fails_in_one_line():
+    proc = run_cli("shard=3", "num_shards=2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: shard=3: must be in 0..1 (num_shards=2)"

@@ -150,3 +150,17 @@ def test_submitit_local_sweep_aggregates(tmp_path, organism, tiny_llava):
     rows = {r["model"]: r for r in table(tmp_path)["goat_bench"]}
     assert set(rows) == {"organism", "tiny_llava"} and all(r["memes"] == 6 for r in rows.values())
     assert rows["organism"]["sarcasm_acc"] == 100.0
+
+
+def test_a_record_cannot_make_the_leaderboard_call_other_functions(eval_runs, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(eval_runs / "whole", copy)
+    shutil.copytree(eval_runs / "whole", tmp_path / "twin")  # two records: the row is re-scored
+    for folder in (copy, tmp_path / "twin"):
+        record = json.loads((folder / "record.json").read_text())
+        record["spec"]["rescore"] = "mmsafety.records:atomic_write_text"
+        (folder / "record.json").write_text(json.dumps(record))
+    summary = write_leaderboard([tmp_path], tmp_path / "out")
+    assert any("not one of mmsafety's re-scoring functions" in p for p in summary["problems"])
+    (row,) = table(tmp_path / "out")["goat_bench"]
+    assert row["sarcasm_acc"] is None  # shown, but not scored by an untrusted function

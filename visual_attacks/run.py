@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 from tqdm import tqdm
-
-from hydra.utils import instantiate
 
 from mmsafety.attack_case import AttackCase
 from mmsafety.config import pixel_amount, plain

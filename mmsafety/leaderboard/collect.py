@@ -4,7 +4,7 @@ Records are found recursively (sweep folders included). Records of the same job 
 shards, or run twice, are one row: their samples are merged (each sample key once) and the
 row's metrics are computed from those samples by the workload's own `rescore` function, which
 the record names (`spec.rescore`, e.g. "goat_bench.evaluate:rescore"). The core never imports
-a workload statically; it imports only names under the workload packages below, because a
+a workload statically, and imports only the functions listed in TRUSTED_FUNCTIONS, because a
 record is data and may come from someone else.
 
 Partial and failed records are rows too, with their status; unreadable files are listed as
@@ -21,7 +21,11 @@ from typing import Callable
 
 from mmsafety.records import read_samples
 
-TRUSTED_MODULES = ("goat_bench.", "visual_attacks.", "mmsafety.")
+# The only functions a record may name (a record is data, possibly someone else's): a workload
+# that adds one lists it here.
+TRUSTED_FUNCTIONS = frozenset({
+    "goat_bench.evaluate:rescore", "visual_attacks.run:rescore", "goat_bench.tasks:paper_rows",
+})
 # Reported rows per workload for records written before their spec named them.
 DEFAULT_REFERENCES = {"goat_bench": "goat_bench.tasks:paper_rows"}
 # Fields of a record's spec that differ between shards or runs of one job but not its meaning.
@@ -66,10 +70,10 @@ def find_records(paths: list[Path]) -> list[Path]:
 
 
 def trusted_function(dotted: str) -> Callable:
-    """`module:function` from a record, imported only from mmsafety's own packages."""
+    """`module:function` named by a record, imported only if it is one of TRUSTED_FUNCTIONS."""
+    if dotted not in TRUSTED_FUNCTIONS:
+        raise ValueError(f"{dotted!r} is not one of mmsafety's re-scoring functions")
     module, _, name = dotted.partition(":")
-    if not module.startswith(TRUSTED_MODULES) or not name.isidentifier():
-        raise ValueError(f"{dotted!r} is not a function of mmsafety's packages")
     return getattr(importlib.import_module(module), name)
 
 
