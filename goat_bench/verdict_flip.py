@@ -60,7 +60,7 @@ class MemeVerdictCase(AttackCase):
     group_by = ("task", "cue")
 
     def __init__(self, tasks: list[str], images: int = 8, root: str | None = None, prompt: str = "paper",
-                 seed: int = 0, **_):
+                 seed: int = 0, name: str = "meme_verdict", tag: str = ""):
         tasks = list(tasks)
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:

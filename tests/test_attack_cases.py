@@ -94,3 +94,13 @@ def test_periodic_held_out_checks_are_recorded(tmp_path, organism):
     checks = json.loads((tmp_path / "record.json").read_text())["held_out_checks"]
     assert [c["step"] for c in checks] == [10, 20] and all("syntax" in c["rates"] for c in checks)
     assert "step 10: held-out syntax" in proc.stderr
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["+case.typo=1"], "error: case=tool_call: TypeError: ToolCallCase.__init__() got an unexpected keyword argument 'typo'"),
+    (["attack=verdict_flip", "case.tasks=[memes]"], "error: case.tasks=['memes']: use GOAT-Bench tasks from"),
+])
+def test_bad_case_values_fail_in_one_line_before_loading(overrides, expected):
+    proc = subprocess.run([*ATTACK, *overrides], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(expected)

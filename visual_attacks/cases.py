@@ -42,7 +42,7 @@ class ToolCallCase(AttackCase):
     headline = "syntax"
 
     def __init__(self, target, images: int = 8, heldout_prompts: int = 32, seed: int = 0,
-                 batch_size: int = 16, max_new_tokens: int = 96, **_):
+                 batch_size: int = 16, max_new_tokens: int = 96, name: str = "tool_call", tag: str = ""):
         self.target = load_target(target)
         self.images, self.seed = images, seed
         heldout = prompt_sets.benign_prompts("heldout")
@@ -90,7 +90,8 @@ class ClipCaptionCase(AttackCase):
     headline = "top1"
     prompt = "a photo of"  # zero-shot text is "<prompt> <caption>", in the objective and the judge alike
 
-    def __init__(self, caption: str = "an envelope", images: int = 8, seed: int = 0, **_):
+    def __init__(self, caption: str = "an envelope", images: int = 8, seed: int = 0,
+                 name: str = "clip_caption", tag: str = ""):
         if not caption.strip():
             raise ConfigError("case.caption is empty: give the text the image embedding should move toward")
         self.caption, self.images, self.seed = caption, images, seed

@@ -89,7 +89,18 @@ def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
 def build_case(cfg) -> AttackCase:
     """The configured case (conf/case/), built from its `_target_`: the attack never imports the
     workload that supplies it (goat_bench supplies the meme verdict case)."""
-    case = instantiate(cfg.case, _convert_="object")
+    from hydra.errors import InstantiationException
+
+    from mmsafety.errors import UserError
+
+    try:
+        case = instantiate(cfg.case, _convert_="object")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        cause = e.__cause__ or e
+        raise ConfigError(f"case={cfg.case.get('name', '?')}: {type(cause).__name__}: {str(cause).splitlines()[0]}; "
+                          f"see conf/case/ for the keys each case takes") from None
     if cfg.attack.objective not in case.objectives:
         raise ConfigError(f"attack.objective={cfg.attack.objective} does not apply to case={cfg.case.name}, "
                           f"which implements {', '.join(case.objectives)}")
