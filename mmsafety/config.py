@@ -24,7 +24,7 @@ class DType(Enum):
 
 
 class Scoring(Enum):
-    logprob = "logprob"    # Yes vs No from one forward pass (choice_logprobs)
+    logprob = "logprob"    # Yes vs No scored without generating (choice_logprobs)
     generate = "generate"  # the paper's protocol: greedy text, then the answer parser
 
 

@@ -44,7 +44,8 @@ class VLMAdapter(abc.ABC):
 
     @abc.abstractmethod
     def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """log p(choice | image, prompt) for each fixed answer: float32 [B, len(choices)], one forward pass."""
+        """log p(choice | image, prompt) for each fixed answer: float32 [B, len(choices)], without
+        generating (one pass over the prompt, plus the choices' own tokens)."""
 
     @abc.abstractmethod
     def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
