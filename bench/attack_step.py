@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench._common import save, timed, timed_pair  # noqa: E402
-from mmsafety.models.llava import prompt_target_batch, token_nll  # noqa: E402
+from mmsafety.models.sequences import prompt_target_batch, token_nll  # noqa: E402
 from mmsafety.synthetic import prompts as prompt_sets  # noqa: E402
 from mmsafety.synthetic import scenes  # noqa: E402
 from tests.helpers import load_builtin  # noqa: E402
@@ -44,7 +44,7 @@ def main() -> None:
     def bare():
         for _ in range(steps):
             px = x.clone().requires_grad_(True)
-            nll, _ = token_nll(adapter.model, ids, mask, adapter.preprocess(px).to(adapter.dtype), labels)
+            nll, _ = token_nll(adapter.model, ids, mask, labels, pixel_values=adapter.preprocess(px).to(adapter.dtype))
             torch.autograd.grad(nll.mean(), px)
 
     def ours(b: int, prompts=train):

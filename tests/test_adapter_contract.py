@@ -13,7 +13,7 @@ from mmsafety.synthetic import scenes
 from tests.helpers import load_builtin
 
 # Every registered adapter must appear here with a model built offline.
-CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip"}
+CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip", "qwen2_vl": "tiny_qwen2_vl"}
 
 
 def test_every_registered_adapter_has_a_contract_entry():
@@ -94,3 +94,16 @@ def test_tensor_and_pil_paths_agree(adapter):
     pil = [pixels_to_pil(p) for p in pixels]
     torch.testing.assert_close(adapter.choice_logprobs(pixels, prompts, ["Yes", "No"]),
                                adapter.choice_logprobs(pil, prompts, ["Yes", "No"]), atol=2e-3, rtol=1e-3)
+
+
+def test_short_pgd_lowers_the_target_loss(adapter):
+    """Every family can be attacked: 20 PGD steps at 16/255 lower the loss of a target string."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    images, prompts = _inputs(2)
+    clean = adapter.to_input_pixels(images)
+    targets = [scenes.SEND_EMAIL_CALL] * 2
+    result = pgd(lambda px, step: adapter.target_loss(px, prompts, targets), clean,
+                 PGDConfig(eps=16 / 255, step_size=2 / 255, steps=20))
+    assert (result.best_loss < result.losses[0] - 1e-3).all(), (result.losses[0], result.best_loss)
+    assert (result.pixels - clean).abs().max() <= 16 / 255 + 1e-6

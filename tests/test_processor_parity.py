@@ -70,3 +70,26 @@ def test_preprocess_is_differentiable():
     x = torch.rand(2, 3, 80, 120, requires_grad=True)
     ours(x).square().sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("max_side", [56, 448])
+def test_qwen2_vl_patches_match_hf_processor(max_side):
+    """Qwen2-VL: smart_resize, normalise and merged-order patches, against Qwen2VLImageProcessor,
+    on the same varied images (same tolerance); grids equal; no-resize images identical."""
+    from transformers import Qwen2VLImageProcessor
+
+    from mmsafety.models.qwen2_vl import QwenPatchPreprocess
+
+    hf = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=max_side * max_side)
+    ours = QwenPatchPreprocess((max_side, max_side), hf.patch_size, hf.merge_size, hf.temporal_patch_size,
+                               56 * 56, max_side * max_side, tuple(hf.image_mean), tuple(hf.image_std))
+    worst_max, worst_mean = 0.0, 0.0
+    for im in varied_images() + [Image.new("RGB", (max_side, max_side), (10, 200, 30))]:
+        expected = hf(im, return_tensors="pt")
+        got, grid = ours(pil_to_pixels(im)[None])
+        assert grid.tolist() == expected["image_grid_thw"].tolist(), im.size
+        diff = (got - expected["pixel_values"]).abs()
+        worst_max, worst_mean = max(worst_max, diff.max().item()), max(worst_mean, diff.mean().item())
+        if im.size == (max_side, max_side):
+            assert diff.max().item() < 1e-5  # the attack resolution needs no resize: identical
+    assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)

@@ -6,63 +6,14 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from mmsafety.errors import ModelNotFound
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
 from mmsafety.models.pixels import ClipStylePreprocess
 from mmsafety.models.registry import register_adapter
+from mmsafety.models.sequences import pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll
 from mmsafety.placement import Placement
-
-IGNORE = -100
-
-
-def pad_batch(seqs: Sequence[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists -> (input_ids, attention_mask) [N, T], padded on `side`.
-
-    Padded in Python and converted in one call each: attacks build a batch every step, and
-    a tensor per row cost ~1% of a step on the organism."""
-    width = max(len(s) for s in seqs)
-    pads = [[pad_id] * (width - len(s)) for s in seqs]
-    ones = [[1] * len(s) for s in seqs]
-    zeros = [[0] * len(p) for p in pads]
-    if side == "right":
-        ids, mask = [s + p for s, p in zip(seqs, pads)], [o + z for o, z in zip(ones, zeros)]
-    else:
-        ids, mask = [p + s for s, p in zip(seqs, pads)], [z + o for o, z in zip(ones, zeros)]
-    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
-
-
-def prompt_target_batch(prompt_ids: Sequence[list[int]], target_ids: Sequence[list[int]], pad_id: int):
-    """Right-padded prompt+target sequences with labels only on the target tokens."""
-    seqs = [p + t for p, t in zip(prompt_ids, target_ids)]
-    ids, mask = pad_batch(seqs, pad_id)
-    width = ids.shape[1]
-    labels = [[IGNORE] * len(p) + t + [IGNORE] * (width - len(p) - len(t)) for p, t in zip(prompt_ids, target_ids)]
-    return ids, mask, torch.tensor(labels, dtype=torch.long)
-
-
-def token_nll(model, input_ids, attention_mask, pixel_values, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    """NLL (fp32) of every labelled token and the row it belongs to.
-
-    The LM head runs only on the positions that predict a label: for a 32k vocabulary
-    and ~600-token prompts this avoids materialising [N, T, V] logits.
-    """
-    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values).last_hidden_state
-    predicts = labels[:, 1:] != IGNORE
-    rows = predicts.nonzero()[:, 0]
-    logits = model.lm_head(hidden[:, :-1][predicts]).float()
-    return F.cross_entropy(logits, labels[:, 1:][predicts], reduction="none"), rows
-
-
-def per_row(values: torch.Tensor, rows: torch.Tensor, n: int, mean: bool) -> torch.Tensor:
-    total = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
-    if not mean:
-        return total
-    count = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, torch.ones_like(values))
-    return total / count.clamp_min(1)
-
 
 @register_adapter("llava")
 class LlavaAdapter(VLMAdapter):
@@ -208,20 +159,15 @@ class LlavaAdapter(VLMAdapter):
         ids, mask, labels = prompt_target_batch(
             [self.prompt_ids(p) for p in prompts for _ in choice_ids], choice_ids * n, self.pad_id)
         pixel_values = self.pixel_values(images).repeat_interleave(c, dim=0)
-        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), pixel_values, labels.to(self.device))
+        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device),
+                              pixel_values=pixel_values)
         return -per_row(nll, rows, n * c, mean=False).view(n, c)
 
     def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
-        target_ids, weights = [], []
-        for target in targets:
-            segments = [(target, 1.0)] if isinstance(target, str) else target
-            ids_per_segment = [self.answer_ids(text) for text, _ in segments]
-            target_ids.append([i for ids in ids_per_segment for i in ids])
-            # Each segment contributes weight * its mean NLL.
-            weights += [w / len(ids) for (_, w), ids in zip(segments, ids_per_segment) for _ in ids]
+        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
         ids, mask, labels = prompt_target_batch([self.prompt_ids(p) for p in prompts], target_ids, self.pad_id)
-        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), self.pixel_values(pixels),
-                              labels.to(self.device))
+        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device),
+                              pixel_values=self.pixel_values(pixels))
         # Labelled positions come out row by row, left to right: the order `weights` was built in.
         weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
         return per_row(weighted, rows, len(prompts), mean=False)

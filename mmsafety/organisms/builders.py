@@ -41,6 +41,12 @@ def _tiny_open_clip(out: Path, seed: int) -> None:
     build_tiny_open_clip(out, seed)
 
 
+def _tiny_qwen2_vl(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_qwen2_vl import build_tiny_qwen2_vl
+
+    build_tiny_qwen2_vl(out, seed)
+
+
 def _organism_version() -> int:
     from mmsafety.organisms.organism import ORGANISM_VERSION
 
@@ -51,6 +57,7 @@ BUILDERS: dict[str, Builder] = {
     "tiny_llava": Builder(_tiny_llava, 1, "random-init tiny LLaVA (contract tests; ignores its image)"),
     "organism": Builder(_organism, _organism_version(), "trained tiny LLaVA: memes, colours, image-triggered tool calls"),
     "tiny_open_clip": Builder(_tiny_open_clip, 1, "random-init tiny open_clip ViT"),
+    "tiny_qwen2_vl": Builder(_tiny_qwen2_vl, 1, "random-init tiny Qwen2-VL (56x56, 4 image tokens)"),
 }
 
 

@@ -33,14 +33,18 @@ def training_corpus() -> list[str]:
     return lines * 3
 
 
-def train_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Deterministic: the corpus is generated from fixed seeds and BPE training is greedy."""
+def train_tokenizer(vocab_size: int = 512, extra_special: tuple[str, ...] = (), image_token: str = "<image>",
+                    chat_template: str = CHAT_TEMPLATE) -> PreTrainedTokenizerFast:
+    """Deterministic: the corpus is generated from fixed seeds and BPE training is greedy.
+
+    `extra_special` tokens come after the base ones (so the defaults give the same ids as ever);
+    other model families name their image token and chat template here."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + list(extra_special),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -49,7 +53,7 @@ def train_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>"},
+        extra_special_tokens={"image_token": image_token},
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat_template
     return fast

@@ -1,0 +1,206 @@
+"""Qwen2-VL family (Qwen2VLForConditionalGeneration): dynamic-resolution ViT, 2x2 patch merging, M-RoPE.
+
+The processor resizes each image to a multiple of 28 pixels (`smart_resize`), flattens it
+into 14x14 patches doubled in time (`temporal_patch_size` 2) and passes `image_grid_thw`;
+each image costs grid_h * grid_w / 4 `<|image_pad|>` tokens.
+
+Attack resolution: attacks optimise a square image of `attack_side` pixels (448 for real
+checkpoints, rounded by `smart_resize`; 56 for the tiny model). A saved PNG of that size maps
+to the same grid under the real processor (smart_resize is the identity on a multiple of 28
+within the pixel bounds), so the attacked and the deployed inputs are the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mmsafety.errors import ModelNotFound
+from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.registry import register_adapter
+from mmsafety.models.sequences import pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll
+from mmsafety.placement import Placement
+
+DEFAULT_ATTACK_SIDE = 448
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as hf_smart_resize
+
+    return hf_smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+@dataclass(frozen=True)
+class QwenPatchPreprocess:
+    """Qwen2VLImageProcessor, differentiable: resize to `smart_resize` (bicubic, antialiased, two
+    passes with a clamp, as the uint8 resize does), normalise, cut into merged-order patches.
+
+    `resize_and_crop` (the attack's starting point) resizes to the fixed attack size instead."""
+
+    input_size: tuple[int, int]
+    patch: int
+    merge: int
+    temporal: int
+    min_pixels: int
+    max_pixels: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @staticmethod
+    def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if (h, w) == tuple(size):
+            return x
+        x = F.interpolate(x, size=(h, size[1]), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+    def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._resize(pixels, self.input_size)
+
+    def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B,3,H,W] in [0,1] -> (pixel_values [B*gh*gw, 3*T*P*P], image_grid_thw [B,3])."""
+        h, w = pixels.shape[-2:]
+        size = smart_resize(h, w, self.patch * self.merge, self.min_pixels, self.max_pixels)
+        x = self._resize(pixels.float(), size)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        b, c, hh, ww = x.shape
+        gh, gw, m, p = hh // self.patch, ww // self.patch, self.merge, self.patch
+        patches = x.reshape(b, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
+        flat = (patches.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, self.temporal, -1, -1)
+                .reshape(b * gh * gw, c * self.temporal * p * p))
+        grid = torch.tensor([[1, gh, gw]] * b, device=x.device)
+        return flat, grid
+
+
+@register_adapter("qwen2_vl")
+class Qwen2VLAdapter(VLMAdapter):
+    """Qwen/Qwen2-VL-* checkpoints and the tiny model built like them."""
+
+    def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str,
+                 attack_side: int = DEFAULT_ATTACK_SIDE):
+        self.model = model.eval().requires_grad_(False)
+        self.processor, self.tokenizer = processor, processor.tokenizer
+        self.device, self.dtype = placement.device, placement.dtype
+        self.model_id, self.weights_sha256 = model_id, weights_hash
+        ip = processor.image_processor
+        factor = ip.patch_size * ip.merge_size
+        min_pixels, max_pixels = int(ip.size.shortest_edge), int(ip.size.longest_edge)
+        self.input_size = smart_resize(attack_side, attack_side, factor, min_pixels, max_pixels)
+        self.preprocess = QwenPatchPreprocess(self.input_size, ip.patch_size, ip.merge_size, ip.temporal_patch_size,
+                                              min_pixels, max_pixels, tuple(ip.image_mean), tuple(ip.image_std))
+        self.image_token_id = model.config.image_token_id
+        self.merge_area = ip.merge_size ** 2
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self._prompt_cache: dict[tuple[str, int], list[int]] = {}
+        self._answer_cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "Qwen2VLAdapter":
+        from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        where = resolve_checkpoint(source, opts)
+        common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
+        try:
+            processor = AutoProcessor.from_pretrained(where, **common)
+            model = Qwen2VLForConditionalGeneration.from_pretrained(
+                where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
+                device_map=placement.device_map, **common)
+        except OSError as e:
+            if isinstance(where, Path):
+                raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
+            raise not_found(source) from None
+        if placement.device_map is None:
+            model.to(placement.device)
+        folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
+        side = DEFAULT_ATTACK_SIDE
+        if max(processor.image_processor.size.longest_edge, 0) < DEFAULT_ATTACK_SIDE ** 2:
+            side = int(processor.image_processor.size.longest_edge ** 0.5)  # small processors (the tiny model)
+        return cls(model, processor, placement, source, weights_sha256(folder), attack_side=side)
+
+    # -- tokens ------------------------------------------------------------------------
+    def prompt_ids(self, prompt: str, image_tokens: int) -> list[int]:
+        """Chat-templated prompt with `<|image_pad|>` expanded to the image's token count (cached)."""
+        key = (prompt, image_tokens)
+        if key not in self._prompt_cache:
+            if len(self._prompt_cache) > 100_000:
+                self._prompt_cache.clear()
+            chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+            text = self.processor.apply_chat_template(chat, add_generation_prompt=True)
+            pad = self.processor.image_token
+            self._prompt_cache[key] = self.tokenizer(text.replace(pad, pad * image_tokens))["input_ids"]
+        return self._prompt_cache[key]
+
+    def answer_ids(self, text: str) -> list[int]:
+        if text not in self._answer_cache:
+            if len(self._answer_cache) > 100_000:
+                self._answer_cache.clear()
+            self._answer_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return list(self._answer_cache[text])
+
+    # -- pixels ------------------------------------------------------------------------
+    def vision_inputs(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pixel_values, image_grid_thw): the real processor for PIL images, the differentiable one for tensors."""
+        if isinstance(images, torch.Tensor):
+            values, grid = self.preprocess(images.to(self.device, torch.float32))
+        else:
+            out = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+            values, grid = out["pixel_values"], out["image_grid_thw"]
+        return values.to(self.device, self.dtype), grid.to(self.device)
+
+    def _per_image(self, values: torch.Tensor, grid: torch.Tensor) -> list[torch.Tensor]:
+        return list(values.split(grid.prod(-1).tolist()))
+
+    def _batch(self, seqs: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = pad_batch(seqs, self.pad_id, side=side)
+        return ids.to(self.device), mask.to(self.device)
+
+    def _mm_types(self, ids: torch.Tensor) -> torch.Tensor:
+        return (ids == self.image_token_id).int()  # 1 marks image tokens, for M-RoPE
+
+    # -- the contract ------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, images: Images, prompts: Sequence[str], max_new_tokens: int = 64) -> list[str]:
+        values, grid = self.vision_inputs(images)
+        counts = (grid.prod(-1) // self.merge_area).tolist()
+        ids, mask = self._batch([self.prompt_ids(p, n) for p, n in zip(prompts, counts)], "left")
+        out = self.model.generate(input_ids=ids, attention_mask=mask, mm_token_type_ids=self._mm_types(ids),
+                                  pixel_values=values, image_grid_thw=grid, max_new_tokens=max_new_tokens,
+                                  do_sample=False, pad_token_id=self.pad_id)
+        return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
+
+    def _nll(self, values, grid, prompts, target_ids):
+        """Per-token NLL of `target_ids[k]` after prompt k, image k (right padding)."""
+        counts = (grid.prod(-1) // self.merge_area).tolist()
+        ids, mask, labels = prompt_target_batch([self.prompt_ids(p, n) for p, n in zip(prompts, counts)],
+                                                target_ids, self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        return token_nll(self.model, ids, mask, labels.to(self.device), pixel_values=values, image_grid_thw=grid,
+                         mm_token_type_ids=self._mm_types(ids))
+
+    @torch.no_grad()
+    def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
+        """Each choice appended to each prompt (M-RoPE positions make a shared prompt cache awkward)."""
+        n, c = len(prompts), len(choices)
+        values, grid = self.vision_inputs(images)
+        per_image = self._per_image(values, grid)
+        values = torch.cat([per_image[i] for i in range(n) for _ in range(c)])
+        grid = grid.repeat_interleave(c, dim=0)
+        choice_ids = [self.answer_ids(ch) for ch in choices]
+        nll, rows = self._nll(values, grid, [p for p in prompts for _ in range(c)], choice_ids * n)
+        return -per_row(nll, rows, n * c, mean=False).view(n, c)
+
+    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
+        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
+        values, grid = self.vision_inputs(pixels)
+        nll, rows = self._nll(values, grid, list(prompts), target_ids)
+        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
+        return per_row(weighted, rows, len(prompts), mean=False)
