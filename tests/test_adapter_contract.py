@@ -13,7 +13,8 @@ from mmsafety.synthetic import scenes
 from tests.helpers import load_builtin
 
 # Every registered adapter must appear here with a model built offline.
-CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip", "qwen2_vl": "tiny_qwen2_vl"}
+CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip", "qwen2_vl": "tiny_qwen2_vl",
+                   "paligemma": "tiny_paligemma"}
 
 
 def test_every_registered_adapter_has_a_contract_entry():
@@ -107,3 +108,24 @@ def test_short_pgd_lowers_the_target_loss(adapter):
                  PGDConfig(eps=16 / 255, step_size=2 / 255, steps=20))
     assert (result.best_loss < result.losses[0] - 1e-3).all(), (result.losses[0], result.best_loss)
     assert (result.pixels - clean).abs().max() <= 16 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma"])
+def test_prompt_tokens_match_the_real_processor(builder):
+    """The adapter's cached prompt tokens (image placeholders expanded) equal what the family's own
+    processor produces for the same image and prompt."""
+    adapter = load_builtin(builder)
+    image = scenes.scenes(0, 1)[0].image.resize(adapter.input_size[::-1])
+    prompt = "What colour is the shape?"
+    proc = adapter.processor
+    if builder == "tiny_paligemma":
+        expected = proc(images=[image], text=["<image>" + prompt], return_tensors="pt")["input_ids"][0].tolist()
+        ours = adapter.prompt_ids(prompt)
+    else:
+        chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        text = proc.apply_chat_template(chat, add_generation_prompt=True)
+        inputs = proc(images=[image], text=[text], return_tensors="pt")
+        expected = inputs["input_ids"][0].tolist()
+        ours = (adapter.prompt_ids(prompt, int(inputs["image_grid_thw"].prod()) // adapter.merge_area)
+                if builder == "tiny_qwen2_vl" else adapter.prompt_ids(prompt))
+    assert ours == expected

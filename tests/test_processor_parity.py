@@ -93,3 +93,25 @@ def test_qwen2_vl_patches_match_hf_processor(max_side):
         if im.size == (max_side, max_side):
             assert diff.max().item() < 1e-5  # the attack resolution needs no resize: identical
     assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)
+
+
+@pytest.mark.parametrize("side", [32, 224])
+def test_paligemma_squash_matches_siglip_processor(side):
+    """PaliGemma's SigLIP processor squashes to a square (no crop): same tolerance; identity at size."""
+    from transformers import SiglipImageProcessor
+
+    from mmsafety.models.paligemma import SquashPreprocess
+
+    hf = SiglipImageProcessor(size={"height": side, "width": side}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    ours = SquashPreprocess((side, side), (0.5,) * 3, (0.5,) * 3)
+    worst_max, worst_mean = 0.0, 0.0
+    for im in varied_images() + [Image.new("RGB", (side, side), (10, 200, 30))]:
+        expected = hf(im, return_tensors="pt")["pixel_values"]
+        got = ours(pil_to_pixels(im)[None])
+        assert got.shape == expected.shape
+        diff = (got - expected).abs()
+        worst_max, worst_mean = max(worst_max, diff.max().item()), max(worst_mean, diff.mean().item())
+        if im.size == (side, side):
+            assert diff.max().item() < 1e-5
+    # SigLIP's std is 0.5 (CLIP's ~0.27), so the same pixel error is ~half as large here.
+    assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)

@@ -47,6 +47,12 @@ def _tiny_qwen2_vl(out: Path, seed: int) -> None:
     build_tiny_qwen2_vl(out, seed)
 
 
+def _tiny_paligemma(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_paligemma import build_tiny_paligemma
+
+    build_tiny_paligemma(out, seed)
+
+
 def _organism_version() -> int:
     from mmsafety.organisms.organism import ORGANISM_VERSION
 
@@ -58,6 +64,7 @@ BUILDERS: dict[str, Builder] = {
     "organism": Builder(_organism, _organism_version(), "trained tiny LLaVA: memes, colours, image-triggered tool calls"),
     "tiny_open_clip": Builder(_tiny_open_clip, 1, "random-init tiny open_clip ViT"),
     "tiny_qwen2_vl": Builder(_tiny_qwen2_vl, 1, "random-init tiny Qwen2-VL (56x56, 4 image tokens)"),
+    "tiny_paligemma": Builder(_tiny_paligemma, 1, "random-init tiny PaliGemma (32x32, 16 image tokens)"),
 }
 
 

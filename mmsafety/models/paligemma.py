@@ -1,0 +1,144 @@
+"""PaliGemma family (PaliGemmaForConditionalGeneration): SigLIP tower, Gemma LM, prefix-LM attention.
+
+The prefix is `<image>` x image_seq_length, `<bos>`, the prompt and a newline; it is attended
+bidirectionally (token type 0), the answer causally (token type 1). The processor squashes
+every image to the model's square resolution (224 for paligemma-3b-*-224) without cropping,
+which is also the attack resolution: a saved PNG of that size needs no resize.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mmsafety.errors import ModelNotFound
+from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.registry import register_adapter
+from mmsafety.models.sequences import pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll
+from mmsafety.placement import Placement
+
+
+@dataclass(frozen=True)
+class SquashPreprocess:
+    """SiglipImageProcessor, differentiable: resize to (H, W) ignoring the aspect ratio (bicubic,
+    antialiased, two passes with a clamp, as the uint8 resize does), then (x - mean) / std."""
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        h, w = pixels.shape[-2:]
+        if (h, w) == tuple(self.size):
+            return pixels
+        x = F.interpolate(pixels, size=(h, self.size[1]), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        return F.interpolate(x, size=tuple(self.size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.resize_and_crop(pixels.float())
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+@register_adapter("paligemma")
+class PaliGemmaAdapter(VLMAdapter):
+    """google/paligemma-* checkpoints and the tiny model built like them."""
+
+    def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
+        self.model = model.eval().requires_grad_(False)
+        self.processor, self.tokenizer = processor, processor.tokenizer
+        self.device, self.dtype = placement.device, placement.dtype
+        self.model_id, self.weights_sha256 = model_id, weights_hash
+        ip = processor.image_processor
+        self.input_size = (int(ip.size["height"]), int(ip.size["width"]))
+        self.preprocess = SquashPreprocess(self.input_size, tuple(ip.image_mean), tuple(ip.image_std))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self._prefix = processor.image_token * processor.image_seq_length + self.tokenizer.bos_token
+        self._prompt_cache: dict[str, list[int]] = {}
+        self._answer_cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "PaliGemmaAdapter":
+        from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        where = resolve_checkpoint(source, opts)
+        common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
+        try:
+            processor = AutoProcessor.from_pretrained(where, **common)
+            model = PaliGemmaForConditionalGeneration.from_pretrained(
+                where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
+                device_map=placement.device_map, **common)
+        except OSError as e:
+            if isinstance(where, Path):
+                raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
+            raise not_found(source) from None
+        if placement.device_map is None:
+            model.to(placement.device)
+        folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
+        return cls(model, processor, placement, source, weights_sha256(folder))
+
+    # -- tokens ------------------------------------------------------------------------
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The prefix the processor builds (image tokens, <bos>, prompt, newline), tokenised once."""
+        if prompt not in self._prompt_cache:
+            if len(self._prompt_cache) > 100_000:
+                self._prompt_cache.clear()
+            self._prompt_cache[prompt] = self.tokenizer(self._prefix + prompt + "\n", add_special_tokens=False)["input_ids"]
+        return self._prompt_cache[prompt]
+
+    def answer_ids(self, text: str) -> list[int]:
+        if text not in self._answer_cache:
+            if len(self._answer_cache) > 100_000:
+                self._answer_cache.clear()
+            self._answer_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return list(self._answer_cache[text])
+
+    def pixel_values(self, images: Images) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            values = self.preprocess(images.to(self.device, torch.float32))
+        else:
+            values = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        return values.to(self.device, self.dtype)
+
+    # -- the contract ------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, images: Images, prompts: Sequence[str], max_new_tokens: int = 64) -> list[str]:
+        ids, mask = pad_batch([self.prompt_ids(p) for p in prompts], self.pad_id, side="left")
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
+                                  pixel_values=self.pixel_values(images), max_new_tokens=max_new_tokens,
+                                  do_sample=False, pad_token_id=self.pad_id)
+        return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
+
+    def _nll(self, pixel_values, prompts, target_ids):
+        prompt_ids = [self.prompt_ids(p) for p in prompts]
+        ids, mask, labels = prompt_target_batch(prompt_ids, target_ids, self.pad_id)
+        # Prefix (token type 0) attends both ways; the answer and the padding after it are type 1.
+        types = torch.ones_like(ids)
+        for row, p in enumerate(prompt_ids):
+            types[row, :len(p)] = 0
+        return token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device),
+                         pixel_values=pixel_values, token_type_ids=types.to(self.device))
+
+    @torch.no_grad()
+    def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
+        """Each choice appended to each prompt (the prefix is bidirectional, so it is scored with its answer)."""
+        n, c = len(prompts), len(choices)
+        choice_ids = [self.answer_ids(ch) for ch in choices]
+        values = self.pixel_values(images).repeat_interleave(c, dim=0)
+        nll, rows = self._nll(values, [p for p in prompts for _ in range(c)], choice_ids * n)
+        return -per_row(nll, rows, n * c, mean=False).view(n, c)
+
+    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
+        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
+        nll, rows = self._nll(self.pixel_values(pixels), list(prompts), target_ids)
+        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
+        return per_row(weighted, rows, len(prompts), mean=False)
