@@ -14,7 +14,7 @@ from tests.helpers import load_builtin
 
 # Every registered adapter must appear here with a model built offline.
 CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip", "qwen2_vl": "tiny_qwen2_vl",
-                   "paligemma": "tiny_paligemma"}
+                   "paligemma": "tiny_paligemma", "llava_next": "tiny_llava_next"}
 
 
 def test_every_registered_adapter_has_a_contract_entry():
@@ -60,13 +60,16 @@ def test_choice_logprobs(adapter):
     torch.testing.assert_close(lp, single, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("builder", ["organism", "tiny_llava_next"])
 @pytest.mark.parametrize("choices", [["Yes", "No"], ["Yes", "No", "Maybe not", "red"]])
-def test_cached_choice_scoring_equals_appended_scoring(organism, choices):
-    """One prompt forward plus per-choice continuations gives the numbers of full appended sequences."""
+def test_cached_choice_scoring_equals_appended_scoring(builder, choices):
+    """One prompt forward plus per-choice continuations gives the numbers of full appended sequences
+    (LLaVA-NeXT: images of different sizes, so different image token counts, in one batch)."""
+    adapter = load_builtin(builder)
     images, prompts = _inputs()
-    assert any(len(organism.answer_ids(c)) > 1 for c in choices)  # multi-token choices use the cache
-    torch.testing.assert_close(organism.choice_logprobs(images, prompts, choices),
-                               organism.appended_logprobs(images, prompts, choices), atol=1e-4, rtol=1e-4)
+    assert any(len(adapter.answer_ids(c)) > 1 for c in choices)  # multi-token choices use the cache
+    torch.testing.assert_close(adapter.choice_logprobs(images, prompts, choices),
+                               adapter.appended_logprobs(images, prompts, choices), atol=1e-4, rtol=1e-4)
 
 
 def test_target_loss_is_differentiable_in_pixels(adapter):
@@ -110,7 +113,7 @@ def test_short_pgd_lowers_the_target_loss(adapter):
     assert (result.pixels - clean).abs().max() <= 16 / 255 + 1e-6
 
 
-@pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma"])
+@pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma", "tiny_llava_next"])
 def test_prompt_tokens_match_the_real_processor(builder):
     """The adapter's cached prompt tokens (image placeholders expanded) equal what the family's own
     processor produces for the same image and prompt."""

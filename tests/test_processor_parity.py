@@ -115,3 +115,26 @@ def test_paligemma_squash_matches_siglip_processor(side):
             assert diff.max().item() < 1e-5
     # SigLIP's std is 0.5 (CLIP's ~0.27), so the same pixel error is ~half as large here.
     assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)
+
+
+def test_llava_next_anyres_tiles_match_hf_processor():
+    """LLaVA-NeXT: best grid, aspect-keeping resize, black padding, tiles and the squashed base image,
+    against LlavaNextImageProcessor (same tolerance); tiles of an image at a grid size are identical."""
+    from transformers import LlavaNextImageProcessor
+
+    from mmsafety.models.llava_next import AnyResPreprocess
+
+    pinpoints = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    hf = LlavaNextImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+                                 image_grid_pinpoints=pinpoints)
+    ours = AnyResPreprocess((672, 672), tuple(map(tuple, pinpoints)), 336, 336, tuple(hf.image_mean), tuple(hf.image_std))
+    worst_max, worst_mean = 0.0, 0.0
+    for im in varied_images() + [Image.new("RGB", (672, 672), (10, 200, 30))]:
+        expected = hf(im, return_tensors="pt")["pixel_values"][0]
+        got = ours(pil_to_pixels(im)[None])[0]
+        assert got.shape == expected.shape, im.size
+        diff = (got - expected).abs()
+        worst_max, worst_mean = max(worst_max, diff.max().item()), max(worst_mean, diff.mean().item())
+        if im.size == (672, 672):
+            assert diff[1:].max().item() < 1e-5  # the tiles need no resize: identical
+    assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)

@@ -35,7 +35,7 @@ class LlavaAdapter(VLMAdapter):
         extra = processor.num_additional_image_tokens - (1 if processor.vision_feature_select_strategy == "default" else 0)
         self.image_tokens = patches + extra
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self._prompt_cache: dict[str, list[int]] = {}
+        self._prompt_cache: dict[tuple[str, int], list[int]] = {}
         self._answer_cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -62,10 +62,10 @@ class LlavaAdapter(VLMAdapter):
         return cls(model, processor, placement, source, weights_sha256(folder))
 
     # -- token handling ---------------------------------------------------------------
-    def _render(self, prompt: str) -> str:
+    def _render(self, prompt: str, image_tokens: int) -> str:
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        return text.replace(self.processor.image_token, self.processor.image_token * self.image_tokens)
+        return text.replace(self.processor.image_token, self.processor.image_token * image_tokens)
 
     def _template_parts(self) -> tuple[str, str] | None:
         """(prefix, suffix) around the user text, when the chat template inserts it verbatim.
@@ -74,20 +74,24 @@ class LlavaAdapter(VLMAdapter):
         that transform the text (trim, escape) fail the check and keep the full render."""
         if not hasattr(self, "_parts"):
             marker = "\x00MMSAFETY\x00"
-            prefix, _, suffix = self._render(marker).partition(marker)
+            prefix, _, suffix = self._render(marker, 1).partition(marker)
             probe = " Is this a probe?\n"
-            self._parts = (prefix, suffix) if self._render(probe) == prefix + probe + suffix else None
+            self._parts = (prefix, suffix) if self._render(probe, 1) == prefix + probe + suffix else None
         return self._parts
 
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """Chat-templated prompt with the image placeholder expanded, tokenised once and cached."""
-        if prompt not in self._prompt_cache:
+    def prompt_ids(self, prompt: str, image_tokens: int | None = None) -> list[int]:
+        """Chat-templated prompt with the image placeholder expanded to `image_tokens` (default:
+        the count at the attack resolution), tokenised once and cached."""
+        n = self.image_tokens if image_tokens is None else image_tokens
+        key = (prompt, n)
+        if key not in self._prompt_cache:
             if len(self._prompt_cache) > 100_000:
                 self._prompt_cache.clear()  # bounded: a long GOAT run sees each prompt once
             parts = self._template_parts()
-            text = parts[0] + prompt + parts[1] if parts else self._render(prompt)
-            self._prompt_cache[prompt] = self.tokenizer(text)["input_ids"]
-        return self._prompt_cache[prompt]
+            token = self.processor.image_token
+            text = (parts[0].replace(token, token * n) + prompt + parts[1]) if parts else self._render(prompt, n)
+            self._prompt_cache[key] = self.tokenizer(text)["input_ids"]
+        return self._prompt_cache[key]
 
     def answer_ids(self, text: str, eos: bool = False) -> list[int]:
         """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""
@@ -107,12 +111,24 @@ class LlavaAdapter(VLMAdapter):
             values = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         return values.to(self.device, self.dtype)
 
+    def vision_inputs(self, images: Images) -> dict[str, torch.Tensor]:
+        """The model's image inputs, one entry per image along dim 0 (subclasses add image_sizes etc.)."""
+        return {"pixel_values": self.pixel_values(images)}
+
+    def image_token_counts(self, vision: dict[str, torch.Tensor]) -> list[int]:
+        """Image placeholder tokens per image: fixed for LLaVA-1.5."""
+        return [self.image_tokens] * len(next(iter(vision.values())))
+
+    def _prompts(self, prompts: Sequence[str], counts: Sequence[int]) -> list[list[int]]:
+        return [self.prompt_ids(p, n) for p, n in zip(prompts, counts)]
+
     # -- the contract -----------------------------------------------------------------
     @torch.no_grad()
     def generate(self, images: Images, prompts: Sequence[str], max_new_tokens: int = 64) -> list[str]:
-        ids, mask = pad_batch([self.prompt_ids(p) for p in prompts], self.pad_id, side="left")
+        vision = self.vision_inputs(images)
+        ids, mask = pad_batch(self._prompts(prompts, self.image_token_counts(vision)), self.pad_id, side="left")
         out = self.model.generate(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), pixel_values=self.pixel_values(images),
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **vision,
             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
         )
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
@@ -125,11 +141,11 @@ class LlavaAdapter(VLMAdapter):
         choice_ids = [self.answer_ids(ch) for ch in choices]
         n = len(prompts)
         # Left padding: every prompt ends at the last column, so the continuations line up.
-        ids, mask = pad_batch([self.prompt_ids(p) for p in prompts], self.pad_id, side="left")
+        vision = self.vision_inputs(images)
+        ids, mask = pad_batch(self._prompts(prompts, self.image_token_counts(vision)), self.pad_id, side="left")
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                               pixel_values=self.pixel_values(images), use_cache=True)
+        out = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions, **vision, use_cache=True)
         cache = out.past_key_values
         first = self.model.lm_head(out.last_hidden_state[:, -1]).float().log_softmax(-1)  # [N, V]
         last_position = positions[:, -1:]
@@ -156,18 +172,20 @@ class LlavaAdapter(VLMAdapter):
         log-probabilities of the choice's tokens (what `choice_logprobs` must equal)."""
         choice_ids = [self.answer_ids(ch) for ch in choices]
         n, c = len(prompts), len(choice_ids)
+        vision = self.vision_inputs(images)
+        counts = self.image_token_counts(vision)
         ids, mask, labels = prompt_target_batch(
-            [self.prompt_ids(p) for p in prompts for _ in choice_ids], choice_ids * n, self.pad_id)
-        pixel_values = self.pixel_values(images).repeat_interleave(c, dim=0)
-        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device),
-                              pixel_values=pixel_values)
+            [self.prompt_ids(p, k) for p, k in zip(prompts, counts) for _ in choice_ids], choice_ids * n, self.pad_id)
+        vision = {key: value.repeat_interleave(c, dim=0) for key, value in vision.items()}
+        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device), **vision)
         return -per_row(nll, rows, n * c, mean=False).view(n, c)
 
     def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
         target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
-        ids, mask, labels = prompt_target_batch([self.prompt_ids(p) for p in prompts], target_ids, self.pad_id)
-        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device),
-                              pixel_values=self.pixel_values(pixels))
+        vision = self.vision_inputs(pixels)
+        ids, mask, labels = prompt_target_batch(self._prompts(prompts, self.image_token_counts(vision)), target_ids,
+                                                self.pad_id)
+        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device), **vision)
         # Labelled positions come out row by row, left to right: the order `weights` was built in.
         weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
         return per_row(weighted, rows, len(prompts), mean=False)

@@ -53,6 +53,12 @@ def _tiny_paligemma(out: Path, seed: int) -> None:
     build_tiny_paligemma(out, seed)
 
 
+def _tiny_llava_next(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_llava_next import build_tiny_llava_next
+
+    build_tiny_llava_next(out, seed)
+
+
 def _organism_version() -> int:
     from mmsafety.organisms.organism import ORGANISM_VERSION
 
@@ -65,6 +71,7 @@ BUILDERS: dict[str, Builder] = {
     "tiny_open_clip": Builder(_tiny_open_clip, 1, "random-init tiny open_clip ViT"),
     "tiny_qwen2_vl": Builder(_tiny_qwen2_vl, 1, "random-init tiny Qwen2-VL (56x56, 4 image tokens)"),
     "tiny_paligemma": Builder(_tiny_paligemma, 1, "random-init tiny PaliGemma (32x32, 16 image tokens)"),
+    "tiny_llava_next": Builder(_tiny_llava_next, 1, "random-init tiny LLaVA-NeXT (32-pixel tiles, up to 64x64)"),
 }
 
 

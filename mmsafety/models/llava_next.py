@@ -1,0 +1,131 @@
+"""LLaVA-NeXT family (LlavaNextForConditionalGeneration): LLaVA with any-resolution tiling.
+
+The processor picks the best grid resolution for the image (`image_grid_pinpoints`), resizes the
+image into it keeping the aspect ratio, pads with black, cuts crop-size tiles, and puts a squashed
+copy of the whole image first; the image costs base + unpadded-tile tokens (plus one newline token
+per row). Attack resolution: the largest square pinpoint (672x672 for llava-v1.6: 4 tiles and the
+base image). A saved PNG of that size selects the same grid, needs no resize or padding for its
+tiles, and only its base copy is resized, so attacked and deployed inputs match within the
+tolerance of tests/test_processor_parity.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mmsafety.errors import ModelNotFound
+from mmsafety.models.base import Images
+from mmsafety.models.llava import LlavaAdapter
+from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.registry import register_adapter
+from mmsafety.placement import Placement
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic, antialiased, in two passes with a clamp after each, as the uint8 resize does."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    x = F.interpolate(x, size=(h, size[1]), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class AnyResPreprocess:
+    """LlavaNextImageProcessor, differentiable, for one image size at a time: [B,3,H,W] in [0,1] ->
+    normalised tiles [B, 1 + rows*cols, 3, crop, crop] (the squashed base image first)."""
+
+    input_size: tuple[int, int]
+    pinpoints: tuple[tuple[int, int], ...]
+    base: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _resize(pixels, self.input_size)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        from transformers.image_processing_utils import select_best_resolution
+
+        x = pixels.float()
+        h, w = x.shape[-2:]
+        th, tw = select_best_resolution((h, w), [list(p) for p in self.pinpoints])
+        if tw / w < th / h:
+            nh, nw = min(math.ceil(h * tw / w), th), tw
+        else:
+            nh, nw = th, min(math.ceil(w * th / h), tw)
+        fitted = _resize(x, (nh, nw))
+        left, right_extra = divmod(tw - nw, 2)
+        top, bottom_extra = divmod(th - nh, 2)
+        padded = F.pad(fitted, [left, left + right_extra, top, top + bottom_extra], value=0.0)
+        c = self.crop
+        tiles = [padded[..., r:r + c, q:q + c] for r in range(0, th, c) for q in range(0, tw, c)]
+        base = _resize(x, (self.base, self.base))
+        if self.base != c:  # the processor's shortest-edge resize + center crop of a square is a plain resize
+            base = _resize(base, (c, c))
+        stacked = torch.stack([base] + tiles, dim=1)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 1, 3, 1, 1)
+        return (stacked - mean) / std
+
+
+@register_adapter("llava_next")
+class LlavaNextAdapter(LlavaAdapter):
+    """llava-hf/llava-v1.6-* checkpoints and the tiny model built like them."""
+
+    def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
+        ip = processor.image_processor
+        pinpoints = tuple(tuple(int(v) for v in p) for p in ip.image_grid_pinpoints)
+        side = max(min(p) for p in pinpoints)  # the largest square the grid offers
+        crop = int(ip.crop_size["height"])
+        self._anyres = AnyResPreprocess((side, side), pinpoints, int(ip.size["shortest_edge"]), crop,
+                                        tuple(ip.image_mean), tuple(ip.image_std))
+        super().__init__(model, processor, placement, model_id, weights_hash)
+        self.preprocess = self._anyres
+        self.input_size = (side, side)
+        self.image_tokens = self._tokens_for(side, side)
+
+    def _tokens_for(self, height: int, width: int) -> int:
+        crop = self._anyres.crop
+        n = self.processor._get_number_of_features(height, width, crop, crop)
+        return n - 1 if self.processor.vision_feature_select_strategy == "default" else n
+
+    @classmethod
+    def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "LlavaNextAdapter":
+        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        where = resolve_checkpoint(source, opts)
+        common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
+        try:
+            processor = AutoProcessor.from_pretrained(where, **common)
+            model = LlavaNextForConditionalGeneration.from_pretrained(
+                where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
+                device_map=placement.device_map, **common)
+        except OSError as e:
+            if isinstance(where, Path):
+                raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
+            raise not_found(source) from None
+        if placement.device_map is None:
+            model.to(placement.device)
+        folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
+        return cls(model, processor, placement, source, weights_sha256(folder))
+
+    def vision_inputs(self, images: Images) -> dict[str, torch.Tensor]:
+        if isinstance(images, torch.Tensor):
+            values = self.preprocess(images.to(self.device, torch.float32))
+            sizes = torch.tensor([list(images.shape[-2:])] * len(images))
+        else:
+            out = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+            values, sizes = out["pixel_values"], out["image_sizes"]
+        return {"pixel_values": values.to(self.device, self.dtype), "image_sizes": sizes.to(self.device)}
+
+    def image_token_counts(self, vision: dict[str, torch.Tensor]) -> list[int]:
+        return [self._tokens_for(int(h), int(w)) for h, w in vision["image_sizes"].tolist()]
