@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from mmsafety.errors import ModelNotFound
 from mmsafety.models.base import Images, Target, VLMAdapter
-from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import ClipStylePreprocess
 from mmsafety.models.registry import register_adapter
-from mmsafety.models.sequences import pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll
+from mmsafety.models.sequences import (
+    TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+)
 from mmsafety.placement import Placement
 
 @register_adapter("llava")
@@ -35,31 +35,12 @@ class LlavaAdapter(VLMAdapter):
         extra = processor.num_additional_image_tokens - (1 if processor.vision_feature_select_strategy == "default" else 0)
         self.image_tokens = patches + extra
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self._prompt_cache: dict[tuple[str, int], list[int]] = {}
-        self._answer_cache: dict[str, list[int]] = {}
+        self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "LlavaAdapter":
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        where = resolve_checkpoint(source, opts)
-        common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
-        try:
-            processor = AutoProcessor.from_pretrained(where, **common)
-            model = LlavaForConditionalGeneration.from_pretrained(
-                where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
-                device_map=placement.device_map, **common,
-            )
-        except OSError as e:
-            if isinstance(where, Path):
-                raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
-            raise not_found(source) from None
-        if placement.device_map is None:
-            model.to(placement.device)
-        folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
-        return cls(model, processor, placement, source, weights_sha256(folder))
+        model, processor, weights_hash = load_hf_vlm("LlavaForConditionalGeneration", source, opts, placement)
+        return cls(model, processor, placement, source, weights_hash)
 
     # -- token handling ---------------------------------------------------------------
     def _render(self, prompt: str, image_tokens: int) -> str:
@@ -83,23 +64,18 @@ class LlavaAdapter(VLMAdapter):
         """Chat-templated prompt with the image placeholder expanded to `image_tokens` (default:
         the count at the attack resolution), tokenised once and cached."""
         n = self.image_tokens if image_tokens is None else image_tokens
-        key = (prompt, n)
-        if key not in self._prompt_cache:
-            if len(self._prompt_cache) > 100_000:
-                self._prompt_cache.clear()  # bounded: a long GOAT run sees each prompt once
+
+        def tokenize() -> list[int]:
             parts = self._template_parts()
             token = self.processor.image_token
             text = (parts[0].replace(token, token * n) + prompt + parts[1]) if parts else self._render(prompt, n)
-            self._prompt_cache[key] = self.tokenizer(text)["input_ids"]
-        return self._prompt_cache[key]
+            return self.tokenizer(text)["input_ids"]
+
+        return self._prompts_cache.get((prompt, n), tokenize)
 
     def answer_ids(self, text: str, eos: bool = False) -> list[int]:
         """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""
-        if text not in self._answer_cache:
-            if len(self._answer_cache) > 100_000:
-                self._answer_cache.clear()
-            self._answer_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids = self._answer_cache[text]
+        ids = self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return ids + [self.tokenizer.eos_token_id] if eos else list(ids)
 
     # -- pixels -----------------------------------------------------------------------

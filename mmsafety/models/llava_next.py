@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from mmsafety.errors import ModelNotFound
 from mmsafety.models.base import Images
 from mmsafety.models.llava import LlavaAdapter
-from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.loading import LoadOptions, load_hf_vlm
+from mmsafety.models.pixels import resize_bicubic
 from mmsafety.models.registry import register_adapter
 from mmsafety.placement import Placement
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic, antialiased, in two passes with a clamp after each, as the uint8 resize does."""
-    h, w = x.shape[-2:]
-    if (h, w) == tuple(size):
-        return x
-    x = F.interpolate(x, size=(h, size[1]), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-    return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
 @dataclass(frozen=True)
@@ -48,7 +38,7 @@ class AnyResPreprocess:
     std: tuple[float, float, float]
 
     def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _resize(pixels, self.input_size)
+        return resize_bicubic(pixels, self.input_size)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         from transformers.image_processing_utils import select_best_resolution
@@ -60,15 +50,15 @@ class AnyResPreprocess:
             nh, nw = min(math.ceil(h * tw / w), th), tw
         else:
             nh, nw = th, min(math.ceil(w * th / h), tw)
-        fitted = _resize(x, (nh, nw))
+        fitted = resize_bicubic(x, (nh, nw))
         left, right_extra = divmod(tw - nw, 2)
         top, bottom_extra = divmod(th - nh, 2)
         padded = F.pad(fitted, [left, left + right_extra, top, top + bottom_extra], value=0.0)
         c = self.crop
         tiles = [padded[..., r:r + c, q:q + c] for r in range(0, th, c) for q in range(0, tw, c)]
-        base = _resize(x, (self.base, self.base))
+        base = resize_bicubic(x, (self.base, self.base))
         if self.base != c:  # the processor's shortest-edge resize + center crop of a square is a plain resize
-            base = _resize(base, (c, c))
+            base = resize_bicubic(base, (c, c))
         stacked = torch.stack([base] + tiles, dim=1)
         mean = torch.tensor(self.mean, device=x.device).view(1, 1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 1, 3, 1, 1)
@@ -98,25 +88,8 @@ class LlavaNextAdapter(LlavaAdapter):
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "LlavaNextAdapter":
-        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        where = resolve_checkpoint(source, opts)
-        common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
-        try:
-            processor = AutoProcessor.from_pretrained(where, **common)
-            model = LlavaNextForConditionalGeneration.from_pretrained(
-                where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
-                device_map=placement.device_map, **common)
-        except OSError as e:
-            if isinstance(where, Path):
-                raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
-            raise not_found(source) from None
-        if placement.device_map is None:
-            model.to(placement.device)
-        folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
-        return cls(model, processor, placement, source, weights_sha256(folder))
+        model, processor, weights_hash = load_hf_vlm("LlavaNextForConditionalGeneration", source, opts, placement)
+        return cls(model, processor, placement, source, weights_hash)
 
     def vision_inputs(self, images: Images) -> dict[str, torch.Tensor]:
         if isinstance(images, torch.Tensor):

@@ -114,3 +114,29 @@ def resolve_checkpoint(source: str, opts: LoadOptions) -> Path | str:
         return source
     check_weight_format(folder, opts)
     return folder
+
+
+def load_hf_vlm(model_class_name: str, source: str, opts: LoadOptions, placement):
+    """(model, processor, weights sha256) of a transformers VLM through `from_pretrained`, with
+    mmsafety's rules: offline resolution, safetensors unless allowed, no remote code unless set,
+    one-line errors. `model_class_name` is a transformers class (LlavaForConditionalGeneration, ...)."""
+    import transformers
+    from transformers import AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    where = resolve_checkpoint(source, opts)
+    common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
+    try:
+        processor = AutoProcessor.from_pretrained(where, **common)
+        model = getattr(transformers, model_class_name).from_pretrained(
+            where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
+            device_map=placement.device_map, **common)
+    except OSError as e:
+        if isinstance(where, Path):
+            raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
+        raise not_found(source) from None
+    if placement.device_map is None:
+        model.to(placement.device)
+    folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
+    return model, processor, weights_sha256(folder)

@@ -9,35 +9,31 @@ which is also the attack resolution: a saved PNG of that size needs no resize.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from mmsafety.errors import ModelNotFound
 from mmsafety.models.base import Images, Target, VLMAdapter
-from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.loading import LoadOptions, load_hf_vlm
+from mmsafety.models.pixels import resize_bicubic
 from mmsafety.models.registry import register_adapter
-from mmsafety.models.sequences import pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll
+from mmsafety.models.sequences import (
+    TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+)
 from mmsafety.placement import Placement
 
 
 @dataclass(frozen=True)
 class SquashPreprocess:
-    """SiglipImageProcessor, differentiable: resize to (H, W) ignoring the aspect ratio (bicubic,
-    antialiased, two passes with a clamp, as the uint8 resize does), then (x - mean) / std."""
+    """SiglipImageProcessor, differentiable: resize to (H, W) ignoring the aspect ratio
+    (`resize_bicubic`), then (x - mean) / std."""
 
     size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
     def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
-        h, w = pixels.shape[-2:]
-        if (h, w) == tuple(self.size):
-            return pixels
-        x = F.interpolate(pixels, size=(h, self.size[1]), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        return F.interpolate(x, size=tuple(self.size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        return resize_bicubic(pixels, self.size)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.resize_and_crop(pixels.float())
@@ -60,46 +56,21 @@ class PaliGemmaAdapter(VLMAdapter):
         self.preprocess = SquashPreprocess(self.input_size, tuple(ip.image_mean), tuple(ip.image_std))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self._prefix = processor.image_token * processor.image_seq_length + self.tokenizer.bos_token
-        self._prompt_cache: dict[str, list[int]] = {}
-        self._answer_cache: dict[str, list[int]] = {}
+        self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "PaliGemmaAdapter":
-        from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        where = resolve_checkpoint(source, opts)
-        common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
-        try:
-            processor = AutoProcessor.from_pretrained(where, **common)
-            model = PaliGemmaForConditionalGeneration.from_pretrained(
-                where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
-                device_map=placement.device_map, **common)
-        except OSError as e:
-            if isinstance(where, Path):
-                raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
-            raise not_found(source) from None
-        if placement.device_map is None:
-            model.to(placement.device)
-        folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
-        return cls(model, processor, placement, source, weights_sha256(folder))
+        model, processor, weights_hash = load_hf_vlm("PaliGemmaForConditionalGeneration", source, opts, placement)
+        return cls(model, processor, placement, source, weights_hash)
 
     # -- tokens ------------------------------------------------------------------------
     def prompt_ids(self, prompt: str) -> list[int]:
         """The prefix the processor builds (image tokens, <bos>, prompt, newline), tokenised once."""
-        if prompt not in self._prompt_cache:
-            if len(self._prompt_cache) > 100_000:
-                self._prompt_cache.clear()
-            self._prompt_cache[prompt] = self.tokenizer(self._prefix + prompt + "\n", add_special_tokens=False)["input_ids"]
-        return self._prompt_cache[prompt]
+        return self._prompts_cache.get(
+            prompt, lambda: self.tokenizer(self._prefix + prompt + "\n", add_special_tokens=False)["input_ids"])
 
     def answer_ids(self, text: str) -> list[int]:
-        if text not in self._answer_cache:
-            if len(self._answer_cache) > 100_000:
-                self._answer_cache.clear()
-            self._answer_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return list(self._answer_cache[text])
+        return list(self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
     def pixel_values(self, images: Images) -> torch.Tensor:
         if isinstance(images, torch.Tensor):

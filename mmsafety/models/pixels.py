@@ -36,6 +36,19 @@ def shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[int
     return (new_long, shortest_edge) if width <= height else (shortest_edge, new_long)
 
 
+def resize_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic, antialiased resize of [B,3,H,W] in [0,1] to (h, w), as the processors' uint8 resize.
+
+    The real processors resize uint8 images in two passes (width, then height) and clip the
+    bicubic overshoot after each; doing the same keeps us within ~1/255 on noise and hard edges,
+    where one float pass was off by up to 0.1 in pixel units."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    x = F.interpolate(x, size=(h, size[1]), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+    return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
 @dataclass(frozen=True)
 class ClipStylePreprocess:
     """CLIPImageProcessor / LlavaImageProcessor semantics, differentiable.
@@ -70,12 +83,7 @@ class ClipStylePreprocess:
             x = self._pad_to_square(x)
         h, w = x.shape[-2:]
         new_h, new_w = shortest_edge_size(h, w, self.shortest_edge)
-        if (new_h, new_w) != (h, w):
-            # The real processor resizes uint8 images in two passes (width, then height) and
-            # clips the bicubic overshoot after each; doing the same keeps us within ~1/255 on
-            # noise and hard edges, where one float pass was off by up to 0.1 in pixel units.
-            x = F.interpolate(x, size=(h, new_w), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-            x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        x = resize_bicubic(x, (new_h, new_w))
         ch, cw = self.crop
         top, left = int((new_h - ch) / 2.0), int((new_w - cw) / 2.0)
         if top < 0 or left < 0:

@@ -13,17 +13,17 @@ within the pixel bounds), so the attacked and the deployed inputs are the same t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from mmsafety.errors import ModelNotFound
 from mmsafety.models.base import Images, Target, VLMAdapter
-from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
+from mmsafety.models.loading import LoadOptions, load_hf_vlm
+from mmsafety.models.pixels import resize_bicubic
 from mmsafety.models.registry import register_adapter
-from mmsafety.models.sequences import pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll
+from mmsafety.models.sequences import (
+    TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+)
 from mmsafety.placement import Placement
 
 DEFAULT_ATTACK_SIDE = 448
@@ -37,8 +37,8 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 
 @dataclass(frozen=True)
 class QwenPatchPreprocess:
-    """Qwen2VLImageProcessor, differentiable: resize to `smart_resize` (bicubic, antialiased, two
-    passes with a clamp, as the uint8 resize does), normalise, cut into merged-order patches.
+    """Qwen2VLImageProcessor, differentiable: resize to `smart_resize` (`resize_bicubic`),
+    normalise, cut into merged-order patches.
 
     `resize_and_crop` (the attack's starting point) resizes to the fixed attack size instead."""
 
@@ -51,22 +51,14 @@ class QwenPatchPreprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    @staticmethod
-    def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if (h, w) == tuple(size):
-            return x
-        x = F.interpolate(x, size=(h, size[1]), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-        return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
-
     def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._resize(pixels, self.input_size)
+        return resize_bicubic(pixels, self.input_size)
 
     def __call__(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B,3,H,W] in [0,1] -> (pixel_values [B*gh*gw, 3*T*P*P], image_grid_thw [B,3])."""
         h, w = pixels.shape[-2:]
         size = smart_resize(h, w, self.patch * self.merge, self.min_pixels, self.max_pixels)
-        x = self._resize(pixels.float(), size)
+        x = resize_bicubic(pixels.float(), size)
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
@@ -98,53 +90,29 @@ class Qwen2VLAdapter(VLMAdapter):
         self.image_token_id = model.config.image_token_id
         self.merge_area = ip.merge_size ** 2
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self._prompt_cache: dict[tuple[str, int], list[int]] = {}
-        self._answer_cache: dict[str, list[int]] = {}
+        self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "Qwen2VLAdapter":
-        from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        where = resolve_checkpoint(source, opts)
-        common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
-        try:
-            processor = AutoProcessor.from_pretrained(where, **common)
-            model = Qwen2VLForConditionalGeneration.from_pretrained(
-                where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,
-                device_map=placement.device_map, **common)
-        except OSError as e:
-            if isinstance(where, Path):
-                raise ModelNotFound(f"could not load {source} from {where}: {str(e).splitlines()[0]}") from None
-            raise not_found(source) from None
-        if placement.device_map is None:
-            model.to(placement.device)
-        folder = where if isinstance(where, Path) else resolve_checkpoint(source, LoadOptions(local_files_only=True))
-        side = DEFAULT_ATTACK_SIDE
-        if max(processor.image_processor.size.longest_edge, 0) < DEFAULT_ATTACK_SIDE ** 2:
-            side = int(processor.image_processor.size.longest_edge ** 0.5)  # small processors (the tiny model)
-        return cls(model, processor, placement, source, weights_sha256(folder), attack_side=side)
+        model, processor, weights_hash = load_hf_vlm("Qwen2VLForConditionalGeneration", source, opts, placement)
+        longest = int(processor.image_processor.size.longest_edge)
+        # Small processors (the tiny model) cap the side below the default attack resolution.
+        side = DEFAULT_ATTACK_SIDE if longest >= DEFAULT_ATTACK_SIDE ** 2 else int(longest ** 0.5)
+        return cls(model, processor, placement, source, weights_hash, attack_side=side)
 
     # -- tokens ------------------------------------------------------------------------
     def prompt_ids(self, prompt: str, image_tokens: int) -> list[int]:
         """Chat-templated prompt with `<|image_pad|>` expanded to the image's token count (cached)."""
-        key = (prompt, image_tokens)
-        if key not in self._prompt_cache:
-            if len(self._prompt_cache) > 100_000:
-                self._prompt_cache.clear()
+        def tokenize() -> list[int]:
             chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
             text = self.processor.apply_chat_template(chat, add_generation_prompt=True)
             pad = self.processor.image_token
-            self._prompt_cache[key] = self.tokenizer(text.replace(pad, pad * image_tokens))["input_ids"]
-        return self._prompt_cache[key]
+            return self.tokenizer(text.replace(pad, pad * image_tokens))["input_ids"]
+
+        return self._prompts_cache.get((prompt, image_tokens), tokenize)
 
     def answer_ids(self, text: str) -> list[int]:
-        if text not in self._answer_cache:
-            if len(self._answer_cache) > 100_000:
-                self._answer_cache.clear()
-            self._answer_cache[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return list(self._answer_cache[text])
+        return list(self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
     # -- pixels ------------------------------------------------------------------------
     def vision_inputs(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:

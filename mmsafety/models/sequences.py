@@ -70,3 +70,19 @@ def target_ids_and_weights(targets, answer_ids) -> tuple[list[list[int]], list[f
         target_ids.append([i for ids in ids_per_segment for i in ids])
         weights += [w / len(ids) for (_, w), ids in zip(segments, ids_per_segment) for _ in ids]
     return target_ids, weights
+
+
+class TokenCache:
+    """Bounded memo of tokenisations: attacks ask for the same prompts and targets every step,
+    while a long GOAT run sees each prompt once (hence the bound: cleared past `limit` entries)."""
+
+    def __init__(self, limit: int = 100_000):
+        self.limit = limit
+        self.entries: dict = {}
+
+    def get(self, key, tokenize) -> list[int]:
+        if key not in self.entries:
+            if len(self.entries) > self.limit:
+                self.entries.clear()
+            self.entries[key] = tokenize()
+        return self.entries[key]

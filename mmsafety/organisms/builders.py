@@ -86,6 +86,9 @@ def ensure_built(name: str, seed: int = 0) -> Path:
     path = built_path(name, seed)
 
     def build(tmp: Path) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one line per build below is enough
         start = time.perf_counter()
         print(f"mmsafety: building {name} (seed {seed}) into {path} ...", file=sys.stderr, flush=True)
         BUILDERS[name].build(tmp, seed)

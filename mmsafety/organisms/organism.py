@@ -18,7 +18,8 @@ from typing import Callable
 
 import torch
 
-from mmsafety.models.llava import LlavaAdapter, prompt_target_batch, per_row, token_nll
+from mmsafety.models.llava import LlavaAdapter
+from mmsafety.models.sequences import per_row, prompt_target_batch, token_nll
 from mmsafety.organisms.tiny_llava import new_tiny_llava, save, tiny_processor
 from mmsafety.placement import resolve_placement
 from mmsafety.synthetic import memes, prompts, scenes
@@ -117,7 +118,7 @@ def train_organism(seed: int = 0, recipe: Recipe = Recipe(), log: Callable[[str]
                 ids, mask, labels = prompt_target_batch(prompt_ids, [adapter.answer_ids(a, eos=True) for a in answers],
                                                         adapter.pad_id)
                 pixel_values = adapter.preprocess(adapter.to_input_pixels(images))
-                nll, rows = token_nll(model, ids, mask, pixel_values, labels)
+                nll, rows = token_nll(model, ids, mask, labels, pixel_values=pixel_values)
                 # Mean per example, then over the step: a one-token "Yes" weighs as much as a tool call.
                 loss = per_row(nll, rows, len(batch), mean=True).sum() / total
                 targets = torch.tensor(probe_targets)

@@ -45,16 +45,22 @@ def tiny_llava_config(tokenizer, hidden: int = 64, layers: int = 2, image_size: 
     )
 
 
-def new_tiny_llava(processor: LlavaProcessor, seed: int, hidden: int = 64, layers: int = 2) -> LlavaForConditionalGeneration:
-    config = tiny_llava_config(processor.tokenizer, hidden, layers, processor.image_processor.crop_size["height"])
-    # Fork the global RNG so building a model never changes the caller's random stream.
+def init_model(model_class, config, processor, seed: int):
+    """A random-init model in eval mode, its generation config set from the processor's tokenizer.
+    The global RNG is forked, so building a model never changes the caller's random stream."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
-    model.generation_config.bos_token_id = processor.tokenizer.bos_token_id
+        model = model_class(config)
+    tok = processor.tokenizer
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
     return model.eval()
+
+
+def new_tiny_llava(processor: LlavaProcessor, seed: int, hidden: int = 64, layers: int = 2) -> LlavaForConditionalGeneration:
+    config = tiny_llava_config(processor.tokenizer, hidden, layers, processor.image_processor.crop_size["height"])
+    return init_model(LlavaForConditionalGeneration, config, processor, seed)
 
 
 def save(model, processor, out_dir: Path) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import (
     CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor,
     LlavaNextProcessor,
 )
 
-from mmsafety.organisms.tiny_llava import CLIP_MEAN, CLIP_STD
+from mmsafety.organisms.tiny_llava import CLIP_MEAN, CLIP_STD, init_model, save
 from mmsafety.organisms.tokenizer import train_tokenizer
 
 TILE = 32
@@ -40,11 +39,4 @@ def build_tiny_llava_next(out_dir: Path, seed: int = 0) -> None:
     config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
                              image_grid_pinpoints=PINPOINTS, vision_feature_layer=-1,
                              vision_feature_select_strategy="default")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    model.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
+    save(init_model(LlavaNextForConditionalGeneration, config, processor, seed), processor, out_dir)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import (
     GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessor,
     SiglipVisionConfig,
 )
 
+from mmsafety.organisms.tiny_llava import init_model, save
 from mmsafety.organisms.tokenizer import train_tokenizer
 
 IMAGE_SIZE = 32
@@ -38,11 +38,4 @@ def build_tiny_paligemma(out_dir: Path, seed: int = 0) -> None:
                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=processor.image_token_id,
                              projection_dim=64, hidden_size=64, vocab_size=len(tok))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = PaliGemmaForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    model.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
+    save(init_model(PaliGemmaForConditionalGeneration, config, processor, seed), processor, out_dir)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
 
+from mmsafety.organisms.tiny_llava import init_model, save
 from mmsafety.organisms.tokenizer import train_tokenizer
 
 IMAGE_SIZE = 56
@@ -53,11 +53,4 @@ def build_tiny_qwen2_vl(out_dir: Path, seed: int = 0) -> None:
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    model.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
+    save(init_model(Qwen2VLForConditionalGeneration, config, processor, seed), processor, out_dir)
