@@ -8,7 +8,7 @@ import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
-from mmsafety.models.pixels import ClipStylePreprocess
+from mmsafety.models.pixels import ClipStylePreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
     TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
@@ -81,11 +81,7 @@ class LlavaAdapter(VLMAdapter):
     # -- pixels -----------------------------------------------------------------------
 
     def pixel_values(self, images: Images) -> torch.Tensor:
-        if isinstance(images, torch.Tensor):
-            values = self.preprocess(images.to(self.device, torch.float32))
-        else:
-            values = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
-        return values.to(self.device, self.dtype)
+        return processed_pixels(images, self.preprocess, self.processor.image_processor, self.device, self.dtype)
 
     def vision_inputs(self, images: Images) -> dict[str, torch.Tensor]:
         """The model's image inputs, one entry per image along dim 0 (subclasses add image_sizes etc.)."""

@@ -15,7 +15,7 @@ import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
-from mmsafety.models.pixels import resize_bicubic
+from mmsafety.models.pixels import processed_pixels, resize_bicubic
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
     TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
@@ -73,11 +73,7 @@ class PaliGemmaAdapter(VLMAdapter):
         return list(self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
     def pixel_values(self, images: Images) -> torch.Tensor:
-        if isinstance(images, torch.Tensor):
-            values = self.preprocess(images.to(self.device, torch.float32))
-        else:
-            values = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
-        return values.to(self.device, self.dtype)
+        return processed_pixels(images, self.preprocess, self.processor.image_processor, self.device, self.dtype)
 
     # -- the contract ------------------------------------------------------------------
     @torch.no_grad()

@@ -123,3 +123,13 @@ def stack_pil(images: Sequence[Image.Image], preprocess: ClipStylePreprocess) ->
         for i, r in zip(idx, resized):
             out[i] = r
     return torch.stack(out)
+
+
+def processed_pixels(images, preprocess, image_processor, device, dtype) -> torch.Tensor:
+    """What a model with a single image tensor input sees: PIL images through the real (HF)
+    image processor, a pixel tensor in [0,1] through the differentiable `preprocess`."""
+    if isinstance(images, torch.Tensor):
+        values = preprocess(images.to(device, torch.float32))
+    else:
+        values = image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+    return values.to(device, dtype)
