@@ -21,9 +21,13 @@ def test_every_registered_adapter_has_a_contract_entry():
     assert set(adapter_names()) == set(CONTRACT_MODELS)
 
 
-@pytest.fixture(scope="module", params=sorted(CONTRACT_MODELS))
+# Further checkpoints an adapter serves with another model class (name in the test id: builder).
+MORE_CONTRACT_MODELS = {"qwen2_5_vl": "tiny_qwen2_5_vl"}
+
+
+@pytest.fixture(scope="module", params=sorted(CONTRACT_MODELS) + sorted(MORE_CONTRACT_MODELS))
 def adapter(request):
-    return load_builtin(CONTRACT_MODELS[request.param])
+    return load_builtin({**CONTRACT_MODELS, **MORE_CONTRACT_MODELS}[request.param])
 
 
 def _inputs(n=3, seed=0):
@@ -113,7 +117,7 @@ def test_short_pgd_lowers_the_target_loss(adapter):
     assert (result.pixels - clean).abs().max() <= 16 / 255 + 1e-6
 
 
-@pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma", "tiny_llava_next"])
+@pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma", "tiny_llava_next", "tiny_qwen2_5_vl"])
 def test_prompt_tokens_match_the_real_processor(builder):
     """The adapter's cached prompt tokens (image placeholders expanded) equal what the family's own
     processor produces for the same image and prompt."""
@@ -130,5 +134,5 @@ def test_prompt_tokens_match_the_real_processor(builder):
         inputs = proc(images=[image], text=[text], return_tensors="pt")
         expected = inputs["input_ids"][0].tolist()
         ours = (adapter.prompt_ids(prompt, int(inputs["image_grid_thw"].prod()) // adapter.merge_area)
-                if builder == "tiny_qwen2_vl" else adapter.prompt_ids(prompt))
+                if builder.startswith("tiny_qwen") else adapter.prompt_ids(prompt))
     assert ours == expected

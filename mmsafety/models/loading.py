@@ -116,18 +116,26 @@ def resolve_checkpoint(source: str, opts: LoadOptions) -> Path | str:
     return folder
 
 
-def load_hf_vlm(model_class_name: str, source: str, opts: LoadOptions, placement):
+def load_hf_vlm(model_class_name: str | dict[str, str], source: str, opts: LoadOptions, placement):
     """(model, processor, weights sha256) of a transformers VLM through `from_pretrained`, with
     mmsafety's rules: offline resolution, safetensors unless allowed, no remote code unless set,
-    one-line errors. `model_class_name` is a transformers class (LlavaForConditionalGeneration, ...)."""
+    one-line errors. `model_class_name` is a transformers class (LlavaForConditionalGeneration, ...),
+    or a map from the checkpoint's `model_type` to one, for adapters that serve several."""
     import transformers
-    from transformers import AutoProcessor
+    from transformers import AutoConfig, AutoProcessor
     from transformers.utils import logging as hf_logging
+
+    from mmsafety.errors import UserError
 
     hf_logging.disable_progress_bar()
     where = resolve_checkpoint(source, opts)
     common = dict(revision=opts.revision, trust_remote_code=opts.trust_remote_code)
     try:
+        if isinstance(model_class_name, dict):
+            model_type = AutoConfig.from_pretrained(where, **common).model_type
+            if model_type not in model_class_name:
+                raise UserError(f"{source} is a {model_type} checkpoint; this adapter loads {', '.join(model_class_name)}")
+            model_class_name = model_class_name[model_type]
         processor = AutoProcessor.from_pretrained(where, **common)
         model = getattr(transformers, model_class_name).from_pretrained(
             where, dtype=placement.dtype, use_safetensors=not opts.allow_pickle,

@@ -1,4 +1,5 @@
-"""Qwen2-VL family (Qwen2VLForConditionalGeneration): dynamic-resolution ViT, 2x2 patch merging, M-RoPE.
+"""Qwen2-VL and Qwen2.5-VL (Qwen2VL / Qwen2_5_VLForConditionalGeneration): dynamic-resolution ViT,
+2x2 patch merging, M-RoPE.
 
 The processor resizes each image to a multiple of 28 pixels (`smart_resize`), flattens it
 into 14x14 patches doubled in time (`temporal_patch_size` 2) and passes `image_grid_thw`;
@@ -27,6 +28,8 @@ from mmsafety.models.sequences import (
 from mmsafety.placement import Placement
 
 DEFAULT_ATTACK_SIDE = 448
+# Qwen2.5-VL shares the processor, the tokens and M-RoPE; its vision tower differs (window attention).
+MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -73,7 +76,7 @@ class QwenPatchPreprocess:
 
 @register_adapter("qwen2_vl")
 class Qwen2VLAdapter(VLMAdapter):
-    """Qwen/Qwen2-VL-* checkpoints and the tiny model built like them."""
+    """Qwen/Qwen2-VL-* and Qwen/Qwen2.5-VL-* checkpoints and the tiny models built like them."""
 
     def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str,
                  attack_side: int = DEFAULT_ATTACK_SIDE):
@@ -94,7 +97,7 @@ class Qwen2VLAdapter(VLMAdapter):
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "Qwen2VLAdapter":
-        model, processor, weights_hash = load_hf_vlm("Qwen2VLForConditionalGeneration", source, opts, placement)
+        model, processor, weights_hash = load_hf_vlm(MODEL_CLASSES, source, opts, placement)
         longest = int(processor.image_processor.size.longest_edge)
         # Small processors (the tiny model) cap the side below the default attack resolution.
         side = DEFAULT_ATTACK_SIDE if longest >= DEFAULT_ATTACK_SIDE ** 2 else int(longest ** 0.5)

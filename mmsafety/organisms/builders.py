@@ -47,6 +47,12 @@ def _tiny_qwen2_vl(out: Path, seed: int) -> None:
     build_tiny_qwen2_vl(out, seed)
 
 
+def _tiny_qwen2_5_vl(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_qwen2_vl import build_tiny_qwen2_5_vl
+
+    build_tiny_qwen2_5_vl(out, seed)
+
+
 def _tiny_paligemma(out: Path, seed: int) -> None:
     from mmsafety.organisms.tiny_paligemma import build_tiny_paligemma
 
@@ -70,6 +76,7 @@ BUILDERS: dict[str, Builder] = {
     "organism": Builder(_organism, _organism_version(), "trained tiny LLaVA: memes, colours, image-triggered tool calls"),
     "tiny_open_clip": Builder(_tiny_open_clip, 1, "random-init tiny open_clip ViT"),
     "tiny_qwen2_vl": Builder(_tiny_qwen2_vl, 1, "random-init tiny Qwen2-VL (56x56, 4 image tokens)"),
+    "tiny_qwen2_5_vl": Builder(_tiny_qwen2_5_vl, 1, "random-init tiny Qwen2.5-VL (56x56, 4 image tokens)"),
     "tiny_paligemma": Builder(_tiny_paligemma, 1, "random-init tiny PaliGemma (32x32, 16 image tokens)"),
     "tiny_llava_next": Builder(_tiny_llava_next, 1, "random-init tiny LLaVA-NeXT (32-pixel tiles, up to 64x64)"),
 }
