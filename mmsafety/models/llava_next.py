@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from mmsafety.models.base import Images
 from mmsafety.models.llava import LlavaAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
-from mmsafety.models.pixels import resize_bicubic
+from mmsafety.models.pixels import normalize, resize_bicubic
 from mmsafety.models.registry import register_adapter
 from mmsafety.placement import Placement
 
@@ -60,9 +60,7 @@ class AnyResPreprocess:
         if self.base != c:  # the processor's shortest-edge resize + center crop of a square is a plain resize
             base = resize_bicubic(base, (c, c))
         stacked = torch.stack([base] + tiles, dim=1)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 1, 3, 1, 1)
-        return (stacked - mean) / std
+        return normalize(stacked, self.mean, self.std)
 
 
 @register_adapter("llava_next")

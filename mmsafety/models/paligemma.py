@@ -15,7 +15,7 @@ import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
-from mmsafety.models.pixels import processed_pixels, resize_bicubic
+from mmsafety.models.pixels import normalize, processed_pixels, resize_bicubic
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
     TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
@@ -36,10 +36,7 @@ class SquashPreprocess:
         return resize_bicubic(pixels, self.size)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.resize_and_crop(pixels.float())
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return normalize(self.resize_and_crop(pixels.float()), self.mean, self.std)
 
 
 @register_adapter("paligemma")

@@ -49,6 +49,13 @@ def resize_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
+def normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(x - mean) / std per channel, channels in dim -3 ([B,3,H,W] or [B,tiles,3,H,W]); float32."""
+    mean_t = torch.tensor(mean, device=pixels.device, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, device=pixels.device, dtype=torch.float32).view(3, 1, 1)
+    return (pixels.float() - mean_t) / std_t
+
+
 @dataclass(frozen=True)
 class ClipStylePreprocess:
     """CLIPImageProcessor / LlavaImageProcessor semantics, differentiable.
@@ -90,13 +97,8 @@ class ClipStylePreprocess:
             raise ValueError(f"image {new_h}x{new_w} is smaller than the crop {ch}x{cw}")
         return x[..., top:top + ch, left:left + cw]
 
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=pixels.device, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=pixels.device, dtype=torch.float32).view(1, 3, 1, 1)
-        return (pixels.float() - mean) / std
-
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.normalize(self.resize_and_crop(pixels))
+        return normalize(self.resize_and_crop(pixels), self.mean, self.std)
 
     def _pad_to_square(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

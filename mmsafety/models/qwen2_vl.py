@@ -20,7 +20,7 @@ import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
-from mmsafety.models.pixels import resize_bicubic
+from mmsafety.models.pixels import normalize, resize_bicubic
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
     TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
@@ -62,9 +62,7 @@ class QwenPatchPreprocess:
         h, w = pixels.shape[-2:]
         size = smart_resize(h, w, self.patch * self.merge, self.min_pixels, self.max_pixels)
         x = resize_bicubic(pixels.float(), size)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
+        x = normalize(x, self.mean, self.std)
         b, c, hh, ww = x.shape
         gh, gw, m, p = hh // self.patch, ww // self.patch, self.merge, self.patch
         patches = x.reshape(b, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
@@ -130,10 +128,6 @@ class Qwen2VLAdapter(VLMAdapter):
     def _per_image(self, values: torch.Tensor, grid: torch.Tensor) -> list[torch.Tensor]:
         return list(values.split(grid.prod(-1).tolist()))
 
-    def _batch(self, seqs: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, mask = pad_batch(seqs, self.pad_id, side=side)
-        return ids.to(self.device), mask.to(self.device)
-
     def _mm_types(self, ids: torch.Tensor) -> torch.Tensor:
         return (ids == self.image_token_id).int()  # 1 marks image tokens, for M-RoPE
 
@@ -142,7 +136,8 @@ class Qwen2VLAdapter(VLMAdapter):
     def generate(self, images: Images, prompts: Sequence[str], max_new_tokens: int = 64) -> list[str]:
         values, grid = self.vision_inputs(images)
         counts = (grid.prod(-1) // self.merge_area).tolist()
-        ids, mask = self._batch([self.prompt_ids(p, n) for p, n in zip(prompts, counts)], "left")
+        ids, mask = pad_batch([self.prompt_ids(p, n) for p, n in zip(prompts, counts)], self.pad_id, side="left")
+        ids, mask = ids.to(self.device), mask.to(self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, mm_token_type_ids=self._mm_types(ids),
                                   pixel_values=values, image_grid_thw=grid, max_new_tokens=max_new_tokens,
                                   do_sample=False, pad_token_id=self.pad_id)
