@@ -138,3 +138,22 @@ def test_llava_next_anyres_tiles_match_hf_processor():
         if im.size == (672, 672):
             assert diff[1:].max().item() < 1e-5  # the tiles need no resize: identical
     assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)
+
+
+def test_grouped_hf_processing_equals_one_at_a_time():
+    """Evaluation runs the real processor with same-size images grouped into one resize call;
+    every image's values equal HF's default per-image processing on the CPU exactly."""
+    from transformers import LlavaNextImageProcessor, Qwen2VLImageProcessor, SiglipImageProcessor
+
+    from mmsafety.models.pixels import run_image_processor
+
+    images = varied_images()
+    images += [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images]  # each size twice
+    for hf in [dict(processors())["clip-torchvision"], SiglipImageProcessor(size={"height": 32, "width": 32}),
+               Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=224 * 224),
+               LlavaNextImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64},
+                                       image_grid_pinpoints=[[64, 128], [128, 64], [128, 128]])]:
+        grouped = run_image_processor(hf, images)
+        assert hf.backend == "torchvision"
+        for key, value in hf(images, return_tensors="pt").items():
+            assert torch.equal(grouped[key], value), (type(hf).__name__, key)

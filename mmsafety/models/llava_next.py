@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from mmsafety.models.base import Images
 from mmsafety.models.llava import LlavaAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
-from mmsafety.models.pixels import normalize, resize_bicubic
+from mmsafety.models.pixels import normalize, resize_bicubic, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.placement import Placement
 
@@ -94,7 +94,7 @@ class LlavaNextAdapter(LlavaAdapter):
             values = self.preprocess(images.to(self.device, torch.float32))
             sizes = torch.tensor([list(images.shape[-2:])] * len(images))
         else:
-            out = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+            out = run_image_processor(self.processor.image_processor, images)
             values, sizes = out["pixel_values"], out["image_sizes"]
         return {"pixel_values": values.to(self.device, self.dtype), "image_sizes": sizes.to(self.device)}
 

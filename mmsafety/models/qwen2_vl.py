@@ -20,7 +20,7 @@ import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
-from mmsafety.models.pixels import normalize, resize_bicubic
+from mmsafety.models.pixels import normalize, resize_bicubic, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
     TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
@@ -121,7 +121,7 @@ class Qwen2VLAdapter(VLMAdapter):
         if isinstance(images, torch.Tensor):
             values, grid = self.preprocess(images.to(self.device, torch.float32))
         else:
-            out = self.processor.image_processor([im.convert("RGB") for im in images], return_tensors="pt")
+            out = run_image_processor(self.processor.image_processor, images)
             values, grid = out["pixel_values"], out["image_grid_thw"]
         return values.to(self.device, self.dtype), grid.to(self.device)
 
