@@ -14,7 +14,7 @@ from tests.helpers import load_builtin
 
 # Every registered adapter must appear here with a model built offline.
 CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip", "qwen2_vl": "tiny_qwen2_vl",
-                   "paligemma": "tiny_paligemma", "llava_next": "tiny_llava_next"}
+                   "paligemma": "tiny_paligemma", "llava_next": "tiny_llava_next", "blip": "tiny_instructblip"}
 
 
 def test_every_registered_adapter_has_a_contract_entry():
@@ -22,7 +22,7 @@ def test_every_registered_adapter_has_a_contract_entry():
 
 
 # Further checkpoints an adapter serves with another model class (name in the test id: builder).
-MORE_CONTRACT_MODELS = {"qwen2_5_vl": "tiny_qwen2_5_vl"}
+MORE_CONTRACT_MODELS = {"qwen2_5_vl": "tiny_qwen2_5_vl", "blip2": "tiny_blip2"}
 
 
 @pytest.fixture(scope="module", params=sorted(CONTRACT_MODELS) + sorted(MORE_CONTRACT_MODELS))
@@ -117,7 +117,8 @@ def test_short_pgd_lowers_the_target_loss(adapter):
     assert (result.pixels - clean).abs().max() <= 16 / 255 + 1e-6
 
 
-@pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma", "tiny_llava_next", "tiny_qwen2_5_vl"])
+@pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma", "tiny_llava_next", "tiny_qwen2_5_vl",
+                                     "tiny_instructblip", "tiny_blip2"])
 def test_prompt_tokens_match_the_real_processor(builder):
     """The adapter's cached prompt tokens (image placeholders expanded) equal what the family's own
     processor produces for the same image and prompt."""
@@ -128,6 +129,13 @@ def test_prompt_tokens_match_the_real_processor(builder):
     if builder == "tiny_paligemma":
         expected = proc(images=[image], text=["<image>" + prompt], return_tensors="pt")["input_ids"][0].tolist()
         ours = adapter.prompt_ids(prompt)
+    elif "blip" in builder:  # no chat template: query placeholders, <s>, the bare prompt
+        inputs = proc(images=[image], text=[prompt], return_tensors="pt")
+        expected, ours = inputs["input_ids"][0].tolist(), adapter.prompt_ids(prompt)
+        if builder == "tiny_instructblip":  # and the Q-Former's own WordPiece tokens of the prompt
+            qformer = adapter._qformer_text([prompt])
+            assert qformer["qformer_input_ids"].tolist() == inputs["qformer_input_ids"].tolist()
+            assert proc.qformer_tokenizer.convert_ids_to_tokens(qformer["qformer_input_ids"][0])[0] == "[CLS]"
     else:
         chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         text = proc.apply_chat_template(chat, add_generation_prompt=True)

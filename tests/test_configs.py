@@ -103,3 +103,18 @@ def test_bad_shard_fails_in_one_line():
     proc = run_cli("shard=3", "num_shards=2")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: shard=3: must be in 0..1 (num_shards=2)"
+
+
+REAL_CHECKPOINT_PRESETS = [m for m in options("model") if (CONF / "model" / f"{m}.yaml").read_text().count("name_or_path:")
+                           and m != "open_clip_vit_b_32"]
+
+
+@pytest.mark.parametrize("model", REAL_CHECKPOINT_PRESETS)
+def test_real_checkpoint_presets_default_to_one_gpu_in_bf16(model):
+    """A 7B preset picks placement=cuda (bf16) by itself; a placement on the command line still wins."""
+    with initialize_config_module("mmsafety.conf", version_base="1.3"):
+        for app in ("eval", "attack"):
+            cfg = compose(app, overrides=[f"model={model}"])
+            assert (cfg.placement.name, cfg.placement.dtype.name) == ("cuda", "bfloat16")
+            assert compose(app, overrides=[f"model={model}", "placement=cpu"]).placement.name == "cpu"
+    assert len(REAL_CHECKPOINT_PRESETS) >= 8  # the glob found the presets (a typo would skip them all)

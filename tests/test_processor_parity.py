@@ -95,15 +95,20 @@ def test_qwen2_vl_patches_match_hf_processor(max_side):
     assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)
 
 
+@pytest.mark.parametrize("family", ["siglip", "blip"])
 @pytest.mark.parametrize("side", [32, 224])
-def test_paligemma_squash_matches_siglip_processor(side):
-    """PaliGemma's SigLIP processor squashes to a square (no crop): same tolerance; identity at size."""
-    from transformers import SiglipImageProcessor
+def test_squash_matches_siglip_and_blip_processors(side, family):
+    """PaliGemma's SigLIP processor and BLIP's processor squash to a square (no crop): same
+    tolerance; identity at size."""
+    from transformers import BlipImageProcessor, SiglipImageProcessor
 
-    from mmsafety.models.paligemma import SquashPreprocess
+    from mmsafety.models.pixels import SquashPreprocess
+    from mmsafety.organisms.tiny_llava import CLIP_MEAN, CLIP_STD
 
-    hf = SiglipImageProcessor(size={"height": side, "width": side}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    ours = SquashPreprocess((side, side), (0.5,) * 3, (0.5,) * 3)
+    size = {"height": side, "width": side}
+    hf = (SiglipImageProcessor(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3) if family == "siglip"
+          else BlipImageProcessor(size=size, image_mean=CLIP_MEAN, image_std=CLIP_STD))
+    ours = SquashPreprocess((side, side), tuple(hf.image_mean), tuple(hf.image_std))
     worst_max, worst_mean = 0.0, 0.0
     for im in varied_images() + [Image.new("RGB", (side, side), (10, 200, 30))]:
         expected = hf(im, return_tensors="pt")["pixel_values"]
@@ -113,7 +118,6 @@ def test_paligemma_squash_matches_siglip_processor(side):
         worst_max, worst_mean = max(worst_max, diff.max().item()), max(worst_mean, diff.mean().item())
         if im.size == (side, side):
             assert diff.max().item() < 1e-5
-    # SigLIP's std is 0.5 (CLIP's ~0.27), so the same pixel error is ~half as large here.
     assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)
 
 

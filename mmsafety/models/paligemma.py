@@ -8,35 +8,18 @@ which is also the attack resolution: a saved PNG of that size needs no resize.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
-from mmsafety.models.pixels import normalize, processed_pixels, resize_bicubic
+from mmsafety.models.pixels import SquashPreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
     TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
 )
 from mmsafety.placement import Placement
-
-
-@dataclass(frozen=True)
-class SquashPreprocess:
-    """SiglipImageProcessor, differentiable: resize to (H, W) ignoring the aspect ratio
-    (`resize_bicubic`), then (x - mean) / std."""
-
-    size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
-        return resize_bicubic(pixels, self.size)
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return normalize(self.resize_and_crop(pixels.float()), self.mean, self.std)
 
 
 @register_adapter("paligemma")

@@ -112,6 +112,22 @@ class ClipStylePreprocess:
         return out
 
 
+@dataclass(frozen=True)
+class SquashPreprocess:
+    """SiglipImageProcessor and BlipImageProcessor, differentiable: resize to (H, W) ignoring the aspect ratio
+    (`resize_bicubic`), then (x - mean) / std."""
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def resize_and_crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        return resize_bicubic(pixels, self.size)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(self.resize_and_crop(pixels.float()), self.mean, self.std)
+
+
 def stack_pil(images: Sequence[Image.Image], preprocess: ClipStylePreprocess) -> torch.Tensor:
     """PIL images of any sizes -> [B,3,crop_h,crop_w] in [0,1] at the model's input size.
 

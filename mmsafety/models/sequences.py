@@ -38,12 +38,14 @@ def prompt_target_batch(prompt_ids: Sequence[list[int]], target_ids: Sequence[li
 
 def token_nll(model, input_ids, attention_mask, labels, **vision) -> tuple[torch.Tensor, torch.Tensor]:
     """NLL (fp32) of every labelled token and the row it belongs to. `vision`: the family's image
-    inputs (pixel_values, and image_grid_thw for Qwen2-VL).
+    inputs (pixel_values, and image_grid_thw for Qwen2-VL), or `inputs_embeds` for a family that
+    fills its image placeholders itself (BLIP), which then stand in for `input_ids`.
 
     The LM head runs only on the positions that predict a label: for a 32k vocabulary
     and ~600-token prompts this avoids materialising [N, T, V] logits.
     """
-    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, **vision).last_hidden_state
+    inputs = vision if "inputs_embeds" in vision else {"input_ids": input_ids, **vision}
+    hidden = model.model(attention_mask=attention_mask, **inputs).last_hidden_state
     predicts = labels[:, 1:] != IGNORE
     rows = predicts.nonzero()[:, 0]
     logits = model.lm_head(hidden[:, :-1][predicts]).float()

@@ -65,6 +65,18 @@ def _tiny_llava_next(out: Path, seed: int) -> None:
     build_tiny_llava_next(out, seed)
 
 
+def _tiny_instructblip(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_blip import build_tiny_instructblip
+
+    build_tiny_instructblip(out, seed)
+
+
+def _tiny_blip2(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_blip import build_tiny_blip2
+
+    build_tiny_blip2(out, seed)
+
+
 def _organism_version() -> int:
     from mmsafety.organisms.organism import ORGANISM_VERSION
 
@@ -79,6 +91,8 @@ BUILDERS: dict[str, Builder] = {
     "tiny_qwen2_5_vl": Builder(_tiny_qwen2_5_vl, 1, "random-init tiny Qwen2.5-VL (56x56, 4 image tokens)"),
     "tiny_paligemma": Builder(_tiny_paligemma, 1, "random-init tiny PaliGemma (32x32, 16 image tokens)"),
     "tiny_llava_next": Builder(_tiny_llava_next, 1, "random-init tiny LLaVA-NeXT (32-pixel tiles, up to 64x64)"),
+    "tiny_instructblip": Builder(_tiny_instructblip, 1, "random-init tiny InstructBLIP (32x32, 8 Q-Former queries)"),
+    "tiny_blip2": Builder(_tiny_blip2, 1, "random-init tiny BLIP-2 (32x32, 8 Q-Former queries)"),
 }
 
 

@@ -33,12 +33,13 @@ def training_corpus() -> list[str]:
     return lines * 3
 
 
-def train_tokenizer(vocab_size: int = 512, extra_special: tuple[str, ...] = (), image_token: str = "<image>",
-                    chat_template: str = CHAT_TEMPLATE) -> PreTrainedTokenizerFast:
+def train_tokenizer(vocab_size: int = 512, extra_special: tuple[str, ...] = (), image_token: str | None = "<image>",
+                    chat_template: str | None = CHAT_TEMPLATE) -> PreTrainedTokenizerFast:
     """Deterministic: the corpus is generated from fixed seeds and BPE training is greedy.
 
     `extra_special` tokens come after the base ones (so the defaults give the same ids as ever);
-    other model families name their image token and chat template here."""
+    other model families name their image token and chat template here. `image_token=None`: no
+    `image_token` attribute, as in BLIP checkpoints, whose processor then adds "<image>" itself."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
@@ -53,7 +54,27 @@ def train_tokenizer(vocab_size: int = 512, extra_special: tuple[str, ...] = (), 
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        extra_special_tokens={"image_token": image_token},
+        extra_special_tokens={"image_token": image_token} if image_token else {},
     )
     fast.chat_template = chat_template
     return fast
+
+
+def train_wordpiece_tokenizer(vocab_size: int = 400):
+    """A BERT-style WordPiece tokenizer ([CLS] text [SEP], lower-cased), trained on the same corpus:
+    the Q-Former's own tokenizer in InstructBLIP checkpoints is a bert-base-uncased one."""
+    from tokenizers import normalizers
+    from transformers import BertTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False)
+    tok.train_from_iterator(training_corpus(), trainer=trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]")
