@@ -7,7 +7,8 @@ from mmsafety.placement import resolve_placement
 
 ADAPTER_OF = {"tiny_llava": "llava", "organism": "llava", "tiny_open_clip": "open_clip", "tiny_qwen2_vl": "qwen2_vl",
               "tiny_paligemma": "paligemma", "tiny_llava_next": "llava_next",
-              "tiny_qwen2_5_vl": "qwen2_vl", "tiny_instructblip": "blip", "tiny_blip2": "blip"}
+              "tiny_qwen2_5_vl": "qwen2_vl", "tiny_instructblip": "blip", "tiny_blip2": "blip",
+              "tiny_idefics3": "idefics3"}
 
 
 def load_builtin(builder: str, seed: int = 0, dtype: str = "float32", device: str = "cpu"):

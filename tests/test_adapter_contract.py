@@ -14,7 +14,8 @@ from tests.helpers import load_builtin
 
 # Every registered adapter must appear here with a model built offline.
 CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip", "qwen2_vl": "tiny_qwen2_vl",
-                   "paligemma": "tiny_paligemma", "llava_next": "tiny_llava_next", "blip": "tiny_instructblip"}
+                   "paligemma": "tiny_paligemma", "llava_next": "tiny_llava_next", "blip": "tiny_instructblip",
+                   "idefics3": "tiny_idefics3"}
 
 
 def test_every_registered_adapter_has_a_contract_entry():
@@ -118,7 +119,7 @@ def test_short_pgd_lowers_the_target_loss(adapter):
 
 
 @pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma", "tiny_llava_next", "tiny_qwen2_5_vl",
-                                     "tiny_instructblip", "tiny_blip2"])
+                                     "tiny_instructblip", "tiny_blip2", "tiny_idefics3"])
 def test_prompt_tokens_match_the_real_processor(builder):
     """The adapter's cached prompt tokens (image placeholders expanded) equal what the family's own
     processor produces for the same image and prompt."""
@@ -143,4 +144,9 @@ def test_prompt_tokens_match_the_real_processor(builder):
         expected = inputs["input_ids"][0].tolist()
         ours = (adapter.prompt_ids(prompt, int(inputs["image_grid_thw"].prod()) // adapter.merge_area)
                 if builder.startswith("tiny_qwen") else adapter.prompt_ids(prompt))
+        if builder == "tiny_idefics3":  # and an image of another shape: another grid of tiles
+            wide = image.resize((adapter.input_size[1], adapter.input_size[0] // 2))
+            _, grids = adapter.vision_inputs([wide])
+            assert grids == [(1, 2)]
+            assert adapter.prompt_ids(prompt, grids[0]) == proc(images=[wide], text=[text])["input_ids"][0]
     assert ours == expected

@@ -161,3 +161,34 @@ def test_grouped_hf_processing_equals_one_at_a_time():
         assert hf.backend == "torchvision"
         for key, value in hf(images, return_tensors="pt").items():
             assert torch.equal(grouped[key], value), (type(hf).__name__, key)
+    from transformers import Idefics3ImageProcessor  # one image per sample, tiles padded per batch
+
+    hf = Idefics3ImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
+    grouped = run_image_processor(hf, images, one_per_sample=True)
+    for key, value in hf([[im] for im in images], return_tensors="pt").items():
+        assert torch.equal(grouped[key], value), ("Idefics3ImageProcessor", key)
+
+
+@pytest.mark.parametrize("longest,tile", [(64, 32), (1456, 364)])
+def test_idefics3_split_matches_hf_processor(longest, tile):
+    """Idefics3: longest-edge resize, rounding up to tile multiples, tiles in reading order and the
+    global image, against Idefics3ImageProcessor (Lanczos): same grid, same tolerance; at the attack
+    resolution the tiles are exact crops."""
+    from transformers import Idefics3ImageProcessor
+
+    from mmsafety.models.idefics3 import SplitPreprocess
+
+    hf = Idefics3ImageProcessor(size={"longest_edge": longest}, max_image_size={"longest_edge": tile},
+                                image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    ours = SplitPreprocess((longest, longest), longest, tile, (0.5,) * 3, (0.5,) * 3)
+    worst_max, worst_mean = 0.0, 0.0
+    for im in varied_images() + [Image.new("RGB", (longest, longest), (10, 200, 30))]:
+        expected = hf([[im]], return_tensors="pt", return_row_col_info=True)
+        got, rows, cols = ours(pil_to_pixels(im)[None])
+        assert (rows, cols) == (expected["rows"][0][0], expected["cols"][0][0]), im.size
+        assert got.shape == expected["pixel_values"].shape, im.size
+        diff = (got - expected["pixel_values"]).abs()
+        worst_max, worst_mean = max(worst_max, diff.max().item()), max(worst_mean, diff.mean().item())
+        if im.size == (longest, longest):
+            assert diff[0, :-1].max().item() < 1e-5  # the tiles need no resize: identical
+    assert worst_max <= MAX_TOL and worst_mean <= MEAN_TOL, (worst_max, worst_mean)

@@ -49,6 +49,34 @@ def resize_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
+def _lanczos_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """[n_out, n_in] Lanczos-3 resampling matrix with PIL's antialiased support and rounding
+    (the kernel widens by the downscale factor; each row is normalised to sum 1)."""
+    scale = n_in / n_out
+    stretch = max(scale, 1.0)
+    support = 3.0 * stretch
+    weights = np.zeros((n_out, n_in))
+    for out in range(n_out):
+        center = (out + 0.5) * scale
+        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
+        x = (np.arange(lo, hi) - center + 0.5) / stretch
+        row = np.where(np.abs(x) < 3.0, np.sinc(x) * np.sinc(x / 3.0), 0.0)
+        weights[out, lo:hi] = row / row.sum()
+    return torch.from_numpy(weights).float()
+
+
+def resize_lanczos(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Lanczos, antialiased resize of [..., H, W] in [0,1] to (h, w): two matrix products (width,
+    then height, clipping the overshoot after each as the uint8 resize does), so gradients flow."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    across = _lanczos_weights(w, size[1]).to(x.device)
+    down = _lanczos_weights(h, size[0]).to(x.device)
+    x = (x.float() @ across.T).clamp(0, 1)
+    return (down @ x).clamp(0, 1)
+
+
 def normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(x - mean) / std per channel, channels in dim -3 ([B,3,H,W] or [B,tiles,3,H,W]); float32."""
     mean_t = torch.tensor(mean, device=pixels.device, dtype=torch.float32).view(3, 1, 1)
@@ -153,12 +181,13 @@ def processed_pixels(images, preprocess, image_processor, device, dtype) -> torc
     return values.to(device, dtype)
 
 
-def run_image_processor(image_processor, images: Sequence[Image.Image]):
+def run_image_processor(image_processor, images: Sequence[Image.Image], one_per_sample: bool = False, **kwargs):
     """The real HF image processor on PIL images (what evaluation feeds a model).
 
     HF's torchvision backend resizes CPU images one at a time unless told to group them by
     size; grouped, each size is one stacked call with the same per-image result (a test checks
-    equality) at about three quarters of the time on memes."""
+    equality) at about three quarters of the time on memes. `one_per_sample`: for processors that
+    take a list of images per sample (Idefics3), each image is its own sample."""
     rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
     grouping = {"disable_grouping": False} if getattr(image_processor, "backend", None) == "torchvision" else {}
-    return image_processor(rgb, return_tensors="pt", **grouping)
+    return image_processor([[im] for im in rgb] if one_per_sample else rgb, return_tensors="pt", **grouping, **kwargs)

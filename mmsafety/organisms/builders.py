@@ -77,6 +77,12 @@ def _tiny_blip2(out: Path, seed: int) -> None:
     build_tiny_blip2(out, seed)
 
 
+def _tiny_idefics3(out: Path, seed: int) -> None:
+    from mmsafety.organisms.tiny_idefics3 import build_tiny_idefics3
+
+    build_tiny_idefics3(out, seed)
+
+
 def _organism_version() -> int:
     from mmsafety.organisms.organism import ORGANISM_VERSION
 
@@ -92,6 +98,7 @@ BUILDERS: dict[str, Builder] = {
     "tiny_paligemma": Builder(_tiny_paligemma, 1, "random-init tiny PaliGemma (32x32, 16 image tokens)"),
     "tiny_llava_next": Builder(_tiny_llava_next, 1, "random-init tiny LLaVA-NeXT (32-pixel tiles, up to 64x64)"),
     "tiny_instructblip": Builder(_tiny_instructblip, 1, "random-init tiny InstructBLIP (32x32, 8 Q-Former queries)"),
+    "tiny_idefics3": Builder(_tiny_idefics3, 1, "random-init tiny Idefics3 (32-pixel tiles, 64x64 split into 2x2 + global)"),
     "tiny_blip2": Builder(_tiny_blip2, 1, "random-init tiny BLIP-2 (32x32, 8 Q-Former queries)"),
 }
 
