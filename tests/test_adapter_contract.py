@@ -69,7 +69,9 @@ def test_choice_logprobs(adapter):
 @pytest.mark.parametrize("choices", [["Yes", "No"], ["Yes", "No", "Maybe not", "red"]])
 def test_cached_choice_scoring_equals_appended_scoring(builder, choices):
     """One prompt forward plus per-choice continuations gives the numbers of full appended sequences
-    (LLaVA-NeXT: images of different sizes, so different image token counts, in one batch)."""
+    (LLaVA-NeXT: images of different sizes, so different image token counts, in one batch). With
+    Yes/No the longest choice rides along with the prompt forward and no cache is kept; with four
+    choices the others continue from the cache."""
     adapter = load_builtin(builder)
     images, prompts = _inputs()
     assert any(len(adapter.answer_ids(c)) > 1 for c in choices)  # multi-token choices use the cache
@@ -150,3 +152,16 @@ def test_prompt_tokens_match_the_real_processor(builder):
             assert grids == [(1, 2)]
             assert adapter.prompt_ids(prompt, grids[0]) == proc(images=[wide], text=[text])["input_ids"][0]
     assert ours == expected
+
+
+def test_blip_snapshot_without_image_placeholders_is_refused_in_one_line():
+    from mmsafety.models.blip import BlipAdapter
+    from mmsafety.placement import resolve_placement
+
+    adapter = load_builtin("tiny_blip2")
+    adapter.model.config.image_token_id = None
+    try:
+        with pytest.raises(UserError, match="predates BLIP's <image> placeholders"):
+            BlipAdapter(adapter.model, adapter.processor, resolve_placement("cpu", "float32"), "old/blip2", "0" * 64)
+    finally:
+        adapter.model.config.image_token_id = adapter.image_token_id

@@ -37,6 +37,9 @@ class BlipAdapter(VLMAdapter):
         if not model.config.use_decoder_only_language_model:
             raise UserError(f"{model_id}: its language model is {model.config.text_config.model_type}, an "
                             "encoder-decoder; the blip adapter serves decoder-only ones (Vicuna, OPT checkpoints)")
+        if model.config.image_token_id is None or getattr(processor, "num_query_tokens", None) is None:
+            raise UserError(f"{model_id}: this snapshot predates BLIP's <image> placeholders (no image_token_index "
+                            "in config.json or no num_query_tokens in processor_config.json); fetch the current revision")
         self.model = model.eval().requires_grad_(False)
         self.lm = model.language_model
         self.processor, self.tokenizer = processor, processor.tokenizer
