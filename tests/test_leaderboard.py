@@ -74,6 +74,26 @@ def test_missing_shard_and_partial_or_failed_runs_are_shown(eval_runs, tmp_path)
     assert len(summary["problems"]) == 1 and "unreadable" in summary["problems"][0]
 
 
+def test_a_job_that_has_just_started_is_partial_not_a_problem(eval_runs, tmp_path):
+    """A job's samples are flushed one by one, its record every 2 s: a reader can find samples under
+    a record that has no spec yet. The row shows as partial, and nothing is
+    reported as a problem (the leaderboard rebuilt during a sweep read exactly this)."""
+    shutil.copytree(eval_runs / "whole", tmp_path / "runs" / "a")
+    record = json.loads((tmp_path / "runs" / "a" / "record.json").read_text())
+    record.update(status="partial", metrics={}, counts={})
+    del record["spec"]
+    (tmp_path / "runs" / "a" / "record.json").write_text(json.dumps(record))
+    summary = write_leaderboard([tmp_path / "runs"], tmp_path / "out")
+    assert summary["problems"] == []
+    (row,) = table(tmp_path / "out")["goat_bench"]
+    assert row["status"] == "partial"
+    # Finished, a record that names no rescore function is a problem.
+    record["status"] = "completed"
+    (tmp_path / "runs" / "a" / "record.json").write_text(json.dumps(record))
+    summary = write_leaderboard([tmp_path / "runs"], tmp_path / "out2")
+    assert len(summary["problems"]) == 1 and "no record names its rescore function" in summary["problems"][0]
+
+
 def test_with_paper_adds_reported_rows(eval_runs, tmp_path):
     write_leaderboard([eval_runs / "whole"], tmp_path, with_paper=True)
     rows = {r["model"]: r for r in table(tmp_path)["goat_bench"]}

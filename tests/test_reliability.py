@@ -7,6 +7,7 @@ lost or duplicated.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import random
@@ -258,20 +259,25 @@ def test_concurrent_jobs_in_one_sweep_folder_while_the_leaderboard_reads(tmp_pat
     from mmsafety.leaderboard import write_leaderboard
 
     sweep = tmp_path / "sweep"
-    jobs = [subprocess.Popen([*EVAL, "task=goat_all", "batch_size=4", f"hydra.run.dir={sweep / name}"],
+    # The same job started twice into one folder is refused, not interleaved. The folder's lock is
+    # held here, as a running job holds it: racing a real job made the check depend on whether the
+    # job (0.5 s of scoring) outlived the twin's start-up.
+    busy = tmp_path / "busy"
+    busy.mkdir(parents=True)
+    with open(busy / ".record.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        twin = run(EVAL, "task=goat_all", "batch_size=4", f"hydra.run.dir={busy}")
+    assert not (busy / "samples.jsonl").exists()
+    assert twin.returncode == 2 and "another job is writing" in twin.stderr
+    # Batches of one keep each job writing samples for a few seconds while the leaderboard reads.
+    jobs = [subprocess.Popen([*EVAL, "task=goat_all", "batch_size=1", f"hydra.run.dir={sweep / name}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
-    deadline = time.time() + 120
-    while not (sweep / "a" / "record.json").exists() and time.time() < deadline:
-        time.sleep(0.05)  # job a holds its folder's lock from the moment its record exists
-    # The same job started twice into one folder is refused, not interleaved.
-    twin = run(EVAL, "task=goat_all", "batch_size=4", f"hydra.run.dir={sweep / 'a'}")
     reads = 0
     while any(j.poll() is None for j in jobs):
         summary = write_leaderboard([sweep], tmp_path / "board")  # must never trip over a half-written file
         assert not summary["problems"], summary["problems"]
         reads += 1
     assert all(j.returncode == 0 for j in jobs), [j.stderr.read()[-2000:] for j in jobs]
-    assert twin.returncode == 2 and "another job is writing" in twin.stderr
     write_leaderboard([sweep], tmp_path / "board")
     rows = json.loads((tmp_path / "board" / "leaderboard.json").read_text())["goat_bench"]
     # Both jobs run the same config: one row, each sample once; 500 memes per folder.

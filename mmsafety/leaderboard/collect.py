@@ -141,8 +141,12 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
         return row
     samples = _merge_samples(row.records, spec.get("sample_key", []))
     row.samples = len(samples)
+    # A job that has only just started has no full spec yet: take the function from a member that has.
+    rescore = next((r["spec"]["rescore"] for _, r in members if "rescore" in r.get("spec", {})), None)
     try:
-        row.metrics = trusted_function(spec["rescore"])(samples, first) if samples else {}
+        if rescore is None and samples and any(r.get("status") != "partial" for _, r in members):
+            raise KeyError("no record names its rescore function")
+        row.metrics = trusted_function(rescore)(samples, first) if samples and rescore else {}
     except (KeyError, ValueError, ImportError, AttributeError) as e:
         row.note = f"metrics not recomputed ({e})"
         problems.append(f"{row.records[0].parent}: {row.note}")
