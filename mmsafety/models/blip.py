@@ -17,7 +17,8 @@ from typing import Sequence
 import torch
 
 from mmsafety.errors import UserError
-from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.base import Images, Target
+from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import SquashPreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
@@ -30,7 +31,7 @@ MODEL_CLASSES = {"instructblip": "InstructBlipForConditionalGeneration", "blip-2
 
 
 @register_adapter("blip")
-class BlipAdapter(VLMAdapter):
+class BlipAdapter(HFVLMAdapter):
     """Salesforce/instructblip-vicuna-*, Salesforce/blip2-opt-* and the tiny models built like them."""
 
     def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
@@ -40,19 +41,15 @@ class BlipAdapter(VLMAdapter):
         if model.config.image_token_id is None or getattr(processor, "num_query_tokens", None) is None:
             raise UserError(f"{model_id}: this snapshot predates BLIP's <image> placeholders (no image_token_index "
                             "in config.json or no num_query_tokens in processor_config.json); fetch the current revision")
-        self.model = model.eval().requires_grad_(False)
+        super().__init__(model, processor, placement, model_id, weights_hash)
         self.lm = model.language_model
-        self.processor, self.tokenizer = processor, processor.tokenizer
         self.qformer_tokenizer = getattr(processor, "qformer_tokenizer", None)  # InstructBLIP only
-        self.device, self.dtype = placement.device, placement.dtype
-        self.model_id, self.weights_sha256 = model_id, weights_hash
         ip = processor.image_processor
         self.input_size = (int(ip.size["height"]), int(ip.size["width"]))
         self.preprocess = SquashPreprocess(self.input_size, tuple(ip.image_mean), tuple(ip.image_std))
         self.image_token_id = model.config.image_token_id
         self.query_tokens = model.config.num_query_tokens
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self._prompts_cache, self._answers_cache, self._qformer_cache = TokenCache(), TokenCache(), TokenCache()
+        self._qformer_cache = TokenCache()
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "BlipAdapter":
@@ -64,9 +61,6 @@ class BlipAdapter(VLMAdapter):
         """What the processor builds: the query placeholders, then `<s>` and the prompt."""
         return self._prompts_cache.get(
             prompt, lambda: [self.image_token_id] * self.query_tokens + self.tokenizer(prompt)["input_ids"])
-
-    def answer_ids(self, text: str) -> list[int]:
-        return list(self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
     def _qformer_text(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """InstructBLIP's Q-Former reads the instruction too ([CLS] prompt [SEP], right-padded:

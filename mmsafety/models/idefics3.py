@@ -23,12 +23,13 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.base import Images, Target
+from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import normalize, resize_lanczos, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -86,20 +87,15 @@ class SplitPreprocess:
 
 
 @register_adapter("idefics3")
-class Idefics3Adapter(VLMAdapter):
+class Idefics3Adapter(HFVLMAdapter):
     """HuggingFaceM4/Idefics3-*, HuggingFaceTB/SmolVLM-Instruct and the tiny model built like them."""
 
     def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
-        self.model = model.eval().requires_grad_(False)
-        self.processor, self.tokenizer = processor, processor.tokenizer
-        self.device, self.dtype = placement.device, placement.dtype
-        self.model_id, self.weights_sha256 = model_id, weights_hash
+        super().__init__(model, processor, placement, model_id, weights_hash)
         ip = processor.image_processor
         longest, tile = int(ip.size["longest_edge"]), int(ip.max_image_size["longest_edge"])
         self.input_size = split_size(longest, longest, longest, tile)[1]
         self.preprocess = SplitPreprocess(self.input_size, longest, tile, tuple(ip.image_mean), tuple(ip.image_std))
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "Idefics3Adapter":
@@ -133,9 +129,6 @@ class Idefics3Adapter(VLMAdapter):
     def _attack_grid(self) -> tuple[int, int]:
         rows, cols = (side // self.preprocess.tile for side in self.input_size)
         return (0, 0) if rows * cols == 1 else (rows, cols)
-
-    def answer_ids(self, text: str) -> list[int]:
-        return list(self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
     # -- pixels ------------------------------------------------------------------------
     def vision_inputs(self, images: Images) -> tuple[dict[str, torch.Tensor], list[tuple[int, int]]]:

@@ -6,17 +6,18 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.base import Images, Target
+from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import ClipStylePreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
 )
 from mmsafety.placement import Placement
 
 @register_adapter("llava")
-class LlavaAdapter(VLMAdapter):
+class LlavaAdapter(HFVLMAdapter):
     """llava-hf/llava-1.5-* checkpoints and the tiny/organism models built like them.
 
     The attack resolution is the processor's crop size (336 for llava-1.5, 64 for the
@@ -24,18 +25,12 @@ class LlavaAdapter(VLMAdapter):
     """
 
     def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
-        self.model = model.eval().requires_grad_(False)  # attacks need pixel grads only
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.device, self.dtype = placement.device, placement.dtype
-        self.model_id, self.weights_sha256 = model_id, weights_hash
+        super().__init__(model, processor, placement, model_id, weights_hash)
         self.preprocess = ClipStylePreprocess.from_hf(processor.image_processor)
         self.input_size = self.preprocess.crop
         patches = (self.input_size[0] // processor.patch_size) * (self.input_size[1] // processor.patch_size)
         extra = processor.num_additional_image_tokens - (1 if processor.vision_feature_select_strategy == "default" else 0)
         self.image_tokens = patches + extra
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "LlavaAdapter":
@@ -72,11 +67,6 @@ class LlavaAdapter(VLMAdapter):
             return self.tokenizer(text)["input_ids"]
 
         return self._prompts_cache.get((prompt, n), tokenize)
-
-    def answer_ids(self, text: str, eos: bool = False) -> list[int]:
-        """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""
-        ids = self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return ids + [self.tokenizer.eos_token_id] if eos else list(ids)
 
     # -- pixels -----------------------------------------------------------------------
 

@@ -12,31 +12,27 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.base import Images, Target
+from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import SquashPreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
 )
 from mmsafety.placement import Placement
 
 
 @register_adapter("paligemma")
-class PaliGemmaAdapter(VLMAdapter):
+class PaliGemmaAdapter(HFVLMAdapter):
     """google/paligemma-* checkpoints and the tiny model built like them."""
 
     def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
-        self.model = model.eval().requires_grad_(False)
-        self.processor, self.tokenizer = processor, processor.tokenizer
-        self.device, self.dtype = placement.device, placement.dtype
-        self.model_id, self.weights_sha256 = model_id, weights_hash
+        super().__init__(model, processor, placement, model_id, weights_hash)
         ip = processor.image_processor
         self.input_size = (int(ip.size["height"]), int(ip.size["width"]))
         self.preprocess = SquashPreprocess(self.input_size, tuple(ip.image_mean), tuple(ip.image_std))
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self._prefix = processor.image_token * processor.image_seq_length + self.tokenizer.bos_token
-        self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "PaliGemmaAdapter":
@@ -48,9 +44,6 @@ class PaliGemmaAdapter(VLMAdapter):
         """The prefix the processor builds (image tokens, <bos>, prompt, newline), tokenised once."""
         return self._prompts_cache.get(
             prompt, lambda: self.tokenizer(self._prefix + prompt + "\n", add_special_tokens=False)["input_ids"])
-
-    def answer_ids(self, text: str) -> list[int]:
-        return list(self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
     def pixel_values(self, images: Images) -> torch.Tensor:
         return processed_pixels(images, self.preprocess, self.processor.image_processor, self.device, self.dtype)

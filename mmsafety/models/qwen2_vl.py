@@ -18,12 +18,13 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.base import Images, Target
+from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import normalize, resize_bicubic, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -73,15 +74,12 @@ class QwenPatchPreprocess:
 
 
 @register_adapter("qwen2_vl")
-class Qwen2VLAdapter(VLMAdapter):
+class Qwen2VLAdapter(HFVLMAdapter):
     """Qwen/Qwen2-VL-* and Qwen/Qwen2.5-VL-* checkpoints and the tiny models built like them."""
 
     def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str,
                  attack_side: int = DEFAULT_ATTACK_SIDE):
-        self.model = model.eval().requires_grad_(False)
-        self.processor, self.tokenizer = processor, processor.tokenizer
-        self.device, self.dtype = placement.device, placement.dtype
-        self.model_id, self.weights_sha256 = model_id, weights_hash
+        super().__init__(model, processor, placement, model_id, weights_hash)
         ip = processor.image_processor
         factor = ip.patch_size * ip.merge_size
         min_pixels, max_pixels = int(ip.size.shortest_edge), int(ip.size.longest_edge)
@@ -90,8 +88,6 @@ class Qwen2VLAdapter(VLMAdapter):
                                               min_pixels, max_pixels, tuple(ip.image_mean), tuple(ip.image_std))
         self.image_token_id = model.config.image_token_id
         self.merge_area = ip.merge_size ** 2
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "Qwen2VLAdapter":
@@ -111,9 +107,6 @@ class Qwen2VLAdapter(VLMAdapter):
             return self.tokenizer(text.replace(pad, pad * image_tokens))["input_ids"]
 
         return self._prompts_cache.get((prompt, image_tokens), tokenize)
-
-    def answer_ids(self, text: str) -> list[int]:
-        return list(self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"]))
 
     # -- pixels ------------------------------------------------------------------------
     def vision_inputs(self, images: Images) -> tuple[torch.Tensor, torch.Tensor]:
