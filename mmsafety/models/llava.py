@@ -97,13 +97,13 @@ class LlavaAdapter(HFVLMAdapter):
 
     @torch.inference_mode()  # not just no_grad: no version counters, ~4 % faster on small models
     def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """The prompts run once, with their KV cache kept; each choice then costs a forward of its
-        own few tokens. Equal to scoring every choice appended to every prompt (a test checks),
-        at about 1/len(choices) of the compute when prompts are long and choices short.
+        """The prompts run once; each choice then costs at most a forward of its own few tokens
+        from the prompts' KV cache. Equal to scoring every choice appended to every prompt (tests
+        check), at about 1/len(choices) of the compute when prompts are long and choices short.
 
         The longest choice's continuation rides along with the prompt forward (its tokens are
         appended, then cropped from the cache), so "Yes"/"No" with one two-token choice cost one
-        forward per batch, not two: on small models the per-forward overhead dominates."""
+        forward per batch and keep no cache."""
         choice_ids = [self.answer_ids(ch) for ch in choices]
         n = len(prompts)
         # Left padding: every prompt ends at the last column, so the continuations line up.

@@ -9,6 +9,7 @@ measures the distance to the real Hugging Face processor on varied images.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -49,6 +50,7 @@ def resize_bicubic(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
+@lru_cache(maxsize=64)  # an attack resizes the same sizes every step
 def _lanczos_weights(n_in: int, n_out: int) -> torch.Tensor:
     """[n_out, n_in] Lanczos-3 resampling matrix with PIL's antialiased support and rounding
     (the kernel widens by the downscale factor; each row is normalised to sum 1)."""
@@ -142,8 +144,8 @@ class ClipStylePreprocess:
 
 @dataclass(frozen=True)
 class SquashPreprocess:
-    """SiglipImageProcessor and BlipImageProcessor, differentiable: resize to (H, W) ignoring the aspect ratio
-    (`resize_bicubic`), then (x - mean) / std."""
+    """SiglipImageProcessor and BlipImageProcessor, differentiable: resize to (H, W) ignoring the
+    aspect ratio (`resize_bicubic`), then (x - mean) / std."""
 
     size: tuple[int, int]
     mean: tuple[float, float, float]
