@@ -65,11 +65,11 @@ def test_choice_logprobs(adapter):
     torch.testing.assert_close(lp, single, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("builder", ["organism", "tiny_llava_next"])
+@pytest.mark.parametrize("builder", ["organism", "tiny_llava_next", "tiny_idefics3"])
 @pytest.mark.parametrize("choices", [["Yes", "No"], ["Yes", "No", "Maybe not", "red"]])
 def test_cached_choice_scoring_equals_appended_scoring(builder, choices):
     """One prompt forward plus per-choice continuations gives the numbers of full appended sequences
-    (LLaVA-NeXT: images of different sizes, so different image token counts, in one batch). With
+    (LLaVA-NeXT and Idefics3: images of different sizes, so different image token counts, in one batch). With
     Yes/No the longest choice rides along with the prompt forward and no cache is kept; with four
     choices the others continue from the cache."""
     adapter = load_builtin(builder)

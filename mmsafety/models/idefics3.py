@@ -29,7 +29,7 @@ from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import normalize, resize_lanczos, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    cached_choice_logprobs, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -162,7 +162,16 @@ class Idefics3Adapter(HFVLMAdapter):
 
     @torch.inference_mode()
     def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """Each choice appended to each prompt (the tiles of each image repeated per choice)."""
+        """The prompts, with their many tile tokens, run once (`cached_choice_logprobs`); equal to
+        `appended_logprobs` (tests check), which runs the vision tower once per choice."""
+        vision, grids = self.vision_inputs(images)
+        prompt_ids = [self.prompt_ids(p, g) for p, g in zip(prompts, grids)]
+        return cached_choice_logprobs(self.model, prompt_ids, [self.answer_ids(ch) for ch in choices], self.pad_id,
+                                      self.device, **vision)
+
+    @torch.inference_mode()
+    def appended_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
+        """Reference scoring: each choice appended to each prompt (the tiles repeated per choice)."""
         n, c = len(prompts), len(choices)
         vision, grids = self.vision_inputs(images)
         vision = {key: value.repeat_interleave(c, dim=0) for key, value in vision.items()}

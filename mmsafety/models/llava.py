@@ -12,7 +12,7 @@ from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import ClipStylePreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    cached_choice_logprobs, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -97,56 +97,11 @@ class LlavaAdapter(HFVLMAdapter):
 
     @torch.inference_mode()  # not just no_grad: no version counters, ~4 % faster on small models
     def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """The prompts run once; each choice then costs at most a forward of its own few tokens
-        from the prompts' KV cache. Equal to scoring every choice appended to every prompt (tests
-        check), at about 1/len(choices) of the compute when prompts are long and choices short.
-
-        The longest choice's continuation rides along with the prompt forward (its tokens are
-        appended, then cropped from the cache), so "Yes"/"No" with one two-token choice cost one
-        forward per batch and keep no cache."""
-        choice_ids = [self.answer_ids(ch) for ch in choices]
-        n = len(prompts)
-        # Left padding: every prompt ends at the last column, so the continuations line up.
+        """The prompts run once (`cached_choice_logprobs`); equal to `appended_logprobs` (tests check)."""
         vision = self.vision_inputs(images)
-        ids, mask = pad_batch(self._prompts(prompts, self.image_token_counts(vision)), self.pad_id, side="left")
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        lead = max(range(len(choice_ids)), key=lambda k: len(choice_ids[k]))
-        carried = torch.tensor(choice_ids[lead][:-1], device=self.device, dtype=ids.dtype).expand(n, -1)
-        ids, mask = torch.cat([ids, carried], dim=1), torch.cat([mask, mask.new_ones(carried.shape)], dim=1)
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        # A cache costs about a fifth of the forward on small models: keep one only if a choice
-        # other than the carried one still has tokens to score after its first.
-        need_cache = any(len(tokens) > 1 for k, tokens in enumerate(choice_ids) if k != lead)
-        out = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions, **vision,
-                               use_cache=need_cache)
-        cache = out.past_key_values
-        # Log-probabilities after the prompt's last token, then after each carried token.
-        logp = self.model.lm_head(out.last_hidden_state[:, -1 - carried.shape[1]:]).float().log_softmax(-1)
-        first = logp[:, 0]
-        if carried.shape[1]:
-            if need_cache:
-                cache.crop(-carried.shape[1])  # back to the prompts alone
-            mask, positions = mask[:, :-carried.shape[1]], positions[:, :-carried.shape[1]]
-        last_position = positions[:, -1:]
-        scores = []
-        for k, tokens in enumerate(choice_ids):
-            score = first[:, tokens[0]]
-            if k == lead and len(tokens) > 1:
-                rest = torch.tensor(tokens[1:], device=self.device).expand(n, -1)
-                score = score + logp[:, 1:].gather(-1, rest[..., None]).squeeze(-1).sum(-1)
-            elif len(tokens) > 1:
-                rest = torch.tensor(tokens, device=self.device).expand(n, -1)
-                step = len(tokens) - 1
-                hidden = self.model.model(
-                    input_ids=rest[:, :-1], past_key_values=cache, use_cache=True,
-                    attention_mask=torch.cat([mask, mask.new_ones(n, step)], dim=1),
-                    position_ids=last_position + torch.arange(1, step + 1, device=self.device),
-                ).last_hidden_state
-                later = self.model.lm_head(hidden).float().log_softmax(-1)
-                score = score + later.gather(-1, rest[:, 1:, None]).squeeze(-1).sum(-1)
-                cache.crop(-step)  # drop this choice's tokens: back to the prompts alone
-            scores.append(score)
-        return torch.stack(scores, dim=1)
+        prompt_ids = self._prompts(prompts, self.image_token_counts(vision))
+        return cached_choice_logprobs(self.model, prompt_ids, [self.answer_ids(ch) for ch in choices], self.pad_id,
+                                      self.device, **vision)
 
     @torch.no_grad()
     def appended_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
