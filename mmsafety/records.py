@@ -93,6 +93,7 @@ class RunRecord:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock()
+        self._remove_temp_files_of_killed_writers()
         self.record_path = self.out_dir / "record.json"
         self.samples_path = self.out_dir / "samples.jsonl"
         self.started = time.time()
@@ -140,6 +141,12 @@ class RunRecord:
             raise UserError(f"another job is writing {self.out_dir}; wait for it to finish, or pass "
                             f"hydra.run.dir=NEW_DIR") from None
         return lock
+
+    def _remove_temp_files_of_killed_writers(self) -> None:
+        """A job killed inside `atomic_write_bytes` leaves its `.NAME.XXXX.tmp` behind. This job
+        holds the folder's lock, so no writer that could still rename them is alive."""
+        for tmp in [*self.out_dir.glob(".*.tmp"), *self.out_dir.glob("*/.*.tmp")]:
+            tmp.unlink(missing_ok=True)
 
     def _read_previous(self) -> dict | None:
         try:

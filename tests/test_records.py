@@ -69,3 +69,18 @@ def test_a_second_writer_on_the_same_folder_is_refused(tmp_path):
         RunRecord(tmp_path, "test", {"a": 1})
     first.close()
     RunRecord(tmp_path, "test", {"a": 1}).close()  # free again once the first job is done
+
+
+def test_temp_files_of_a_killed_writer_are_removed_on_resume(tmp_path):
+    """A SIGKILL inside an atomic write leaves `.NAME.XXXX.tmp`; the next job on the folder (it
+    holds the lock, so no writer is alive) removes it and leaves everything else alone."""
+    record = RunRecord(tmp_path, "test", {"a": 1})
+    record.close()
+    debris = [tmp_path / ".record.json.k1ll3d.tmp", tmp_path / "adversarial" / ".0_ab12.png.x9.tmp"]
+    debris[1].parent.mkdir()
+    kept = [tmp_path / "adversarial" / "0_ab12.png", tmp_path / "notes.tmp"]
+    for path in debris + kept:
+        path.write_bytes(b"x")
+    RunRecord(tmp_path, "test", {"a": 1}).close()
+    assert not any(path.exists() for path in debris)
+    assert all(path.exists() for path in kept)
