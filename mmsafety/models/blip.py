@@ -17,13 +17,13 @@ from typing import Sequence
 import torch
 
 from mmsafety.errors import UserError
-from mmsafety.models.base import Images, Target
+from mmsafety.models.base import Images
 from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import SquashPreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    TokenCache, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    TokenCache, pad_batch, prompt_target_batch, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -96,22 +96,11 @@ class BlipAdapter(HFVLMAdapter):
                                pad_token_id=self.pad_id)
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
-    def _nll(self, queries: torch.Tensor, prompts: Sequence[str], target_ids: list[list[int]]):
+    def target_nll(self, images, prompts, target_ids, repeat=1):
+        # The image and the Q-Former run once per image (each image's prompt is every repeat-th one).
+        queries = self.query_embeddings(images, prompts[::repeat]).repeat_interleave(repeat, dim=0)
         ids, mask, labels = prompt_target_batch([self.prompt_ids(p) for p in prompts], target_ids, self.pad_id)
         ids = ids.to(self.device)
         return token_nll(self.lm, ids, mask.to(self.device), labels.to(self.device), inputs_embeds=self._embeds(ids, queries))
 
-    @torch.inference_mode()
-    def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """Each choice appended to each prompt; the images and the Q-Former run once per prompt."""
-        n, c = len(prompts), len(choices)
-        choice_ids = [self.answer_ids(ch) for ch in choices]
-        queries = self.query_embeddings(images, prompts).repeat_interleave(c, dim=0)
-        nll, rows = self._nll(queries, [p for p in prompts for _ in range(c)], choice_ids * n)
-        return -per_row(nll, rows, n * c, mean=False).view(n, c)
-
-    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
-        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
-        nll, rows = self._nll(self.query_embeddings(pixels, prompts), list(prompts), target_ids)
-        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
-        return per_row(weighted, rows, len(prompts), mean=False)
+    # Choices are scored appended (the base class): the LM reads embeddings the adapter builds itself.

@@ -1,15 +1,20 @@
-"""State and token helpers shared by the transformers-backed adapters."""
+"""State, token helpers and the two scorings shared by the transformers-backed adapters."""
 
 from __future__ import annotations
 
-from mmsafety.models.base import VLMAdapter
-from mmsafety.models.sequences import TokenCache
+from typing import Sequence
+
+import torch
+
+from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.sequences import TokenCache, per_row, target_ids_and_weights
 from mmsafety.placement import Placement
 
 
 class HFVLMAdapter(VLMAdapter):
     """The frozen model, its processor and tokenizer, where it runs, what it is, its pad id and
-    the token caches; families add their image inputs and prompt layout."""
+    the token caches. A family adds its image inputs and prompt layout through `target_nll`;
+    `target_loss` and appended choice scoring are built on it here."""
 
     def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
         self.model = model.eval().requires_grad_(False)  # attacks need pixel grads only
@@ -24,3 +29,30 @@ class HFVLMAdapter(VLMAdapter):
         """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""
         ids = self._answers_cache.get(text, lambda: self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return ids + [self.tokenizer.eos_token_id] if eos else list(ids)
+
+    def target_nll(self, images: Images, prompts: Sequence[str], target_ids: Sequence[list[int]],
+                   repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(NLL of every target token, its row), as `sequences.token_nll`: target k follows prompt k
+        and image k // repeat. `repeat` > 1 scores several targets per image while its inputs
+        are computed once (appended choice scoring)."""
+        raise NotImplementedError
+
+    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
+        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
+        nll, rows = self.target_nll(pixels, list(prompts), target_ids)
+        # Labelled positions come out row by row, left to right: the order `weights` was built in.
+        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
+        return per_row(weighted, rows, len(prompts), mean=False)
+
+    @torch.inference_mode()
+    def appended_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
+        """Each choice appended to each prompt, n x c full sequences, summed log-probabilities of the
+        choice's tokens: the reference that cached scoring must equal."""
+        n, c = len(prompts), len(choices)
+        choice_ids = [self.answer_ids(ch) for ch in choices]
+        nll, rows = self.target_nll(images, [p for p in prompts for _ in range(c)], choice_ids * n, repeat=c)
+        return -per_row(nll, rows, n * c, mean=False).view(n, c)
+
+    def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
+        """Appended scoring, unless the family has a cached one."""
+        return self.appended_logprobs(images, prompts, choices)

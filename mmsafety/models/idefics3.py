@@ -23,13 +23,13 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images, Target
+from mmsafety.models.base import Images
 from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import normalize, resize_lanczos, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    cached_choice_logprobs, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    cached_choice_logprobs, pad_batch, prompt_target_batch, repeat_rows, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -155,7 +155,9 @@ class Idefics3Adapter(HFVLMAdapter):
                                   max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id)
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
-    def _nll(self, vision, grids, prompts, target_ids):
+    def target_nll(self, images, prompts, target_ids, repeat=1):
+        vision, grids = self.vision_inputs(images)
+        vision, grids = repeat_rows(vision, repeat), [g for g in grids for _ in range(repeat)]
         ids, mask, labels = prompt_target_batch([self.prompt_ids(p, g) for p, g in zip(prompts, grids)], target_ids,
                                                 self.pad_id)
         return token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device), **vision)
@@ -163,26 +165,8 @@ class Idefics3Adapter(HFVLMAdapter):
     @torch.inference_mode()
     def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
         """The prompts, with their many tile tokens, run once (`cached_choice_logprobs`); equal to
-        `appended_logprobs` (tests check), which runs the vision tower once per choice."""
+        `appended_logprobs` (tests check)."""
         vision, grids = self.vision_inputs(images)
         prompt_ids = [self.prompt_ids(p, g) for p, g in zip(prompts, grids)]
         return cached_choice_logprobs(self.model, prompt_ids, [self.answer_ids(ch) for ch in choices], self.pad_id,
                                       self.device, **vision)
-
-    @torch.inference_mode()
-    def appended_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """Reference scoring: each choice appended to each prompt (the tiles repeated per choice)."""
-        n, c = len(prompts), len(choices)
-        vision, grids = self.vision_inputs(images)
-        vision = {key: value.repeat_interleave(c, dim=0) for key, value in vision.items()}
-        choice_ids = [self.answer_ids(ch) for ch in choices]
-        nll, rows = self._nll(vision, [g for g in grids for _ in range(c)], [p for p in prompts for _ in range(c)],
-                              choice_ids * n)
-        return -per_row(nll, rows, n * c, mean=False).view(n, c)
-
-    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
-        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
-        vision, grids = self.vision_inputs(pixels)
-        nll, rows = self._nll(vision, grids, list(prompts), target_ids)
-        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
-        return per_row(weighted, rows, len(prompts), mean=False)

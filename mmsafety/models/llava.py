@@ -6,13 +6,13 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images, Target
+from mmsafety.models.base import Images
 from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import ClipStylePreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    cached_choice_logprobs, pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    cached_choice_logprobs, pad_batch, prompt_target_batch, repeat_rows, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -103,26 +103,9 @@ class LlavaAdapter(HFVLMAdapter):
         return cached_choice_logprobs(self.model, prompt_ids, [self.answer_ids(ch) for ch in choices], self.pad_id,
                                       self.device, **vision)
 
-    @torch.no_grad()
-    def appended_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """Reference scoring: each choice appended to each prompt, n x c full sequences, summed
-        log-probabilities of the choice's tokens (what `choice_logprobs` must equal)."""
-        choice_ids = [self.answer_ids(ch) for ch in choices]
-        n, c = len(prompts), len(choice_ids)
+    def target_nll(self, images, prompts, target_ids, repeat=1):
         vision = self.vision_inputs(images)
-        counts = self.image_token_counts(vision)
-        ids, mask, labels = prompt_target_batch(
-            [self.prompt_ids(p, k) for p, k in zip(prompts, counts) for _ in choice_ids], choice_ids * n, self.pad_id)
-        vision = {key: value.repeat_interleave(c, dim=0) for key, value in vision.items()}
-        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device), **vision)
-        return -per_row(nll, rows, n * c, mean=False).view(n, c)
-
-    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
-        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
-        vision = self.vision_inputs(pixels)
-        ids, mask, labels = prompt_target_batch(self._prompts(prompts, self.image_token_counts(vision)), target_ids,
-                                                self.pad_id)
-        nll, rows = token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device), **vision)
-        # Labelled positions come out row by row, left to right: the order `weights` was built in.
-        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
-        return per_row(weighted, rows, len(prompts), mean=False)
+        counts = [k for k in self.image_token_counts(vision) for _ in range(repeat)]
+        ids, mask, labels = prompt_target_batch(self._prompts(prompts, counts), target_ids, self.pad_id)
+        return token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device),
+                         **repeat_rows(vision, repeat))

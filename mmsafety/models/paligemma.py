@@ -12,13 +12,13 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images, Target
+from mmsafety.models.base import Images
 from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import SquashPreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    pad_batch, prompt_target_batch, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -58,7 +58,8 @@ class PaliGemmaAdapter(HFVLMAdapter):
                                   do_sample=False, pad_token_id=self.pad_id)
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
-    def _nll(self, pixel_values, prompts, target_ids):
+    def target_nll(self, images, prompts, target_ids, repeat=1):
+        pixel_values = self.pixel_values(images).repeat_interleave(repeat, dim=0)
         prompt_ids = [self.prompt_ids(p) for p in prompts]
         ids, mask, labels = prompt_target_batch(prompt_ids, target_ids, self.pad_id)
         # Prefix (token type 0) attends both ways; the answer and the padding after it are type 1.
@@ -68,17 +69,4 @@ class PaliGemmaAdapter(HFVLMAdapter):
         return token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device),
                          pixel_values=pixel_values, token_type_ids=types.to(self.device))
 
-    @torch.no_grad()
-    def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """Each choice appended to each prompt (the prefix is bidirectional, so it is scored with its answer)."""
-        n, c = len(prompts), len(choices)
-        choice_ids = [self.answer_ids(ch) for ch in choices]
-        values = self.pixel_values(images).repeat_interleave(c, dim=0)
-        nll, rows = self._nll(values, [p for p in prompts for _ in range(c)], choice_ids * n)
-        return -per_row(nll, rows, n * c, mean=False).view(n, c)
-
-    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
-        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
-        nll, rows = self._nll(self.pixel_values(pixels), list(prompts), target_ids)
-        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
-        return per_row(weighted, rows, len(prompts), mean=False)
+    # Choices are scored appended (the base class): the prefix attends both ways, so it is scored with its answer.

@@ -18,13 +18,13 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images, Target
+from mmsafety.models.base import Images
 from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import normalize, resize_bicubic, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    pad_batch, per_row, prompt_target_batch, target_ids_and_weights, token_nll,
+    pad_batch, prompt_target_batch, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -136,8 +136,12 @@ class Qwen2VLAdapter(HFVLMAdapter):
                                   do_sample=False, pad_token_id=self.pad_id)
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
-    def _nll(self, values, grid, prompts, target_ids):
-        """Per-token NLL of `target_ids[k]` after prompt k, image k (right padding)."""
+    def target_nll(self, images, prompts, target_ids, repeat=1):
+        values, grid = self.vision_inputs(images)
+        if repeat > 1:
+            per_image = self._per_image(values, grid)
+            values = torch.cat([patches for patches in per_image for _ in range(repeat)])
+            grid = grid.repeat_interleave(repeat, dim=0)
         counts = (grid.prod(-1) // self.merge_area).tolist()
         ids, mask, labels = prompt_target_batch([self.prompt_ids(p, n) for p, n in zip(prompts, counts)],
                                                 target_ids, self.pad_id)
@@ -145,21 +149,4 @@ class Qwen2VLAdapter(HFVLMAdapter):
         return token_nll(self.model, ids, mask, labels.to(self.device), pixel_values=values, image_grid_thw=grid,
                          mm_token_type_ids=self._mm_types(ids))
 
-    @torch.no_grad()
-    def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """Each choice appended to each prompt (M-RoPE positions make a shared prompt cache awkward)."""
-        n, c = len(prompts), len(choices)
-        values, grid = self.vision_inputs(images)
-        per_image = self._per_image(values, grid)
-        values = torch.cat([per_image[i] for i in range(n) for _ in range(c)])
-        grid = grid.repeat_interleave(c, dim=0)
-        choice_ids = [self.answer_ids(ch) for ch in choices]
-        nll, rows = self._nll(values, grid, [p for p in prompts for _ in range(c)], choice_ids * n)
-        return -per_row(nll, rows, n * c, mean=False).view(n, c)
-
-    def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
-        target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
-        values, grid = self.vision_inputs(pixels)
-        nll, rows = self._nll(values, grid, list(prompts), target_ids)
-        weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
-        return per_row(weighted, rows, len(prompts), mean=False)
+    # Choices are scored appended (the base class): M-RoPE positions make a shared prompt cache awkward.

@@ -139,3 +139,8 @@ class TokenCache:
                 self.entries.clear()
             self.entries[key] = tokenize()
         return self.entries[key]
+
+
+def repeat_rows(inputs: dict[str, torch.Tensor], repeat: int) -> dict[str, torch.Tensor]:
+    """Each row of every input `repeat` times in a row (one image's inputs for several targets)."""
+    return inputs if repeat == 1 else {key: value.repeat_interleave(repeat, dim=0) for key, value in inputs.items()}
