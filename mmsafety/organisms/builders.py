@@ -6,6 +6,7 @@ A build writes into a temporary folder and renames it into place, under a file l
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from dataclasses import dataclass
@@ -23,64 +24,19 @@ class Builder:
     description: str
 
 
-def _tiny_llava(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_llava import build_tiny_llava
+def _lazy(module: str, function: str) -> Callable[[Path, int], None]:
+    """`mmsafety.organisms.<module>.<function>(out, seed)`, imported only when a build runs (the
+    builders pull in transformers model classes that most commands never need)."""
+    def build(out: Path, seed: int) -> None:
+        getattr(importlib.import_module(f"mmsafety.organisms.{module}"), function)(out, seed)
 
-    build_tiny_llava(out, seed)
+    return build
 
 
 def _organism(out: Path, seed: int) -> None:
     from mmsafety.organisms.organism import build_organism
 
     build_organism(out, seed, log=lambda line: print(line, file=sys.stderr, flush=True))
-
-
-def _tiny_open_clip(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_open_clip import build_tiny_open_clip
-
-    build_tiny_open_clip(out, seed)
-
-
-def _tiny_qwen2_vl(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_qwen2_vl import build_tiny_qwen2_vl
-
-    build_tiny_qwen2_vl(out, seed)
-
-
-def _tiny_qwen2_5_vl(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_qwen2_vl import build_tiny_qwen2_5_vl
-
-    build_tiny_qwen2_5_vl(out, seed)
-
-
-def _tiny_paligemma(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_paligemma import build_tiny_paligemma
-
-    build_tiny_paligemma(out, seed)
-
-
-def _tiny_llava_next(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_llava_next import build_tiny_llava_next
-
-    build_tiny_llava_next(out, seed)
-
-
-def _tiny_instructblip(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_blip import build_tiny_instructblip
-
-    build_tiny_instructblip(out, seed)
-
-
-def _tiny_blip2(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_blip import build_tiny_blip2
-
-    build_tiny_blip2(out, seed)
-
-
-def _tiny_idefics3(out: Path, seed: int) -> None:
-    from mmsafety.organisms.tiny_idefics3 import build_tiny_idefics3
-
-    build_tiny_idefics3(out, seed)
 
 
 def _organism_version() -> int:
@@ -90,16 +46,23 @@ def _organism_version() -> int:
 
 
 BUILDERS: dict[str, Builder] = {
-    "tiny_llava": Builder(_tiny_llava, 1, "random-init tiny LLaVA (contract tests; ignores its image)"),
+    "tiny_llava": Builder(_lazy("tiny_llava", "build_tiny_llava"), 1,
+                          "random-init tiny LLaVA (contract tests; ignores its image)"),
     "organism": Builder(_organism, _organism_version(), "trained tiny LLaVA: memes, colours, image-triggered tool calls"),
-    "tiny_open_clip": Builder(_tiny_open_clip, 1, "random-init tiny open_clip ViT"),
-    "tiny_qwen2_vl": Builder(_tiny_qwen2_vl, 1, "random-init tiny Qwen2-VL (56x56, 4 image tokens)"),
-    "tiny_qwen2_5_vl": Builder(_tiny_qwen2_5_vl, 1, "random-init tiny Qwen2.5-VL (56x56, 4 image tokens)"),
-    "tiny_paligemma": Builder(_tiny_paligemma, 1, "random-init tiny PaliGemma (32x32, 16 image tokens)"),
-    "tiny_llava_next": Builder(_tiny_llava_next, 1, "random-init tiny LLaVA-NeXT (32-pixel tiles, up to 64x64)"),
-    "tiny_instructblip": Builder(_tiny_instructblip, 1, "random-init tiny InstructBLIP (32x32, 8 Q-Former queries)"),
-    "tiny_idefics3": Builder(_tiny_idefics3, 1, "random-init tiny Idefics3 (32-pixel tiles, 64x64 split into 2x2 + global)"),
-    "tiny_blip2": Builder(_tiny_blip2, 1, "random-init tiny BLIP-2 (32x32, 8 Q-Former queries)"),
+    "tiny_open_clip": Builder(_lazy("tiny_open_clip", "build_tiny_open_clip"), 1, "random-init tiny open_clip ViT"),
+    "tiny_qwen2_vl": Builder(_lazy("tiny_qwen2_vl", "build_tiny_qwen2_vl"), 1,
+                             "random-init tiny Qwen2-VL (56x56, 4 image tokens)"),
+    "tiny_qwen2_5_vl": Builder(_lazy("tiny_qwen2_vl", "build_tiny_qwen2_5_vl"), 1,
+                               "random-init tiny Qwen2.5-VL (56x56, 4 image tokens)"),
+    "tiny_paligemma": Builder(_lazy("tiny_paligemma", "build_tiny_paligemma"), 1,
+                              "random-init tiny PaliGemma (32x32, 16 image tokens)"),
+    "tiny_llava_next": Builder(_lazy("tiny_llava_next", "build_tiny_llava_next"), 1,
+                               "random-init tiny LLaVA-NeXT (32-pixel tiles, up to 64x64)"),
+    "tiny_instructblip": Builder(_lazy("tiny_blip", "build_tiny_instructblip"), 1,
+                                 "random-init tiny InstructBLIP (32x32, 8 Q-Former queries)"),
+    "tiny_blip2": Builder(_lazy("tiny_blip", "build_tiny_blip2"), 1, "random-init tiny BLIP-2 (32x32, 8 Q-Former queries)"),
+    "tiny_idefics3": Builder(_lazy("tiny_idefics3", "build_tiny_idefics3"), 1,
+                             "random-init tiny Idefics3 (32-pixel tiles, 64x64 split into 2x2 + global)"),
 }
 
 
