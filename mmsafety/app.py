@@ -52,7 +52,7 @@ def load_model(cfg: DictConfig) -> VLMAdapter:
     from mmsafety.organisms.builders import ensure_built
 
     m, p = cfg.model, cfg.placement
-    placement = resolve_placement(p.device, plain(p.dtype), p.device_map)
+    placement = resolve_placement(p.device, plain(p.dtype), p.device_map, p.gradient_checkpointing, p.compile)
     source = str(ensure_built(m.builder, m.seed)) if m.builder else m.name_or_path
     opts = LoadOptions(allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code,
                        revision=m.revision, local_files_only=m.local_files_only)

@@ -54,6 +54,8 @@ class PlacementConfig:
     device_map: Optional[str] = None
     dtype: DType = DType.float32
     gpus: int = 0  # GPUs a cluster job asks for (hydra/launcher=slurm reads it)
+    gradient_checkpointing: bool = False  # attacks: recompute each layer in the backward (less memory, slower)
+    compile: bool = False  # torch.compile the language model: faster steps after a compile of tens of seconds
 
 
 @dataclass

@@ -16,9 +16,12 @@ class Placement:
     device: torch.device
     dtype: torch.dtype
     device_map: str | None = None  # "auto": spread across visible GPUs (accelerate)
+    gradient_checkpointing: bool = False  # attacks: recompute layers in the backward (less memory)
+    compile: bool = False  # torch.compile the language model (see models/execution.py)
 
 
-def resolve_placement(device: str | None, dtype: str, device_map: str | None = None) -> Placement:
+def resolve_placement(device: str | None, dtype: str, device_map: str | None = None,
+                      gradient_checkpointing: bool = False, compile: bool = False) -> Placement:
     """Validate a placement config against this machine; errors say what to use instead."""
     if str(dtype) not in DTYPES:
         raise ConfigError(f"placement.dtype={dtype}: use one of {', '.join(DTYPES)}")
@@ -35,4 +38,4 @@ def resolve_placement(device: str | None, dtype: str, device_map: str | None = N
         raise ConfigError(f"placement.device={device}: not a torch device (use cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"placement.device={device}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    return Placement(dev, DTYPES[str(dtype)], device_map)
+    return Placement(dev, DTYPES[str(dtype)], device_map, gradient_checkpointing, compile)

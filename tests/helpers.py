@@ -11,6 +11,7 @@ ADAPTER_OF = {"tiny_llava": "llava", "organism": "llava", "tiny_open_clip": "ope
               "tiny_idefics3": "idefics3"}
 
 
-def load_builtin(builder: str, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+def load_builtin(builder: str, seed: int = 0, dtype: str = "float32", device: str = "cpu", **execution):
+    """A built-in model's adapter; `execution`: gradient_checkpointing / compile (placement options)."""
     path = ensure_built(builder, seed)
-    return adapter_class(ADAPTER_OF[builder]).load(str(path), LoadOptions(), resolve_placement(device, dtype))
+    return adapter_class(ADAPTER_OF[builder]).load(str(path), LoadOptions(), resolve_placement(device, dtype, **execution))

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.execution import checkpointed_layers, compile_model, recomputing
 from mmsafety.models.sequences import TokenCache, per_row, target_ids_and_weights
 from mmsafety.placement import Placement
 
@@ -24,6 +25,9 @@ class HFVLMAdapter(VLMAdapter):
         tok = self.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
+        self._recomputed = checkpointed_layers(self.model) if placement.gradient_checkpointing else []
+        if placement.compile:
+            compile_model(self.model)
 
     def answer_ids(self, text: str, eos: bool = False) -> list[int]:
         """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""
@@ -39,7 +43,8 @@ class HFVLMAdapter(VLMAdapter):
 
     def target_loss(self, pixels: torch.Tensor, prompts: Sequence[str], targets: Sequence[Target]) -> torch.Tensor:
         target_ids, weights = target_ids_and_weights(targets, self.answer_ids)
-        nll, rows = self.target_nll(pixels, list(prompts), target_ids)
+        with recomputing(self._recomputed):
+            nll, rows = self.target_nll(pixels, list(prompts), target_ids)
         # Labelled positions come out row by row, left to right: the order `weights` was built in.
         weighted = nll * torch.tensor(weights, device=nll.device, dtype=nll.dtype)
         return per_row(weighted, rows, len(prompts), mean=False)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from mmsafety.errors import ModelNotFound, UserError
 from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.models.execution import checkpointed_layers, compile_model
 from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
 from mmsafety.models.pixels import ClipStylePreprocess
 from mmsafety.models.registry import register_adapter
@@ -36,6 +37,10 @@ class OpenClipAdapter(VLMAdapter):
         self.device, self.dtype = placement.device, placement.dtype
         self.model_id, self.weights_sha256 = model_id, weights_hash
         self._text_cache: dict[str, torch.Tensor] = {}
+        if placement.gradient_checkpointing:
+            checkpointed_layers(self.model)
+        if placement.compile:
+            compile_model(self.model)
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "OpenClipAdapter":

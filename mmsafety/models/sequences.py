@@ -45,7 +45,8 @@ def token_nll(model, input_ids, attention_mask, labels, **vision) -> tuple[torch
     and ~600-token prompts this avoids materialising [N, T, V] logits.
     """
     inputs = vision if "inputs_embeds" in vision else {"input_ids": input_ids, **vision}
-    hidden = model.model(attention_mask=attention_mask, **inputs).last_hidden_state
+    # No KV cache: nothing decodes after this forward (and a checkpointed layer would drop it).
+    hidden = model.model(attention_mask=attention_mask, **inputs, use_cache=False).last_hidden_state
     predicts = labels[:, 1:] != IGNORE
     rows = predicts.nonzero()[:, 0]
     logits = model.lm_head(hidden[:, :-1][predicts]).float()
