@@ -39,6 +39,7 @@ def main() -> None:
     order = sorted(range(n), key=lambda i: len(prompts[i]))
 
     def batched(score_batch):
+        adapter._prompts_cache.entries.clear()  # a real run tokenises each meme's prompt once
         out = [None] * n
         for i in range(0, n, args.batch):
             idx = order[i:i + args.batch]
@@ -54,7 +55,8 @@ def main() -> None:
         return batched(lambda ims, ps: [parse_answer(a).label for a in adapter.generate(ims, ps, 16)])
 
     def adapter_one_at_a_time():
-        """Our adapter, one meme per call (cached prompt tokens, greedy, 16 new tokens)."""
+        """Our adapter, one meme per call (greedy, 16 new tokens)."""
+        adapter._prompts_cache.entries.clear()
         return [parse_answer(adapter.generate([im], [p], 16)[0]).label for im, p in zip(images, prompts)]
 
     def official_pattern():

@@ -59,14 +59,12 @@ class LlavaAdapter(HFVLMAdapter):
         """Chat-templated prompt with the image placeholder expanded to `image_tokens` (default:
         the count at the attack resolution), tokenised once and cached."""
         n = self.image_tokens if image_tokens is None else image_tokens
+        return self._prompts([prompt], [n])[0]
 
-        def tokenize() -> list[int]:
-            parts = self._template_parts()
-            token = self.processor.image_token
-            text = (parts[0].replace(token, token * n) + prompt + parts[1]) if parts else self._render(prompt, n)
-            return self.tokenizer(text)["input_ids"]
-
-        return self._prompts_cache.get((prompt, n), tokenize)
+    def _prompt_text(self, prompt: str, image_tokens: int) -> str:
+        parts = self._template_parts()
+        token = self.processor.image_token
+        return (parts[0].replace(token, token * image_tokens) + prompt + parts[1]) if parts else self._render(prompt, image_tokens)
 
     # -- pixels -----------------------------------------------------------------------
 
@@ -82,7 +80,10 @@ class LlavaAdapter(HFVLMAdapter):
         return [self.image_tokens] * len(next(iter(vision.values())))
 
     def _prompts(self, prompts: Sequence[str], counts: Sequence[int]) -> list[list[int]]:
-        return [self.prompt_ids(p, n) for p, n in zip(prompts, counts)]
+        """`prompt_ids` of a batch, the uncached ones tokenised in one call."""
+        return self._prompts_cache.get_many(
+            list(zip(prompts, counts)),
+            lambda keys: self.tokenizer([self._prompt_text(p, n) for p, n in keys])["input_ids"])
 
     # -- the contract -----------------------------------------------------------------
     @torch.inference_mode()

@@ -141,6 +141,16 @@ class TokenCache:
             self.entries[key] = tokenize()
         return self.entries[key]
 
+    def get_many(self, keys, tokenize_many) -> list[list[int]]:
+        """Like `get` for a batch: the missing keys go to `tokenize_many` in one call (a fast
+        tokenizer encodes a list in one Rust call, about half the time of one call per text)."""
+        missing = [key for key in dict.fromkeys(keys) if key not in self.entries]
+        if missing:
+            if len(self.entries) + len(missing) > self.limit:
+                self.entries.clear()
+            self.entries.update(zip(missing, tokenize_many(missing)))
+        return [self.entries[key] for key in keys]
+
 
 def repeat_rows(inputs: dict[str, torch.Tensor], repeat: int) -> dict[str, torch.Tensor]:
     """Each row of every input `repeat` times in a row (one image's inputs for several targets)."""
