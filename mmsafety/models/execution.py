@@ -14,6 +14,15 @@ from contextlib import contextmanager
 import torch
 
 
+def apply_execution_options(model, placement) -> list[torch.nn.Module]:
+    """Apply `placement.gradient_checkpointing` and `placement.compile` to a loaded model; returns
+    the layers for `recomputing` (empty unless checkpointing transformers layers)."""
+    layers = checkpointed_layers(model) if placement.gradient_checkpointing else []
+    if placement.compile:
+        compile_model(model)
+    return layers
+
+
 def checkpointed_layers(model) -> list[torch.nn.Module]:
     """Turn on activation checkpointing for every transformer layer of `model`; returns the layers.
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
-from mmsafety.models.execution import checkpointed_layers, compile_model, recomputing
+from mmsafety.models.execution import apply_execution_options, recomputing
 from mmsafety.models.sequences import TokenCache, per_row, target_ids_and_weights
 from mmsafety.placement import Placement
 
@@ -25,9 +25,7 @@ class HFVLMAdapter(VLMAdapter):
         tok = self.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
-        self._recomputed = checkpointed_layers(self.model) if placement.gradient_checkpointing else []
-        if placement.compile:
-            compile_model(self.model)
+        self._recomputed = apply_execution_options(self.model, placement)
 
     def answer_ids(self, text: str, eos: bool = False) -> list[int]:
         """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""

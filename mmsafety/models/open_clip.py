@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from mmsafety.errors import ModelNotFound, UserError
 from mmsafety.models.base import Images, Target, VLMAdapter
-from mmsafety.models.execution import checkpointed_layers, compile_model
+from mmsafety.models.execution import apply_execution_options
 from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
 from mmsafety.models.pixels import ClipStylePreprocess
 from mmsafety.models.registry import register_adapter
@@ -37,10 +37,7 @@ class OpenClipAdapter(VLMAdapter):
         self.device, self.dtype = placement.device, placement.dtype
         self.model_id, self.weights_sha256 = model_id, weights_hash
         self._text_cache: dict[str, torch.Tensor] = {}
-        if placement.gradient_checkpointing:
-            checkpointed_layers(self.model)
-        if placement.compile:
-            compile_model(self.model)
+        apply_execution_options(self.model, placement)  # open_clip checkpoints without a flag to flip
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "OpenClipAdapter":

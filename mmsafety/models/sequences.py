@@ -135,11 +135,7 @@ class TokenCache:
         self.entries: dict = {}
 
     def get(self, key, tokenize) -> list[int]:
-        if key not in self.entries:
-            if len(self.entries) > self.limit:
-                self.entries.clear()
-            self.entries[key] = tokenize()
-        return self.entries[key]
+        return self.get_many([key], lambda _: [tokenize()])[0]
 
     def get_many(self, keys, tokenize_many) -> list[list[int]]:
         """Like `get` for a batch: the missing keys go to `tokenize_many` in one call (a fast
