@@ -72,7 +72,12 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> LoadedImage:
     except UnidentifiedImageError:
         raise ImageRejected("not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise ImageRejected(f"corrupt image ({str(e).splitlines()[0][:80]})") from None
+        raise ImageRejected(f"corrupt image ({(str(e).splitlines() or [''])[0][:80]})") from None
+    except Exception as e:  # noqa: BLE001
+        # Pillow's decoders raise what their parsing code happens to hit on hostile bytes
+        # (TypeError "Missing dimensions" in a TIFF's second frame, KeyError, struct.error...):
+        # all of them mean the file is corrupt, and none may end the run.
+        raise ImageRejected(f"corrupt image ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})") from None
     if max(rgb.size) > max_side:
         scale = max_side / max(rgb.size)
         rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BICUBIC)

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -159,6 +160,24 @@ def test_fuzzed_jsonl_never_crashes_and_accounts_for_every_line(tmp_path_factory
     assert len(samples) == len(non_blank)
     for s in samples:
         assert s.skip_reason is not None or (s.image_path is not None and s.image_path.is_relative_to(root.resolve()))
+
+
+def test_tiff_with_a_bad_second_frame_is_refused_not_raised(tmp_path):
+    """Found by the fuzz test below in CI: counting a TIFF's frames parses every IFD, and one
+    without an ImageWidth tag raised TypeError("Missing dimensions") out of load_image."""
+    path = tmp_path / "two_frames.tiff"
+    Image.new("RGB", (9, 7), (10, 200, 30)).save(path, save_all=True, append_images=[Image.new("RGB", (9, 7))])
+    raw = bytearray(path.read_bytes())
+    first = struct.unpack("<I", raw[4:8])[0]
+    entries = struct.unpack("<H", raw[first:first + 2])[0]
+    second = struct.unpack("<I", raw[first + 2 + 12 * entries:first + 6 + 12 * entries])[0]
+    for i in range(struct.unpack("<H", raw[second:second + 2])[0]):
+        entry = second + 2 + 12 * i
+        if struct.unpack("<H", raw[entry:entry + 2])[0] == 256:  # ImageWidth -> an unknown tag
+            raw[entry:entry + 2] = struct.pack("<H", 0xFFF0)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ImageRejected, match="corrupt image \\(TypeError: Missing dimensions\\)"):
+        load_image(path)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
