@@ -184,3 +184,17 @@ def test_a_record_cannot_make_the_leaderboard_call_other_functions(eval_runs, tm
     assert any("not one of mmsafety's re-scoring functions" in p for p in summary["problems"])
     (row,) = table(tmp_path / "out")["goat_bench"]
     assert row["sarcasm_acc"] is None  # shown, but not scored by an untrusted function
+
+
+def test_thumbnail_of_a_damaged_or_missing_image_is_left_out(tmp_path):
+    from PIL import Image
+
+    from mmsafety.leaderboard.export import _thumbnail
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(good)
+    assert _thumbnail(good).startswith("data:image/png;base64,")
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(good.read_bytes()[:60])  # cut inside the image data
+    assert _thumbnail(damaged) is None
+    assert _thumbnail(tmp_path / "missing.png") is None

@@ -106,16 +106,17 @@ def _data_uri(png: bytes) -> str:
 
 
 def _thumbnail(path: Path) -> str | None:
-    from PIL import Image
+    """A small PNG of a run's image, or None when the file is missing or not a readable image
+    (the robust loader: a damaged file in a runs folder must not stop the export)."""
+    from mmsafety.images import ImageRejected, load_image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((THUMB, THUMB))
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-    except OSError:
+        im = load_image(path).image
+    except ImageRejected:
         return None
+    im.thumbnail((THUMB, THUMB))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
     return _data_uri(buf.getvalue())
 
 
