@@ -42,14 +42,20 @@ SIZES = {
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "RTX 4090": 165.0}  # dense
 
 
-def random_llava(size: str, device: str, dtype: torch.dtype):
+def random_llava(size: str, device: str, dtype: torch.dtype, vision_layers: int | None = None,
+                 text_layers: int | None = None):
+    """(model, processor) of a random-init LLaVA-1.5 of `size` (depths overridable), at 336 px."""
     tokenizer = train_tokenizer()
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
                                            image_mean=CLIP_MEAN, image_std=CLIP_STD),
         tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
         chat_template=tokenizer.chat_template)
-    dims = SIZES[size]
+    dims = {tower: dict(d) for tower, d in SIZES[size].items()}
+    if vision_layers is not None:
+        dims["vision"]["num_hidden_layers"] = vision_layers
+    if text_layers is not None:
+        dims["text"]["num_hidden_layers"] = text_layers
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(image_size=336, patch_size=14, projection_dim=768, **dims["vision"]),
         text_config=LlamaConfig(vocab_size=32064, max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,

@@ -9,9 +9,12 @@ always add up to the lines read. Image paths may not leave the dataset root.
 from __future__ import annotations
 
 import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from mmsafety.errors import UserError
 from mmsafety.images import ImageRejected, load_image
@@ -126,3 +129,28 @@ def open_image(sample: MemeSample):
         return None
     sample.notes += loaded.notes
     return loaded.image
+
+
+def with_images(samples: Iterable[MemeSample], workers: int = 0, ahead: int = 64) -> Iterator[tuple[MemeSample, object]]:
+    """(sample, its image or None) in order. With `workers` > 0, images decode in that many
+    threads, up to `ahead` samples in front of the consumer (Pillow releases the GIL while it
+    decodes), so loading overlaps a GPU's forward instead of adding to it. The window bounds
+    memory: decoded images are not piled up for a whole dataset."""
+    def load(sample: MemeSample):
+        return open_image(sample) if sample.skip_reason is None else None
+
+    if workers <= 0:
+        yield from ((s, load(s)) for s in samples)
+        return
+    pending = iter(samples)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmsafety-images") as pool:
+        window = deque((s, pool.submit(load, s)) for s in islice(pending, ahead))
+        try:
+            while window:
+                sample, image = window.popleft()
+                for following in islice(pending, 1):
+                    window.append((following, pool.submit(load, following)))
+                yield sample, image.result()
+        finally:
+            for _, image in window:  # an interrupted run does not wait for images it will not use
+                image.cancel()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from goat_bench.data import MemeSample, load_task, open_image
+from goat_bench.data import MemeSample, load_task, with_images
 from goat_bench.metrics import overall, task_metrics
 from goat_bench.parsing import parse_answer
 from goat_bench.prompts import TEMPLATES
@@ -51,6 +51,15 @@ def _score_batch(adapter, batch: list[tuple[MemeSample, object]], template, scor
         parsed = parse_answer(answer, ADJECTIVES[s.task])
         out.append({"answer": answer, "pred": parsed.label, "parse": parsed.reason})
     return out
+
+
+def image_workers(cfg, adapter: VLMAdapter) -> int:
+    """Threads that decode images ahead of scoring: `cfg.image_workers`, or by default 4 when the
+    model runs on a GPU (the CPU is otherwise idle while it computes) and none on a CPU, where
+    decoding would compete with the model for the same cores."""
+    if cfg.image_workers is not None:
+        return cfg.image_workers
+    return 4 if str(getattr(adapter, "device", "cpu")).startswith("cuda") else 0
 
 
 def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
@@ -99,8 +108,7 @@ def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
         record.checkpoint()
 
     try:
-        for s in todo:
-            image = open_image(s) if s.skip_reason is None else None
+        for s, image in with_images(todo, image_workers(cfg, adapter)):
             if image is None:
                 record.add_sample({"task": s.task, "id": s.id, "status": "skipped", "reason": s.skip_reason,
                                    "label": s.label, "notes": s.notes})

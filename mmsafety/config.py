@@ -105,6 +105,7 @@ class EvalConfig:
     scoring: Scoring = Scoring.logprob
     batch_size: int = 16
     max_new_tokens: Optional[int] = None  # null: the template's (16 for the paper's prompt)
+    image_workers: Optional[int] = None   # threads decoding images ahead; null: 4 on a GPU, 0 on the CPU
     shard: int = 0         # this job's share of the memes: shard i of num_shards, split by a hash of (task, id)
     num_shards: int = 1
     seed: int = 0
@@ -160,6 +161,8 @@ def validate_common(cfg) -> None:
     validate_model(cfg.model)
     if getattr(cfg, "batch_size", 1) < 1:
         raise ConfigError(f"batch_size={cfg.batch_size}: must be >= 1")
+    if (getattr(cfg, "image_workers", None) or 0) < 0:
+        raise ConfigError(f"image_workers={cfg.image_workers}: must be >= 0 (0 loads images in the main loop)")
     if "num_shards" in cfg:
         check_shard(cfg.shard, cfg.num_shards)
 

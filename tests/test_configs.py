@@ -67,6 +67,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     ("model.nme=x", "model.nme: no such config key"),
     ("scoring=guess", "scoring"),
     ("batch_size=0", "batch_size=0: must be >= 1"),
+    ("image_workers=-2", "image_workers=-2: must be >= 0"),
     ("task.tasks=[memes]", "task.tasks=['memes']: use GOAT-Bench tasks"),
 ])
 def test_bad_overrides_fail_in_one_line(override, expected):

@@ -81,3 +81,15 @@ def test_open_clip_cannot_generate(tmp_path, tiny_open_clip):
     proc = run_eval(tmp_path / "clipgen", "model=tiny_open_clip", "scoring=generate", "task.limit=2")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: model=tiny_open_clip (open_clip) cannot generate text; use scoring=logprob"
+
+
+def test_images_decoded_ahead_give_the_same_samples(tmp_path, organism):
+    """image_workers (on by default on a GPU): same predictions, scores and order as loading in the loop."""
+    serial = run_eval(tmp_path / "serial", "task.limit=20", "image_workers=0")
+    ahead = run_eval(tmp_path / "ahead", "task.limit=20", "image_workers=3")
+    assert serial.returncode == 0 and ahead.returncode == 0, ahead.stderr[-2000:]
+
+    def comparable(run):
+        return [{k: v for k, v in s.items() if k != "seconds"} for s in read_samples(tmp_path / run / "samples.jsonl")]
+
+    assert comparable("ahead") == comparable("serial") and len(comparable("serial")) == 100

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from PIL import Image
 
-from goat_bench.data import MissingDataset, load_task, open_image
+import goat_bench.data
+from goat_bench.data import MissingDataset, load_task, open_image, with_images
 
 
 def write(root, lines, task="hatefulness", raw=False):
@@ -73,3 +75,48 @@ def test_missing_dataset_names_layout_and_source(tmp_path):
         load_task(tmp_path, "sarcasm")
     msg = str(err.value)
     assert "\n" not in msg and "sarcasm/test.jsonl" in msg and "HKBU-NLP/GOAT-Bench" in msg
+
+
+def mixed_dataset(root, n=30):
+    """n memes: most fine, every 7th a corrupt file, every 11th missing, one bad line."""
+    (root / "sarcasm" / "img").mkdir(parents=True)
+    lines = []
+    for i in range(n):
+        path = root / "sarcasm" / "img" / f"{i}.png"
+        if i % 7 == 3:
+            path.write_bytes(b"\x89PNG not really")
+        elif i % 11 != 5:
+            Image.new("RGB", (20 + i, 10 + i), (i * 8, 100, 200)).save(path)
+        lines.append(json.dumps({"id": i, "img": f"img/{i}.png", "text": f"meme {i}", "label": i % 2}))
+    lines.insert(4, "{not json")
+    (root / "sarcasm" / "test.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_images_loaded_ahead_equal_images_loaded_in_order(tmp_path, workers):
+    root = mixed_dataset(tmp_path)
+    serial = [(s.id, s.skip_reason, s.notes, None if im is None else im.tobytes())
+              for s, im in with_images(load_task(root, "sarcasm"), workers=0)]
+    ahead = [(s.id, s.skip_reason, s.notes, None if im is None else im.tobytes())
+             for s, im in with_images(load_task(root, "sarcasm"), workers=workers, ahead=4)]
+    assert ahead == serial
+    assert sum(im is None for *_, im in serial) == 4 + 3 + 1  # corrupt (3, 10, 17, 24), missing, the bad line
+
+
+def test_images_are_loaded_at_most_a_window_ahead(tmp_path, monkeypatch):
+    root = mixed_dataset(tmp_path)
+    opened = []
+    real_open = goat_bench.data.open_image
+    monkeypatch.setattr(goat_bench.data, "open_image", lambda s: (opened.append(s.id), real_open(s))[1])
+    samples = [s for s in load_task(root, "sarcasm") if s.skip_reason is None]
+    loader = with_images(samples, workers=2, ahead=5)
+    next(loader)
+    next(loader)
+    deadline = time.time() + 10
+    while len(opened) < 7 and time.time() < deadline:  # the threads catch up with what they were given
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert len(opened) == 2 + 5  # the two consumed and a window of five behind them, no more
+    loader.close()
+    assert len(opened) == 7
