@@ -24,13 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench._common import save  # noqa: E402
-from bench._memory import PeakTensorMemory  # noqa: E402
+from bench.execution_options import peak_step_memory  # noqa: E402
 from bench.gpu_real_size import SIZES, random_llava  # noqa: E402
 from mmsafety.models.llava import LlavaAdapter  # noqa: E402
 from mmsafety.placement import resolve_placement  # noqa: E402
-from mmsafety.synthetic import prompts as prompt_sets  # noqa: E402
-from mmsafety.synthetic import scenes  # noqa: E402
-from visual_attacks.targets import ToolTarget  # noqa: E402
 
 GIB = 2**30
 CARDS_GIB = {"24 GB (RTX 4090, A10)": 24, "48 GB (L40S, A6000)": 48, "80 GB (A100, H100)": 80, "141 GB (H200)": 141}
@@ -40,14 +37,7 @@ def step_peak(vision_layers: int, text_layers: int, prompts: int, checkpointing:
     model, processor = random_llava("llava-1.5-7b", "cpu", torch.bfloat16, vision_layers, text_layers)
     adapter = LlavaAdapter(model, processor, resolve_placement("cpu", "bfloat16", None, checkpointing),
                            "llava-1.5-7b-sized", "random-init")
-    target = ToolTarget("send_email", "function_call", scenes.SEND_EMAIL_CALL)
-    batch = prompt_sets.benign_prompts("train")[:prompts]
-    pixels = adapter.to_input_pixels([s.image for s in scenes.scenes(0, 1)]).repeat(prompts, 1, 1, 1)
-    with PeakTensorMemory(adapter.model) as memory:
-        x = pixels.clone().requires_grad_(True)
-        loss = adapter.target_loss(x, batch, [target.render(p) for p in batch]).sum()
-        torch.autograd.grad(loss, x)
-    return memory.peak
+    return peak_step_memory(adapter, prompts)
 
 
 def main() -> None:
