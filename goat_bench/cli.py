@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
-import sys
+from mmsafety.app import run_app, run_workload_job
 
-from omegaconf import DictConfig
-
-from mmsafety.app import compose_config, run_app, run_job
-from mmsafety.config import plain, validate_common
-
-
-def validate(cfg: DictConfig) -> None:
-    from goat_bench.evaluate import check_task_config
-    from mmsafety.errors import ConfigError
-    from mmsafety.models.registry import adapter_class
-
-    validate_common(cfg)
-    scoring = plain(cfg.scoring)
-    check_task_config(cfg.task, scoring)
-    if scoring == "generate" and not adapter_class(cfg.model.adapter).supports_generation:
-        raise ConfigError(f"model={cfg.model.name} ({cfg.model.adapter}) cannot generate text; use scoring=logprob")
-
-
-def job(cfg: DictConfig) -> None:
-    from goat_bench.evaluate import format_table
-
-    metrics, record = run_job(cfg, "goat_bench", lambda adapter, record: evaluate_job(cfg, adapter, record))
-    print(format_table(metrics))
-    print(f"record: {record.record_path}")
+WORKLOAD = "goat_bench"
 
 
 def run_eval(out_dir, *overrides: str) -> tuple[dict, str]:
     """`mmsafety-eval OVERRIDES...` from Python (notebooks): the record goes to `out_dir`.
     Returns the metrics and the record's path."""
-    cfg = compose_config("eval", overrides, validate)
-    metrics, record = run_job(cfg, "goat_bench", lambda adapter, record: evaluate_job(cfg, adapter, record), out_dir)
-    return metrics, str(record.record_path)
+    import goat_bench.workload  # noqa: F401  (registers the workload, also when not installed as a plug-in)
 
-
-def evaluate_job(cfg, adapter, record):
-    from goat_bench.evaluate import evaluate
-
-    return evaluate(cfg, adapter, record, log=lambda line: print(line, file=sys.stderr, flush=True))
+    return run_workload_job(WORKLOAD, out_dir, *overrides)
 
 
 def main() -> None:
-    run_app("eval", job, validate)
+    import goat_bench.workload  # noqa: F401
+
+    run_app(WORKLOAD)
 
 
 if __name__ == "__main__":

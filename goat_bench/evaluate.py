@@ -14,7 +14,7 @@ from goat_bench.prompts import TEMPLATES
 from goat_bench.tasks import ADJECTIVES, TASKS
 from mmsafety.config import plain
 from mmsafety.errors import ConfigError
-from mmsafety.models.base import VLMAdapter
+from mmsafety.models.base import ModelAdapter
 from mmsafety.paths import cache_dir
 from mmsafety.records import RunRecord
 from mmsafety.shards import shard_of
@@ -53,7 +53,7 @@ def _score_batch(adapter, batch: list[tuple[MemeSample, object]], template, scor
     return out
 
 
-def image_workers(cfg, adapter: VLMAdapter) -> int:
+def image_workers(cfg, adapter: ModelAdapter) -> int:
     """Threads that decode images ahead of scoring: `cfg.image_workers`, or by default 4 when the
     model runs on a GPU (the CPU is otherwise idle while it computes) and none on a CPU, where
     decoding would compete with the model for the same cores."""
@@ -62,7 +62,7 @@ def image_workers(cfg, adapter: VLMAdapter) -> int:
     return 4 if str(getattr(adapter, "device", "cpu")).startswith("cuda") else 0
 
 
-def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
+def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     scoring = plain(cfg.scoring)
     check_task_config(cfg.task, scoring)
     template = TEMPLATES[cfg.task.prompt]
@@ -80,9 +80,7 @@ def evaluate(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
               "scoring": scoring, "prompt": {"name": template.name, "version": template.version, "sha256": template.sha256},
               "max_new_tokens": max_new_tokens, "batch_size": cfg.batch_size,
               "shard": {"index": cfg.shard, "count": cfg.num_shards},
-              # For the leaderboard: how to re-score merged shards, and the paper's rows to compare with.
-              "sample_key": list(KEY), "rescore": "goat_bench.evaluate:rescore",
-              "reference_rows": "goat_bench.tasks:paper_rows"},
+              "sample_key": list(KEY)},
     )
     done = record.done_keys(KEY)
     todo = [s for s in samples if (s.task, s.id) not in done]

@@ -1,227 +1,145 @@
-"""Glue for the Hydra apps: strict config checking with one-line errors, model loading, records.
+"""The console scripts and their Python twins, for any registered workload.
 
-goat_bench and visual_attacks each define a console script that calls `run_app` with
-their config name and job function; the core knows nothing about either workload.
+`run_app("goat_bench")` is a whole console script: the command line is composed and validated
+once (every value of a sweep too) before Hydra starts a job, so a mistake is one line and no job
+runs; a single job reuses what validation built (e.g. the attack case). The capabilities the job
+needs are checked against the adapter class before any weights load. The core names no workload:
+each package's console script passes its registry key.
 """
 
 from __future__ import annotations
 
-import errno
-import re
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mmsafety.config import plain, register_schemas
+from mmsafety.cli.hydra_errors import explain as _explain  # noqa: F401  (stable name)
+from mmsafety.cli.lifecycle import open_record, plain_config, run_job  # noqa: F401  (stable names)
+from mmsafety.cli.loading import check_capabilities, load_model
+from mmsafety.cli.output_dir import STORAGE_ERRORS, check_output_dir, describe_os_error
+from mmsafety.cli.resolvers import register as _register
+from mmsafety.cli.resolvers import shard_suffix, slug  # noqa: F401  (stable names)
+from mmsafety.cli.sweeps import is_hydra_override, override_variants
 from mmsafety.errors import UserError
-from mmsafety.models.base import VLMAdapter
-from mmsafety.models.loading import LoadOptions
-from mmsafety.models.registry import adapter_class
-from mmsafety.placement import resolve_placement
-from mmsafety.records import RunRecord
+from mmsafety.models.base import ModelAdapter
+from mmsafety.workload import WORKLOADS, Workload
 
 CONFIG_MODULE = "mmsafety.conf"
 
 
-def slug(value) -> str:
-    """A folder-safe spelling of a config value: 8/255 -> 8-255, Scoring.logprob -> logprob."""
-    text = plain(value)
-    text = re.sub(r"^[A-Z]\w*\.(\w+)$", r"\1", text)  # an enum interpolated as ClassName.member
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
-def shard_suffix(shard, num_shards) -> str:
-    """`-shard1of4` in folder names of sharded jobs, nothing otherwise."""
-    return f"-shard{shard}of{num_shards}" if int(num_shards) > 1 else ""
-
-
-def _register() -> None:
-    register_schemas()
-    if not OmegaConf.has_resolver("slug"):
-        OmegaConf.register_new_resolver("slug", slug)
-    if not OmegaConf.has_resolver("shard_suffix"):
-        OmegaConf.register_new_resolver("shard_suffix", shard_suffix)
-
-
-def load_model(cfg: DictConfig) -> VLMAdapter:
-    """Build (if it is a builder model) and load the configured model through its adapter."""
-    from mmsafety.organisms.builders import ensure_built
-
-    m, p = cfg.model, cfg.placement
-    placement = resolve_placement(p.device, plain(p.dtype), p.device_map, p.gradient_checkpointing, p.compile)
-    source = str(ensure_built(m.builder, m.seed)) if m.builder else m.name_or_path
-    opts = LoadOptions(allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code,
-                       revision=m.revision, local_files_only=m.local_files_only)
-    return adapter_class(m.adapter).load(source, opts, placement)
-
-
-def plain_config(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-
-
-def open_record(cfg: DictConfig, kind: str, out_dir=None) -> RunRecord:
-    out_dir = out_dir if out_dir is not None else HydraConfig.get().runtime.output_dir
-    return RunRecord(out_dir, kind, plain_config(cfg), seeds={"seed": cfg.seed})
-
-
-def compose_config(config_name: str, overrides: Sequence[str] = (),
-                   validate: Callable[[DictConfig], None] | None = None) -> DictConfig:
-    """The config a console script would run with these command-line overrides (for notebooks
-    and scripts); a bad override raises UserError with the same one-line message."""
+def _compose(config_name: str, overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
     from hydra import compose, initialize_config_module
 
     _register()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            cfg = compose(config_name=config_name, overrides=list(overrides))
+            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=with_hydra)
         except Exception as e:  # Hydra raises several types; all of them are config mistakes here
             raise UserError(_explain(e)) from None
+
+
+def validate_job(workload_name: str, cfg: DictConfig):
+    """The workload's own checks, then the model's capabilities (by its adapter class, no weights).
+    Returns what the workload built while checking (handed to its `run`)."""
+    workload = WORKLOADS.get(workload_name)
+    prepared = workload.validate(cfg)
+    check_capabilities(cfg, workload_name, workload.needs(cfg))
+    return prepared
+
+
+def compose_config(config_name: str, overrides: Sequence[str] = (),
+                   validate: Callable[[DictConfig], object] | None = None) -> DictConfig:
+    """The config a console script would run with these command-line overrides (for notebooks
+    and scripts); a bad override raises UserError with the same one-line message."""
+    cfg = _compose(config_name, overrides)
     if validate is not None:
         validate(cfg)
     return cfg
 
 
-def load_preset(model: str = "organism", placement: str = "cpu", *overrides: str) -> VLMAdapter:
+def load_preset(model: str = "organism", placement: str = "cpu", *overrides: str) -> ModelAdapter:
     """A model from its conf/model preset, built first if it is a builder model:
     `load_preset("organism")`, `load_preset("llava_1_5_7b", "cuda")`."""
-    return load_model(compose_config("eval", [f"model={model}", f"placement={placement}", *overrides]))
+    return load_model(compose_config("load_model", [f"model={model}", f"placement={placement}", *overrides]))
 
 
-def run_job(cfg: DictConfig, kind: str, work: Callable[[VLMAdapter, RunRecord], dict], out_dir=None) -> tuple[dict, RunRecord]:
-    """Open the job's record (in Hydra's output folder unless `out_dir` is given), load the model,
-    run `work`, and leave the record completed, partial (interrupted) or failed (with the error),
-    never missing."""
-    record = open_record(cfg, kind, out_dir)
-    try:
-        metrics = work(load_model(cfg), record)
-        record.update(metrics=metrics)
-        record.write("completed")
-    except KeyboardInterrupt:
-        record.write("partial")
-        raise
-    except Exception as e:
-        record.update(error=f"{type(e).__name__}: {e}")
-        record.write("failed")
-        raise
-    finally:
-        record.close()
-    return metrics, record
+def run_workload_job(workload_name: str, out_dir, *overrides: str, log=_log) -> tuple[dict, str]:
+    """A console script's job from Python (notebooks): compose, validate once, run; the record goes
+    to `out_dir`. Returns the metrics and the record's path."""
+    workload = WORKLOADS.get(workload_name)
+    cfg = _compose(workload.config_name, overrides)
+    prepared = validate_job(workload_name, cfg)
+    metrics, record = run_job(cfg, workload_name, lambda model, rec: workload.run(cfg, model, rec, prepared, log), out_dir)
+    return metrics, str(record.record_path)
 
 
-def _override_variants(overrides: list[str]) -> list[list[str]]:
-    """Plain override lists that together cover every value of every sweep (`key=a,b,c`):
-    each sweep's values in turn, the other sweeps at their first value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    base, sweeps = [], []
-    for raw, o in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
-        if o.is_hydra_override():
-            continue  # hydra.* and hydra/launcher=...: Hydra checks those itself
-        if o.is_sweep_override():
-            key = raw.split("=", 1)[0]
-            values = list(o.sweep_string_iterator())
-            sweeps.append((len(base), key, values))
-            raw = f"{key}={values[0]}"
-        base.append(raw)
-    variants = [base]
-    for index, key, values in sweeps:
-        for value in values[1:]:
-            variant = list(base)
-            variant[index] = f"{key}={value}"
-            variants.append(variant)
-    return variants
-
-
-def _explain(error: Exception) -> str:
-    """Hydra/OmegaConf's composition errors, cut to one line that names the key and the fix."""
-    text = str(error).strip()
-    missing = re.search(r"Could not find '([^']+)'", text)
-    if missing:
-        group = missing.group(1).split("/")[0]
-        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-        shown = ", ".join(o for o in options if not o.endswith("_schema"))
-        return f"{missing.group(1).replace('/', '=', 1)}: no such option in '{group}'; available: {shown}"
-    detail = str(error.__cause__ or error).strip()
-    key = re.search(r"full_key: (\S+)", detail)
-    first = detail.splitlines()[0] if detail else repr(error)
-    prefix = f"{key.group(1)}: " if key else ""
-    if " not in " in first:
-        return f"{prefix}no such config key ({first}); `--cfg job` lists the keys"
-    return prefix + first
-
-
-def check_overrides(config_name: str, overrides: list[str], validate: Callable[[DictConfig], None]) -> None:
-    """Compose once before Hydra does, so a bad override fails in one line instead of a report."""
-    for variant in _override_variants(overrides):
-        compose_config(config_name, variant, validate)
-
-
-# A disk that is full, over quota, read-only or not ours: the user can fix these, then resume.
-STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-def describe_os_error(error: OSError, out_dir) -> str:
-    """One line for a failed read or write (disk full, permissions, ...) that names the fix."""
-    where = error.filename or out_dir
-    return (f"{error.strerror or error} ({where}); the record keeps every sample written so far: "
-            f"free space or fix permissions and run the same command again to resume, "
-            f"or pass hydra.run.dir=ANOTHER_DIR")
-
-
-def check_output_dir(config_name: str, overrides: list[str], multirun: bool) -> None:
-    """Refuse an output folder that cannot be created or written, before Hydra or a job touches it."""
-    import os
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_module
+def check_command_line(workload_name: str, overrides: list[str], multirun: bool):
+    """Compose and validate every value of every sweep once, before Hydra runs a job, and refuse an
+    output folder that cannot be written. Returns what validating the first variant built."""
     from hydra.core.utils import setup_globals
 
+    workload = WORKLOADS.get(workload_name)
     setup_globals()  # Hydra's resolvers (${now:...}) for the output folder's name
+    hydra_overrides = [o for o in overrides if is_hydra_override(o)]
+    prepared = None
+    for i, variant in enumerate(override_variants(overrides)):
+        cfg = None
+        if i == 0:  # with Hydra's own config: the output folder (every job of a sweep shares its folder)
+            try:
+                cfg = _compose(workload.config_name, variant + hydra_overrides, with_hydra=True)
+            except UserError:
+                pass  # a hydra.* value Hydra will report itself; the job's own config is checked next
+        cfg = cfg if cfg is not None else _compose(workload.config_name, variant)
+        built = validate_job(workload_name, cfg)
+        if i == 0:
+            prepared = built
+            if "hydra" in cfg:
+                _check_output_folder(cfg, multirun)
+    return prepared
+
+
+def _check_output_folder(cfg: DictConfig, multirun: bool) -> None:
     try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            # The first job of a sweep: every job shares the sweep folder.
-            hydra_overrides = [o for o in overrides if o.startswith(("hydra.", "hydra/", "+hydra", "++hydra"))]
-            cfg = compose(config_name=config_name, overrides=_override_variants(overrides)[0] + hydra_overrides,
-                          return_hydra_config=True)
         target = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir).absolute()
     except Exception:  # a folder name that needs a running job to resolve: Hydra checks it then
         return
-    existing = target
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if not existing.is_dir():
-        raise UserError(f"cannot create output folder {target}: {existing} is a file, not a folder; pass {key}=A_FOLDER")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to output folder {target}: {existing} is not writable; "
-                        f"pass {key}=A_WRITABLE_FOLDER")
+    check_output_dir(target, "hydra.sweep.dir" if multirun else "hydra.run.dir")
 
 
-def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Callable[[DictConfig], None]) -> None:
-    """Entry point of a console script: check the command line, then hand it to Hydra."""
+def run_app(workload_name: str) -> None:
+    """Entry point of a workload's console script: check the command line, then hand it to Hydra."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     _register()
+    workload: Workload = WORKLOADS.get(workload_name)
     args = sys.argv[1:]
-    # Flags that show help or config, or pick another config: leave those to Hydra.
-    hydra_flags = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--cfg", "-c",
-                   "--resolve", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
-                   "-cd", "--version"}
-    if not any(a.split("=")[0] in hydra_flags for a in args):
-        overrides = [a for a in args if not a.startswith("-")]
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    checked, validated = None, False
+    # Flags that show help or config, or pick another config: Hydra's business (overrides never start with -).
+    if not any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
         try:
-            check_overrides(config_name, overrides, validate)
-            check_output_dir(config_name, overrides, multirun=any(a in ("-m", "--multirun") for a in args))
+            checked = check_command_line(workload_name, [a for a in args if not a.startswith("-")], multirun)
+            validated = True
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
 
     def task(cfg: DictConfig) -> None:
         try:
-            validate(cfg)
-            job(cfg)
+            # A single job runs the config just validated; each job of a sweep validates its own.
+            prepared = checked if validated and not multirun else validate_job(workload_name, cfg)
+            metrics, record = run_job(cfg, workload_name,
+                                      lambda model, rec: workload.run(cfg, model, rec, prepared, _log))
+            print(workload.summary(metrics))
+            print(f"record: {record.record_path}")
         except (UserError, OSError) as e:
             if isinstance(e, OSError) and e.errno not in STORAGE_ERRORS:
                 raise  # not a full or read-only disk: the traceback is the useful report
@@ -230,4 +148,4 @@ def run_app(config_name: str, job: Callable[[DictConfig], None], validate: Calla
             if HydraConfig.get().mode != RunMode.MULTIRUN:
                 sys.exit(2)  # in a sweep the other jobs go on; this one's record says failed
 
-    hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name)(task)()
+    hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=workload.config_name)(task)()

@@ -1,4 +1,5 @@
-"""Typed schemas for the Hydra configs, registered in Hydra's ConfigStore.
+"""Typed schemas of the core's Hydra configs (model, placement), registered in Hydra's ConfigStore;
+each workload registers its own (mmsafety.workload.Workload.register_schemas).
 
 The schemas make Hydra reject unknown keys and wrong types; `validate_*` adds the range
 checks a type cannot express. Both report one line that names the key and the fix.
@@ -6,7 +7,7 @@ checks a type cannot express. Both report one line that names the key and the fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from typing import Any, Optional
@@ -21,17 +22,6 @@ class DType(Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
-
-
-class Scoring(Enum):
-    logprob = "logprob"    # Yes vs No scored without generating (choice_logprobs)
-    generate = "generate"  # the paper's protocol: greedy text, then the answer parser
-
-
-class Norm(Enum):
-    linf = "linf"
-    l2 = "l2"
-    none = "none"  # unconstrained: only the [0,1] box
 
 
 @dataclass
@@ -59,79 +49,19 @@ class PlacementConfig:
 
 
 @dataclass
-class TaskConfig:
-    name: str = MISSING
-    tasks: list[str] = field(default_factory=list)  # GOAT-Bench task names
-    root: Optional[str] = None      # dataset root; null: the synthetic sample built offline
-    synthetic_per_task: int = 100   # size of that sample
-    limit: Optional[int] = None     # at most this many memes per task (quick looks)
-    prompt: str = "paper"           # prompt template: paper | cot
+class ModelAppConfig:
+    """Just a model and where it runs: what `load_preset` composes (conf/load_model.yaml)."""
 
-
-@dataclass
-class AttackConfig:
-    name: str = MISSING
-    # target_string | tool_misuse (Fu et al.: clean answer + newline + call) | verdict_flip | clip_embed;
-    # the case (conf/case/) says which of these it implements
-    objective: str = "target_string"
-    response_weight: float = 0.1      # tool_misuse: lambda on the clean-answer tokens
-    l2_weight: float = 0.0            # tool_misuse: soft penalty on the per-channel L2 distance to the clean image
-    norm: Norm = Norm.linf
-    eps: Any = "8/255"        # pixel units in [0,1]; fractions like 8/255 accepted
-    step_size: Any = "1/255"
-    steps: int = 500
-    random_start: bool = False
-    optimizer: str = "sign"   # sign | adam
-    prompts_per_step: int = 8
-    early_stop_loss: Optional[float] = None
-    keep_best: bool = True
-    quantize: bool = False    # keep iterates on the 8-bit grid a PNG stores
-    check_every: int = 0      # every N steps, judge the best images so far on the held-out checks (0: off)
-    seed: int = 0
-
-
-@dataclass
-class TargetConfig:
-    name: str = MISSING
-    kind: str = "function_call"  # function_call | expedia | exfiltration
-    text: str = MISSING          # {prompt} / {prompt_url}: the user's own message
-
-
-@dataclass
-class EvalConfig:
     model: ModelConfig = MISSING
-    task: TaskConfig = MISSING
     placement: PlacementConfig = MISSING
-    scoring: Scoring = Scoring.logprob
-    batch_size: int = 16
-    max_new_tokens: Optional[int] = None  # null: the template's (16 for the paper's prompt)
-    image_workers: Optional[int] = None   # threads decoding images ahead; null: 4 on a GPU, 0 on the CPU
-    shard: int = 0         # this job's share of the memes: shard i of num_shards, split by a hash of (task, id)
-    num_shards: int = 1
-    seed: int = 0
-
-
-@dataclass
-class AttackAppConfig:
-    model: ModelConfig = MISSING
-    attack: AttackConfig = MISSING
-    target: TargetConfig = MISSING
-    case: Any = MISSING        # what the attack aims at: a conf/case/ entry with a `_target_`
-    placement: PlacementConfig = MISSING
-    images: int = 8            # base images to attack
-    heldout_prompts: int = 32  # prompts the attack never saw, per image
-    seed: int = 0
 
 
 def register_schemas() -> None:
+    """The core's schemas; each workload adds its own (Workload.register_schemas)."""
     cs = ConfigStore.instance()
-    cs.store(name="eval_schema", node=EvalConfig)
-    cs.store(name="attack_app_schema", node=AttackAppConfig)
+    cs.store(name="model_app_schema", node=ModelAppConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="placement", name="placement_schema", node=PlacementConfig)
-    cs.store(group="task", name="task_schema", node=TaskConfig)
-    cs.store(group="attack", name="attack_schema", node=AttackConfig)
-    cs.store(group="target", name="target_schema", node=TargetConfig)
 
 
 def plain(value: Any) -> str:
@@ -156,31 +86,9 @@ def validate_model(model) -> None:
 
 
 def validate_common(cfg) -> None:
+    """Checks every job shares: the model source, and the shard when the config has one."""
     from mmsafety.shards import check_shard
 
     validate_model(cfg.model)
-    if getattr(cfg, "batch_size", 1) < 1:
-        raise ConfigError(f"batch_size={cfg.batch_size}: must be >= 1")
-    if (getattr(cfg, "image_workers", None) or 0) < 0:
-        raise ConfigError(f"image_workers={cfg.image_workers}: must be >= 0 (0 loads images in the main loop)")
     if "num_shards" in cfg:
         check_shard(cfg.shard, cfg.num_shards)
-
-
-OBJECTIVES = ("target_string", "tool_misuse", "verdict_flip", "clip_embed")
-
-
-def validate_attack(attack) -> None:
-    pixel_amount("attack.eps", attack.eps)
-    if pixel_amount("attack.step_size", attack.step_size) == 0:
-        raise ConfigError("attack.step_size=0: must be > 0")
-    if attack.steps < 0:
-        raise ConfigError(f"attack.steps={attack.steps}: must be >= 0")
-    if attack.check_every < 0:
-        raise ConfigError(f"attack.check_every={attack.check_every}: must be >= 0 (0 turns the checks off)")
-    if attack.prompts_per_step < 1:
-        raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
-    if attack.objective not in OBJECTIVES:
-        raise ConfigError(f"attack.objective={attack.objective}: use one of {', '.join(OBJECTIVES)}")
-    if attack.optimizer not in ("sign", "adam"):
-        raise ConfigError(f"attack.optimizer={attack.optimizer}: use sign or adam")

@@ -22,13 +22,16 @@ class Registry(Generic[T]):
 
     `key` is the config key users set (e.g. "attack.optimizer"); it prefixes every error.
     `modules` are imported on first lookup, so plug-ins that register on import are found without
-    the caller importing them first.
+    the caller importing them first. `entry_points` names a Python entry-point group: every entry
+    in it (a module of an installed plug-in package) is imported on first lookup too, so the core
+    finds plug-ins it never names (mmsafety.workload.PLUGIN_GROUP).
     """
 
-    def __init__(self, key: str, modules: Iterable[str] = ()):
+    def __init__(self, key: str, modules: Iterable[str] = (), entry_points: str | None = None):
         self.key = key
         self._items: dict[str, T] = {}
         self._modules = list(modules)
+        self._entry_points = entry_points
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -49,6 +52,11 @@ class Registry(Generic[T]):
             self._loaded = True
             for module in self._modules:
                 importlib.import_module(module)
+            if self._entry_points:
+                from importlib.metadata import entry_points
+
+                for entry in entry_points(group=self._entry_points):
+                    entry.load()
 
     def get(self, name: str) -> T:
         self._load()

@@ -1,4 +1,6 @@
-"""One contract test, parametrised over every registered adapter (open_clip style golden tests)."""
+"""One contract test, parametrised over every registered adapter and the tiny presets that build
+each (open_clip style golden tests). The families come from conf/model/tiny_*.yaml and the
+registry: adding a family adds its cases here with no edit to this file."""
 
 from __future__ import annotations
 
@@ -8,27 +10,41 @@ import pytest
 import torch
 
 from mmsafety.errors import UserError
-from mmsafety.models.registry import adapter_names
+from mmsafety.models.base import Generates
+from mmsafety.models.capabilities import ALL, GENERATE, PIXEL_LOSS, SCORE_CHOICES
+from mmsafety.models.registry import ADAPTERS, adapter_class, adapter_names
 from mmsafety.synthetic import scenes
-from tests.helpers import load_builtin
+from tests.helpers import builder_presets, load_builtin
 
-# Every registered adapter must appear here with a model built offline.
-CONTRACT_MODELS = {"llava": "tiny_llava", "open_clip": "tiny_open_clip", "qwen2_vl": "tiny_qwen2_vl",
-                   "paligemma": "tiny_paligemma", "llava_next": "tiny_llava_next", "blip": "tiny_instructblip",
-                   "idefics3": "tiny_idefics3"}
-
-
-def test_every_registered_adapter_has_a_contract_entry():
-    assert set(adapter_names()) == set(CONTRACT_MODELS)
+# Every tiny preset (conf/model/tiny_*.yaml): one per registered family, some families serve more
+# than one model class (Qwen2 / Qwen2.5-VL, InstructBLIP / BLIP-2).
+TINY = sorted(b for b in builder_presets() if b.startswith("tiny_"))
+FAMILIES = sorted(builder_presets().values())
 
 
-# Further checkpoints an adapter serves with another model class (name in the test id: builder).
-MORE_CONTRACT_MODELS = {"qwen2_5_vl": "tiny_qwen2_5_vl", "blip2": "tiny_blip2"}
+def capable(*needed):
+    """The tiny presets whose adapter has every capability in `needed`."""
+    return [b for b in TINY if set(needed) <= adapter_class(builder_presets()[b]).capabilities]
 
 
-@pytest.fixture(scope="module", params=sorted(CONTRACT_MODELS) + sorted(MORE_CONTRACT_MODELS))
+def test_every_registered_adapter_has_a_tiny_preset():
+    assert set(adapter_names()) == {builder_presets()[b] for b in TINY}
+
+
+@pytest.mark.parametrize("name", sorted(adapter_names()))
+def test_capabilities_are_declared_and_implemented(name):
+    """What a class says it can do is what it implements: no method that only raises."""
+    cls = adapter_class(name)
+    assert cls.capabilities and cls.capabilities <= ALL and not cls.__abstractmethods__
+    assert (GENERATE in cls.capabilities) == hasattr(cls, "generate") == issubclass(cls, Generates)
+    assert (SCORE_CHOICES in cls.capabilities) == hasattr(cls, "choice_logprobs")
+    assert (PIXEL_LOSS in cls.capabilities) == hasattr(cls, "target_loss")
+    assert ADAPTERS.get(name).name == name
+
+
+@pytest.fixture(scope="module", params=TINY)
 def adapter(request):
-    return load_builtin({**CONTRACT_MODELS, **MORE_CONTRACT_MODELS}[request.param])
+    return load_builtin(request.param)
 
 
 def _inputs(n=3, seed=0):
@@ -44,12 +60,10 @@ def test_attributes(adapter):
     assert len(adapter.weights_sha256) == 64
 
 
-def test_generate_batched_equals_unbatched(adapter):
+@pytest.mark.parametrize("builder", capable(GENERATE))
+def test_generate_batched_equals_unbatched(builder):
+    adapter = load_builtin(builder)
     images, prompts = _inputs()
-    if not adapter.supports_generation:
-        with pytest.raises(UserError, match="cannot generate"):
-            adapter.generate(images, prompts)
-        return
     batched = adapter.generate(images, prompts, max_new_tokens=8)
     single = [adapter.generate([im], [p], max_new_tokens=8)[0] for im, p in zip(images, prompts)]
     assert batched == single
@@ -120,8 +134,7 @@ def test_short_pgd_lowers_the_target_loss(adapter):
     assert (result.pixels - clean).abs().max() <= 16 / 255 + 1e-6
 
 
-@pytest.mark.parametrize("builder", ["tiny_llava", "tiny_qwen2_vl", "tiny_paligemma", "tiny_llava_next", "tiny_qwen2_5_vl",
-                                     "tiny_instructblip", "tiny_blip2", "tiny_idefics3"])
+@pytest.mark.parametrize("builder", capable(GENERATE))
 def test_prompt_tokens_match_the_real_processor(builder):
     """The adapter's cached prompt tokens (image placeholders expanded) equal what the family's own
     processor produces for the same image and prompt."""

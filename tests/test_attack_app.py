@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from mmsafety.records import read_samples
+from tests.helpers import cli_command
 
 pytestmark = pytest.mark.slow
-ATTACK = [sys.executable, "-c", "from visual_attacks.cli import main; main()"]
+ATTACK = cli_command("mmsafety-attack")
 
 
 def run_attack(out: Path, *overrides: str) -> subprocess.CompletedProcess:

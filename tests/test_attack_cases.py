@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers import cli_command
 
-ATTACK = [sys.executable, "-c", "from visual_attacks.cli import main; main()"]
+ATTACK = cli_command("mmsafety-attack")
 
 
 def run_attack(out: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -52,10 +52,21 @@ def test_clip_embed_moves_embedding_to_the_caption(tmp_path, tiny_open_clip):
     assert m["asr"]["p_target"] > m["clean_baseline"]["p_target"]
 
 
-def test_clip_embed_on_a_language_model_is_refused_in_one_line(tmp_path, organism):
-    proc = run_attack(tmp_path, "attack=clip_embed", "model=organism")
+def test_clip_embed_on_a_language_model_is_refused_in_one_line_before_loading(tmp_path):
+    proc = run_attack(tmp_path / "run", "attack=clip_embed", "model=organism")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: attack=clip_embed needs an open_clip model")
+    assert proc.stderr.strip() == ("error: visual_attack with the craft stage (attack.objective=clip_embed) needs a model "
+                                   "that can embed (embeds images and text); model=organism (llava) can only: generate, "
+                                   "pixel_loss, score_choices")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_judge_that_cannot_generate_is_refused_before_loading(tmp_path):
+    """The tool-call case judges by generated text: open_clip can craft (pixel loss) but not judge."""
+    proc = run_attack(tmp_path / "run", "model=tiny_open_clip")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: visual_attack with the judge stage (case=tool_call) needs a model "
+                                          "that can generate")
 
 
 def test_objective_the_case_does_not_implement_is_refused_before_loading():

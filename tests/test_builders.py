@@ -36,7 +36,7 @@ def test_ensure_built_caches_in_mmsafety_cache(monkeypatch, tmp_path):
 
 
 def test_unknown_builder():
-    with pytest.raises(ConfigError, match="unknown builder; use one of"):
+    with pytest.raises(ConfigError, match="model.builder=nope: not registered; use one of"):
         built_path("nope")
 
 

@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from mmsafety.app import _register
-from mmsafety.config import validate_attack, validate_common
+from mmsafety.config import validate_common
+from tests.helpers import CONF, builder_presets, checkpoint_presets, cli_command
+from visual_attacks.config import validate_attack
 from visual_attacks.run import build_case
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def options(group: str) -> list[str]:
@@ -56,9 +56,9 @@ def test_every_target_builds_a_tool_call_case(target):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-c", "from goat_bench.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    from tests.helpers import run_cli as run
+
+    return run("mmsafety-eval", *args, timeout=120)
 
 
 @pytest.mark.parametrize("override,expected", [
@@ -80,8 +80,7 @@ def test_bad_overrides_fail_in_one_line(override, expected):
 
 
 def test_bad_attack_eps_fails_in_one_line():
-    proc = subprocess.run([sys.executable, "-c", "from visual_attacks.cli import main; main()", "attack.eps=-1"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*cli_command("mmsafety-attack"), "attack.eps=-1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: attack.eps=-1: must be >= 0 (pixel units on [0,1], e.g. 8/255)"
 
@@ -93,7 +92,7 @@ def test_available_options_are_listed():
 
 
 def test_every_value_of_a_sweep_is_checked_before_any_job_runs(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "from visual_attacks.cli import main; main()", "-m",
+    proc = subprocess.run([*cli_command("mmsafety-attack"), "-m",
                            "attack.eps=8/255,-1", f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: attack.eps=-1: must be >= 0 (pixel units on [0,1], e.g. 8/255)"
@@ -119,3 +118,52 @@ def test_real_checkpoint_presets_default_to_one_gpu_in_bf16(model):
             assert (cfg.placement.name, cfg.placement.dtype.name) == ("cuda", "bfloat16")
             assert compose(app, overrides=[f"model={model}", "placement=cpu"]).placement.name == "cpu"
     assert len(REAL_CHECKPOINT_PRESETS) >= 8  # the glob found the presets (a typo would skip them all)
+
+
+def test_every_builder_has_its_tiny_preset_and_every_builder_preset_a_builder():
+    """Adding a family: its builder (mmsafety.organisms.builders) and its presets; the tests find them."""
+    from mmsafety.models.registry import adapter_names
+    from mmsafety.organisms.builders import BUILDERS
+
+    assert set(builder_presets()) == set(BUILDERS.names())
+    assert set(builder_presets().values()) <= set(adapter_names())
+
+
+@pytest.mark.parametrize("preset", sorted(checkpoint_presets()))
+def test_real_preset_resolves_its_adapter_and_loading_path_without_weights(preset, monkeypatch):
+    """The adapter class exists and its `load` reaches the transformers class it names (which exists),
+    or, for a checkpoint that loads from disk only (open_clip), the one-line 'not found' error."""
+    import importlib
+
+    import transformers
+
+    from mmsafety.errors import ModelNotFound
+    from mmsafety.models.loading import LoadOptions
+    from mmsafety.models.registry import adapter_class
+    from mmsafety.placement import resolve_placement
+
+    model = checkpoint_presets()[preset]
+    cls = adapter_class(model["adapter"])
+    module = importlib.import_module(cls.__module__)
+    reached = []
+
+    class Reached(Exception):
+        pass
+
+    def fake_load_hf_vlm(model_class_name, source, opts, placement):
+        reached.append((model_class_name, source))
+        raise Reached
+
+    if hasattr(module, "load_hf_vlm"):
+        monkeypatch.setattr(module, "load_hf_vlm", fake_load_hf_vlm)
+    try:
+        cls.load(model["name_or_path"], LoadOptions(local_files_only=True), resolve_placement("cpu", "float32"))
+    except Reached:
+        (names, source), = reached
+        assert source == model["name_or_path"]
+        for name in (names.values() if isinstance(names, dict) else [names]):
+            assert hasattr(transformers, name), name
+    except ModelNotFound as e:
+        assert not hasattr(module, "load_hf_vlm") and model["name_or_path"].split(":")[-1] in str(e)
+    else:
+        pytest.fail(f"{preset}: loaded without weights?")

@@ -6,16 +6,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from mmsafety.records import read_samples
+from tests.helpers import cli_command
 
 pytestmark = pytest.mark.slow
-EVAL = [sys.executable, "-c", "from goat_bench.cli import main; main()"]
+EVAL = cli_command("mmsafety-eval")
 
 
 def run_eval(out: Path, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -77,10 +77,12 @@ def test_open_clip_zero_shot_baseline_runs_the_same_job(tmp_path, tiny_open_clip
     assert record["model"]["adapter"] == "open_clip"
 
 
-def test_open_clip_cannot_generate(tmp_path, tiny_open_clip):
+def test_open_clip_cannot_generate_and_is_refused_before_loading(tmp_path):
     proc = run_eval(tmp_path / "clipgen", "model=tiny_open_clip", "scoring=generate", "task.limit=2")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: model=tiny_open_clip (open_clip) cannot generate text; use scoring=logprob"
+    assert proc.stderr.strip() == ("error: goat_bench with scoring=generate needs a model that can generate (writes text "
+                                   "answers); model=tiny_open_clip (open_clip) can only: embed, pixel_loss, score_choices")
+    assert not (tmp_path / "clipgen").exists()  # refused before a record or a model
 
 
 def test_images_decoded_ahead_give_the_same_samples(tmp_path, organism):

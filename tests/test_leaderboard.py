@@ -14,9 +14,10 @@ import pytest
 
 from mmsafety.leaderboard import write_leaderboard
 from mmsafety.leaderboard.cli import main as leaderboard_main
+from tests.helpers import cli_command
 
-EVAL = [sys.executable, "-c", "from goat_bench.cli import main; main()"]
-ATTACK = [sys.executable, "-c", "from visual_attacks.cli import main; main()"]
+EVAL = cli_command("mmsafety-eval")
+ATTACK = cli_command("mmsafety-attack")
 HOSTILE = "<script>alert(1)</script> | x | ![img](http://evil) **bold**"
 
 
@@ -87,11 +88,11 @@ def test_a_job_that_has_just_started_is_partial_not_a_problem(eval_runs, tmp_pat
     assert summary["problems"] == []
     (row,) = table(tmp_path / "out")["goat_bench"]
     assert row["status"] == "partial"
-    # Finished, a record that names no rescore function is a problem.
+    # Finished, a record with no spec to re-score its samples by is a problem.
     record["status"] = "completed"
     (tmp_path / "runs" / "a" / "record.json").write_text(json.dumps(record))
     summary = write_leaderboard([tmp_path / "runs"], tmp_path / "out2")
-    assert len(summary["problems"]) == 1 and "no record names its rescore function" in summary["problems"][0]
+    assert len(summary["problems"]) == 1 and "no record has a spec to re-score" in summary["problems"][0]
 
 
 def test_with_paper_adds_reported_rows(eval_runs, tmp_path):
@@ -173,17 +174,22 @@ def test_submitit_local_sweep_aggregates(tmp_path, organism, tiny_llava):
 
 
 def test_a_record_cannot_make_the_leaderboard_call_other_functions(eval_runs, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(eval_runs / "whole", copy)
-    shutil.copytree(eval_runs / "whole", tmp_path / "twin")  # two records: the row is re-scored
-    for folder in (copy, tmp_path / "twin"):
-        record = json.loads((folder / "record.json").read_text())
-        record["spec"]["rescore"] = "mmsafety.records:atomic_write_text"
-        (folder / "record.json").write_text(json.dumps(record))
-    summary = write_leaderboard([tmp_path], tmp_path / "out")
-    assert any("not one of mmsafety's re-scoring functions" in p for p in summary["problems"])
+    """A record selects its workload by registered key only: a dotted name (an old record's
+    spec.rescore, or a kind naming a module) is never imported or called."""
+    for name, kind, rescore in (("run", "goat_bench", "mmsafety.records:atomic_write_text"),
+                                ("twin", "goat_bench", "mmsafety.records:atomic_write_text"),
+                                ("evil", "mmsafety.records:atomic_write_text", None)):
+        shutil.copytree(eval_runs / "whole", tmp_path / "runs" / name)
+        record = json.loads((tmp_path / "runs" / name / "record.json").read_text())
+        record["kind"] = kind
+        record["spec"]["rescore"] = rescore
+        (tmp_path / "runs" / name / "record.json").write_text(json.dumps(record))
+    summary = write_leaderboard([tmp_path / "runs"], tmp_path / "out")
+    assert [p for p in summary["problems"] if "is not installed" in p] == [
+        p for p in summary["problems"] if "evil" in p] and len(summary["problems"]) == 1
     (row,) = table(tmp_path / "out")["goat_bench"]
-    assert row["sarcasm_acc"] is None  # shown, but not scored by an untrusted function
+    whole = json.loads((eval_runs / "whole" / "record.json").read_text())["metrics"]["per_task"]["sarcasm"]
+    assert row["sarcasm_acc"] == round(whole["accuracy"], 2)  # re-scored by the registered workload, not the record's name
 
 
 def test_thumbnail_of_a_damaged_or_missing_image_is_left_out(tmp_path):

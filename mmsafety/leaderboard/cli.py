@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mmsafety-leaderboard", description=__doc__)
     ap.add_argument("paths", nargs="+", help="run folders, sweep folders or record.json files (searched recursively)")
     ap.add_argument("--out", required=True, help="folder for leaderboard.{csv,json,md,html} and the plots")
-    ap.add_argument("--with-paper", action="store_true", help="add the rows the papers report (GOAT-Bench Table 2), marked reported")
+    ap.add_argument("--with-paper", action="store_true", help="add the rows the papers report (each workload's reported rows), marked reported")
     args = ap.parse_args(argv)
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
@@ -22,10 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = write_leaderboard(args.paths, args.out, with_paper=args.with_paper)
     for problem in summary["problems"]:
         print(f"warning: {problem}", file=sys.stderr)
-    if not summary["goat_rows"] and not summary["attack_rows"]:
+    if not any(summary["rows"].values()):
         print(f"error: no run records (record.json) under {', '.join(args.paths)}", file=sys.stderr)
         return 1
-    print(f"{summary['goat_rows']} GOAT-Bench row(s), {summary['attack_rows']} attack row(s) -> {summary['out']}/leaderboard.html")
+    counts = ", ".join(f"{n} {table} row(s)" for table, n in summary["rows"].items())
+    print(f"{counts} -> {summary['out']}/leaderboard.html")
     return 0
 
 

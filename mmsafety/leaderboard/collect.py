@@ -2,10 +2,10 @@
 
 Records are found recursively (sweep folders included). Records of the same job split into
 shards, or run twice, are one row: their samples are merged (each sample key once) and the
-row's metrics are computed from those samples by the workload's own `rescore` function, which
-the record names (`spec.rescore`, e.g. "goat_bench.evaluate:rescore"). The core never imports
-a workload statically, and imports only the functions listed in TRUSTED_FUNCTIONS, because a
-record is data and may come from someone else.
+row's metrics are computed from those samples by the workload's own `rescore`. A record names
+its workload by its registered key (`kind`); the registry (mmsafety.workload.WORKLOADS) is the
+trusted list, because a record is data and may come from someone else: it can select an
+installed workload, never make the core import anything else.
 
 Partial and failed records are rows too, with their status; unreadable files are listed as
 problems, never silently dropped.
@@ -13,28 +13,19 @@ problems, never silently dropped.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from mmsafety.records import read_samples
-
-# The only functions a record may name (a record is data, possibly someone else's): a workload
-# that adds one lists it here.
-TRUSTED_FUNCTIONS = frozenset({
-    "goat_bench.evaluate:rescore", "visual_attacks.run:rescore", "goat_bench.tasks:paper_rows",
-})
-# Reported rows per workload for records written before their spec named them.
-DEFAULT_REFERENCES = {"goat_bench": "goat_bench.tasks:paper_rows"}
+from mmsafety.workload import WORKLOADS
 # Fields of a record's spec that differ between shards or runs of one job but not its meaning.
 NOT_IDENTITY = ("shard", "notes")
 
 
 @dataclass
 class Row:
-    workload: str               # goat_bench | visual_attack
+    workload: str               # the registered workload's key (the record's kind)
     model: str
     spec: dict
     records: list[Path] = field(default_factory=list)
@@ -44,7 +35,7 @@ class Row:
     seconds: float = 0.0
     shards: str = ""            # "2/4" when sharded and incomplete
     note: str = ""
-    artifacts: list[dict] = field(default_factory=list)  # per record: folder, loss curve, first sample's images
+    artifacts: list[dict] = field(default_factory=list)  # per record: folder, the record, its first sample
     reported: bool = False      # a row copied from a paper, not run here
     source: str = ""
 
@@ -69,14 +60,6 @@ def find_records(paths: list[Path]) -> list[Path]:
     return sorted(set(found))
 
 
-def trusted_function(dotted: str) -> Callable:
-    """`module:function` named by a record, imported only if it is one of TRUSTED_FUNCTIONS."""
-    if dotted not in TRUSTED_FUNCTIONS:
-        raise ValueError(f"{dotted!r} is not one of mmsafety's re-scoring functions")
-    module, _, name = dotted.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def _identity(record: dict) -> str:
     spec = {k: v for k, v in record.get("spec", {}).items() if k not in NOT_IDENTITY}
     model = record.get("model", {})
@@ -96,12 +79,11 @@ def _merge_samples(paths: list[Path], key_fields: list[str]) -> list[dict]:
 
 
 def _artifacts(path: Path, record: dict) -> dict:
+    """What a workload's leaderboard section may show of a record beyond its metrics (thumbnails,
+    curves): its folder, the record and its first sample."""
     folder = path.parent
     first = next(iter(read_samples(folder / "samples.jsonl")), {})
-    images = {k: folder / first[k] for k in ("clean_png", "adversarial_png") if first.get(k)}
-    curve = record.get("artifacts", {}).get("loss_curve", {}).get("csv")
-    return {"folder": folder, "images": {k: p for k, p in images.items() if p.is_file()},
-            "loss_curve": folder / curve if curve and (folder / curve).is_file() else None}
+    return {"folder": folder, "record": record, "first_sample": first}
 
 
 def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
@@ -115,6 +97,10 @@ def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
                 raise ValueError("not a run record")
         except (OSError, ValueError) as e:
             problems.append(f"{path}: skipped, unreadable ({e})")
+            continue
+        if record["kind"] not in WORKLOADS:
+            problems.append(f"{path}: skipped, workload {str(record['kind'])[:80]!r} is not installed "
+                            f"(installed: {', '.join(WORKLOADS.names())})")
             continue
         groups.setdefault(_identity(record), []).append((path, record))
     rows = [_row(members, problems) for members in groups.values()]
@@ -139,15 +125,17 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
         row.metrics = first["metrics"]
         row.samples = sum(first.get("counts", {}).values())
         return row
-    samples = _merge_samples(row.records, spec.get("sample_key", []))
+    workload = WORKLOADS.get(row.workload)
+    samples = _merge_samples(row.records, list(workload.sample_key))
     row.samples = len(samples)
-    # A job that has only just started has no full spec yet: take the function from a member that has.
-    rescore = next((r["spec"]["rescore"] for _, r in members if "rescore" in r.get("spec", {})), None)
+    # A job that has only just started has no full spec yet: its row is partial, not a problem.
+    started = any(r.get("spec") for _, r in members)
     try:
-        if rescore is None and samples and any(r.get("status") != "partial" for _, r in members):
-            raise KeyError("no record names its rescore function")
-        row.metrics = trusted_function(rescore)(samples, first) if samples and rescore else {}
-    except (KeyError, ValueError, ImportError, AttributeError) as e:
+        if not started and samples and any(r.get("status") != "partial" for _, r in members):
+            raise KeyError("no record has a spec to re-score its samples with")
+        spec_record = next((r for _, r in members if r.get("spec")), first)
+        row.metrics = workload.rescore(samples, spec_record) if samples and started else {}
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         row.note = f"metrics not recomputed ({e})"
         problems.append(f"{row.records[0].parent}: {row.note}")
     if len(members) > 1:
@@ -156,15 +144,9 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
 
 
 def reference_rows(rows: list[Row]) -> list[Row]:
-    """Rows a paper reports (e.g. GOAT-Bench Table 2), named by the records' `spec.reference_rows`."""
-    out, seen = [], set()
-    for row in rows:
-        dotted = row.spec.get("reference_rows") or DEFAULT_REFERENCES.get(row.workload)
-        if not dotted or dotted in seen:
-            continue
-        seen.add(dotted)
-        for ref in trusted_function(dotted)():
-            out.append(Row(row.workload, ref["model"], {"tasks": list(ref["per_task"])},
-                           metrics={"per_task": ref["per_task"], "overall": ref["overall"]},
-                           reported=True, source=ref.get("source", "")))
+    """Rows the papers report, for each workload that has rows (Workload.reported_rows)."""
+    out = []
+    for name in dict.fromkeys(row.workload for row in rows):
+        for ref in WORKLOADS.get(name).reported_rows():
+            out.append(Row(name, ref.model, ref.spec, metrics=ref.metrics, reported=True, source=ref.source))
     return out

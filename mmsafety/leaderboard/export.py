@@ -17,10 +17,10 @@ import json
 import re
 from pathlib import Path
 
-from mmsafety.leaderboard import plots
 from mmsafety.leaderboard.collect import Row, build_rows, reference_rows
-from mmsafety.leaderboard.tables import attack_table, goat_table
+from mmsafety.leaderboard.tables import section_tables
 from mmsafety.records import atomic_write_bytes, atomic_write_text
+from mmsafety.workload import Section
 
 THUMB = 96
 # Runs on load: counts tables and decoded images into data attributes, so a headless
@@ -33,38 +33,41 @@ RENDER_CHECK = ("window.addEventListener('load',function(){var b=document.body;"
 
 
 def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool = False) -> dict:
-    """Read every record under `paths` and write the leaderboard files into `out`. Returns a summary."""
+    """Read every record under `paths` and write the leaderboard files into `out`: one table per
+    section of each registered workload that has rows. Returns a summary (`rows`: rows per table)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, problems = build_rows([Path(p) for p in paths])
     if with_paper:
         rows = rows + reference_rows(rows)
-    goat, attack = goat_table(rows), attack_table(rows)
-    figures = {name: png for name, png in (
-        ("asr_vs_eps", plots.asr_vs_eps(attack)), ("f1_per_task", plots.f1_bars(goat)),
-        ("loss_curves", plots.loss_curves(rows))) if png}
-    for name, png in figures.items():
-        atomic_write_bytes(out / f"{name}.png", png)
-    atomic_write_text(out / "leaderboard.csv", to_csv(goat, attack))
+    tables = [(section, mine, table) for section, mine, table in section_tables(rows) if table]
+    figures = {}
+    for section, mine, table in tables:
+        for figure in section.figures(mine, table):
+            figures[figure.name] = figure
+    for figure in figures.values():
+        atomic_write_bytes(out / f"{figure.name}.png", figure.png)
+    atomic_write_text(out / "leaderboard.csv", to_csv(tables))
     atomic_write_text(out / "leaderboard.json", json.dumps(
-        {"goat_bench": goat, "attacks": attack, "problems": problems}, indent=2, ensure_ascii=False, default=str))
-    atomic_write_text(out / "leaderboard.md", to_markdown(goat, attack, problems))
-    atomic_write_text(out / "leaderboard.html", to_html(goat, attack, rows, figures, problems))
-    return {"out": str(out), "goat_rows": len(goat), "attack_rows": len(attack), "problems": problems,
-            "figures": sorted(figures)}
+        {**{section.key: table for section, _, table in tables}, "problems": problems},
+        indent=2, ensure_ascii=False, default=str))
+    atomic_write_text(out / "leaderboard.md", to_markdown(tables, problems))
+    atomic_write_text(out / "leaderboard.html", to_html(tables, figures, problems))
+    return {"out": str(out), "rows": {section.key: len(table) for section, _, table in tables},
+            "problems": problems, "figures": sorted(figures)}
 
 
-def to_csv(goat: list[dict], attack: list[dict]) -> str:
+def to_csv(tables: list[tuple[Section, list[Row], list[dict]]]) -> str:
     """One CSV: a `table` column says which table a row belongs to; the columns are the union."""
-    columns = ["table"] + list(dict.fromkeys(k for r in goat + attack for k in r))
+    columns = ["table"] + list(dict.fromkeys(k for _, _, table in tables for r in table for k in r))
     buf = io.StringIO()
     w = csv.DictWriter(buf, columns, lineterminator="\n")
     w.writeheader()
-    for table, rows in (("goat_bench", goat), ("attacks", attack)):
-        for r in rows:
+    for section, _, table in tables:
+        for r in table:
             # A leading = + - @ makes spreadsheets evaluate a cell: quote it as text.
-            w.writerow({"table": table, **{k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v)
-                                           for k, v in r.items()}})
+            w.writerow({"table": section.key, **{k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v)
+                                                 for k, v in r.items()}})
     return buf.getvalue()
 
 
@@ -83,19 +86,10 @@ def _md_table(rows: list[dict], columns: list[str]) -> list[str]:
     return lines
 
 
-GOAT_COLUMNS = ["model", "status", "scoring", "hatefulness_acc", "hatefulness_f1", "misogyny_acc", "misogyny_f1",
-                "offensiveness_acc", "offensiveness_f1", "sarcasm_acc", "sarcasm_f1", "harmfulness_acc",
-                "harmfulness_f1", "overall_acc", "overall_f1", "memes", "skipped", "note"]
-ATTACK_COLUMNS = ["model", "status", "case", "target", "attack", "objective", "eps", "steps", "images",
-                  "success_measure", "asr", "asr_argument", "clean_baseline", "ssim", "psnr", "lpips", "seconds", "note"]
-
-
-def to_markdown(goat: list[dict], attack: list[dict], problems: list[str]) -> str:
+def to_markdown(tables: list[tuple[Section, list[Row], list[dict]]], problems: list[str]) -> str:
     lines = ["# mmsafety leaderboard", ""]
-    if goat:
-        lines += ["## GOAT-Bench (accuracy / macro-F1, %)", ""] + _md_table(goat, GOAT_COLUMNS) + [""]
-    if attack:
-        lines += ["## Visual attacks (success %, measured on saved PNGs)", ""] + _md_table(attack, ATTACK_COLUMNS) + [""]
+    for section, _, table in tables:
+        lines += [f"## {section.title}", ""] + _md_table(table, section.columns) + [""]
     if problems:
         lines += ["## Problems", ""] + [f"- {md_cell(p)}" for p in problems] + [""]
     return "\n".join(lines)
@@ -121,7 +115,7 @@ def _thumbnail(path: Path) -> str | None:
 
 
 def _html_table(rows: list[dict], columns: list[str], thumbs: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns) + ("<th>clean / adversarial</th>" if thumbs else "")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns) + ("<th>images</th>" if thumbs else "")
     body = []
     for i, r in enumerate(rows):
         status = html.escape(str(r.get("status", "")))
@@ -132,12 +126,14 @@ def _html_table(rows: list[dict], columns: list[str], thumbs: list[str] | None =
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _attack_thumbs(rows: list[Row]) -> list[str]:
+def _thumbs(section: Section, rows: list[Row]) -> list[str] | None:
+    """One cell of thumbnails per row, of the images the section names; None when it names none."""
+    if section.images is None:
+        return None
     out = []
-    for row in (r for r in rows if r.workload == "visual_attack"):
-        images = row.artifacts[0]["images"] if row.artifacts else {}
-        tags = [f'<img alt="{html.escape(k)}" src="{uri}">' for k in ("clean_png", "adversarial_png")
-                if k in images and (uri := _thumbnail(images[k]))]
+    for row in rows:
+        tags = [f'<img alt="{html.escape(alt)}" src="{uri}">' for alt, path in section.images(row)
+                if (uri := _thumbnail(path))]
         out.append("".join(tags))
     return out
 
@@ -153,7 +149,7 @@ figure{display:inline-block;margin:0 1em 1em 0}
 """
 
 
-def to_html(goat: list[dict], attack: list[dict], rows: list[Row], figures: dict[str, bytes], problems: list[str]) -> str:
+def to_html(tables: list[tuple[Section, list[Row], list[dict]]], figures: dict, problems: list[str]) -> str:
     script_hash = base64.b64encode(hashlib.sha256(RENDER_CHECK.encode()).digest()).decode()
     csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
     parts = [
@@ -162,14 +158,11 @@ def to_html(goat: list[dict], attack: list[dict], rows: list[Row], figures: dict
         "<title>mmsafety leaderboard</title>", f"<style>{STYLE}</style>", "</head><body>",
         "<h1>mmsafety leaderboard</h1>",
     ]
-    if goat:
-        parts += ["<h2>GOAT-Bench (accuracy / macro-F1, %)</h2>", _html_table(goat, GOAT_COLUMNS)]
-    if attack:
-        parts += ["<h2>Visual attacks (success %, measured on saved PNGs)</h2>",
-                  _html_table(attack, ATTACK_COLUMNS, _attack_thumbs(rows))]
-    captions = {"asr_vs_eps": "Attack success vs budget", "f1_per_task": "Macro-F1 per task", "loss_curves": "Loss curves"}
-    for name, png in figures.items():
-        parts.append(f'<figure><img alt="{name}" src="{_data_uri(png)}"><figcaption>{captions[name]}</figcaption></figure>')
+    for section, rows, table in tables:
+        parts += [f"<h2>{html.escape(section.title)}</h2>", _html_table(table, section.columns, _thumbs(section, rows))]
+    for figure in figures.values():
+        parts.append(f'<figure><img alt="{html.escape(figure.name)}" src="{_data_uri(figure.png)}">'
+                     f'<figcaption>{html.escape(figure.caption)}</figcaption></figure>')
     if problems:
         parts += ["<h2>Problems</h2><ul>"] + [f"<li>{html.escape(p)}</li>" for p in problems] + ["</ul>"]
     parts += [f"<script>{RENDER_CHECK}</script>", "</body></html>"]

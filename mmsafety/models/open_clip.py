@@ -1,4 +1,4 @@
-"""open_clip models as zero-shot scorers (CLIP, SigLIP, ...): no text generation.
+"""open_clip models as zero-shot scorers (CLIP, SigLIP, ...): they embed, they do not generate text.
 
 - `choice_logprobs`: softmax over choices of image-text similarity, the text being
   "<prompt> <choice>" (the usual zero-shot classifier, scaled by the model's logit scale).
@@ -15,8 +15,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from mmsafety.errors import ModelNotFound, UserError
-from mmsafety.models.base import Images, Target, VLMAdapter
+from mmsafety.errors import ModelNotFound
+from mmsafety.models.base import Embeds, Images, PixelLoss, ScoresChoices, Target
 from mmsafety.models.execution import apply_execution_options
 from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, weights_sha256
 from mmsafety.models.pixels import ClipStylePreprocess
@@ -25,8 +25,8 @@ from mmsafety.placement import Placement
 
 
 @register_adapter("open_clip")
-class OpenClipAdapter(VLMAdapter):
-    supports_generation = False
+class OpenClipAdapter(Embeds, ScoresChoices, PixelLoss):
+    """Capabilities: embed, score_choices (zero-shot ranking), pixel_loss (embedding distance); no generate."""
 
     def __init__(self, model, tokenizer, preprocess: ClipStylePreprocess, real_transform, placement: Placement,
                  model_id: str, weights_hash: str):
@@ -77,9 +77,6 @@ class OpenClipAdapter(VLMAdapter):
             for t, f in zip(missing, F.normalize(feats, dim=-1)):
                 self._text_cache[t] = f
         return torch.stack([self._text_cache[t] for t in texts])
-
-    def generate(self, images: Images, prompts: Sequence[str], max_new_tokens: int = 64) -> list[str]:
-        raise UserError(f"{self.model_id} is an open_clip model and cannot generate text; use scoring=logprob")
 
     @torch.no_grad()
     def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:

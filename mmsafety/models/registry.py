@@ -1,40 +1,35 @@
 """Adapters register by name; every module in mmsafety.models is imported on first lookup,
-so adding a model family is one module (with `@register_adapter`) plus one YAML in conf/model/."""
+so adding a model family is one module (with `@register_adapter`) plus its presets in conf/model/."""
 
 from __future__ import annotations
 
-import importlib
 import pkgutil
+from pathlib import Path
 
-from mmsafety.errors import ConfigError
-from mmsafety.models.base import VLMAdapter
+from mmsafety.models.base import ModelAdapter
+from mmsafety.registry import Registry
 
-_ADAPTERS: dict[str, type[VLMAdapter]] = {}
+ADAPTERS: Registry[type[ModelAdapter]] = Registry(
+    "model.adapter", [f"mmsafety.models.{m.name}" for m in pkgutil.iter_modules([str(Path(__file__).parent)])])
 
 
 def register_adapter(name: str):
-    def decorate(cls: type[VLMAdapter]) -> type[VLMAdapter]:
+    """Class decorator: `@register_adapter("llava")`. The class's capabilities come from its bases
+    (mmsafety.models.base), so a workload can refuse it by name before it loads."""
+    def decorate(cls: type[ModelAdapter]) -> type[ModelAdapter]:
+        if not cls.capabilities:
+            raise TypeError(f"adapter {name}: derive from the capability bases in mmsafety.models.base")
         cls.name = name
-        _ADAPTERS[name] = cls
+        ADAPTERS.add(name, cls)
         return cls
 
     return decorate
 
 
-def _import_all() -> None:
-    import mmsafety.models as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"mmsafety.models.{info.name}")
-
-
 def adapter_names() -> list[str]:
-    _import_all()
-    return sorted(_ADAPTERS)
+    return ADAPTERS.names()
 
 
-def adapter_class(name: str) -> type[VLMAdapter]:
-    _import_all()
-    if name not in _ADAPTERS:
-        raise ConfigError(f"model.adapter={name}: unknown adapter; registered: {', '.join(sorted(_ADAPTERS))}")
-    return _ADAPTERS[name]
+def adapter_class(name: str) -> type[ModelAdapter]:
+    """The registered class; an unknown name is one line that lists the registered ones."""
+    return ADAPTERS.get(name)

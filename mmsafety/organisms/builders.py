@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mmsafety.errors import ConfigError
 from mmsafety.paths import build_once, cache_dir
+from mmsafety.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ def _organism_version() -> int:
     return ORGANISM_VERSION
 
 
-BUILDERS: dict[str, Builder] = {
+# name -> Builder; `BUILDERS.add("tiny_x", Builder(...))` adds one (conf/model/tiny_x.yaml then names it).
+BUILDERS: Registry[Builder] = Registry("model.builder")
+for _name, _builder in {
     "tiny_llava": Builder(_lazy("tiny_llava", "build_tiny_llava"), 1,
                           "random-init tiny LLaVA (contract tests; ignores its image)"),
     "organism": Builder(_organism, _organism_version(), "trained tiny LLaVA: memes, colours, image-triggered tool calls"),
@@ -63,13 +65,12 @@ BUILDERS: dict[str, Builder] = {
     "tiny_blip2": Builder(_lazy("tiny_blip", "build_tiny_blip2"), 1, "random-init tiny BLIP-2 (32x32, 8 Q-Former queries)"),
     "tiny_idefics3": Builder(_lazy("tiny_idefics3", "build_tiny_idefics3"), 1,
                              "random-init tiny Idefics3 (32-pixel tiles, 64x64 split into 2x2 + global)"),
-}
+}.items():
+    BUILDERS.add(_name, _builder)
 
 
 def built_path(name: str, seed: int = 0) -> Path:
-    if name not in BUILDERS:
-        raise ConfigError(f"model.builder={name}: unknown builder; use one of {', '.join(BUILDERS)}")
-    return cache_dir() / "models" / f"{name}-v{BUILDERS[name].version}-seed{seed}"
+    return cache_dir() / "models" / f"{name}-v{BUILDERS.get(name).version}-seed{seed}"
 
 
 def ensure_built(name: str, seed: int = 0) -> Path:
@@ -82,7 +83,7 @@ def ensure_built(name: str, seed: int = 0) -> Path:
         hf_logging.disable_progress_bar()  # one line per build below is enough
         start = time.perf_counter()
         print(f"mmsafety: building {name} (seed {seed}) into {path} ...", file=sys.stderr, flush=True)
-        BUILDERS[name].build(tmp, seed)
+        BUILDERS.get(name).build(tmp, seed)
         print(f"mmsafety: built {name} in {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
 
     return build_once(path, build)

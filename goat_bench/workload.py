@@ -1,0 +1,67 @@
+"""GOAT-Bench as a registered workload (key `goat_bench`, the kind of its records): its config
+schema and checks, what it needs from a model, how it runs, re-scores and shows on the leaderboard.
+
+Found by the core through the entry point `goat_bench = "goat_bench.workload"` in the group
+`mmsafety.workloads`; importing this module also registers the meme-verdict attack case.
+"""
+
+from __future__ import annotations
+
+from goat_bench import verdict_flip  # noqa: F401  (registers the meme_verdict case and the verdict_flip objective)
+from mmsafety.config import plain, validate_common
+from mmsafety.errors import ConfigError
+from mmsafety.models.capabilities import GENERATE, SCORE_CHOICES
+from mmsafety.workload import WORKLOADS, ReportedRow, Workload
+
+
+class GoatBench(Workload):
+    config_name = "eval"
+    sample_key = ("task", "id")
+
+    def register_schemas(self, store) -> None:
+        from goat_bench.config import register_schemas
+
+        register_schemas(store)
+
+    def validate(self, cfg) -> None:
+        from goat_bench.evaluate import check_task_config
+
+        validate_common(cfg)
+        if cfg.batch_size < 1:
+            raise ConfigError(f"batch_size={cfg.batch_size}: must be >= 1")
+        if (cfg.image_workers or 0) < 0:
+            raise ConfigError(f"image_workers={cfg.image_workers}: must be >= 0 (0 loads images in the main loop)")
+        check_task_config(cfg.task, plain(cfg.scoring))
+
+    def needs(self, cfg) -> dict[str, frozenset[str]]:
+        scoring = plain(cfg.scoring)
+        return {f"scoring={scoring}": frozenset({GENERATE if scoring == "generate" else SCORE_CHOICES})}
+
+    def run(self, cfg, model, record, prepared=None, log=print) -> dict:
+        from goat_bench.evaluate import evaluate
+
+        return evaluate(cfg, model, record, log=log)
+
+    def rescore(self, samples: list[dict], record: dict) -> dict:
+        from goat_bench.evaluate import rescore
+
+        return rescore(samples, record)
+
+    def summary(self, metrics: dict) -> str:
+        from goat_bench.evaluate import format_table
+
+        return format_table(metrics)
+
+    def sections(self):
+        from goat_bench.leaderboard import SECTION
+
+        return [SECTION]
+
+    def reported_rows(self) -> list[ReportedRow]:
+        from goat_bench.tasks import paper_rows
+
+        return [ReportedRow(r["model"], r["source"], {"tasks": list(r["per_task"])},
+                            {"per_task": r["per_task"], "overall": r["overall"]}) for r in paper_rows()]
+
+
+WORKLOADS.add("goat_bench", GoatBench())

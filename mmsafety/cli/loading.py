@@ -1,0 +1,31 @@
+"""Load the configured model, after checking by its adapter class that it can do what the job needs."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from mmsafety.config import plain
+from mmsafety.models.base import ModelAdapter
+from mmsafety.models.capabilities import require
+from mmsafety.models.loading import LoadOptions
+from mmsafety.models.registry import adapter_class
+from mmsafety.placement import resolve_placement
+
+
+def check_capabilities(cfg: DictConfig, workload_name: str, needs: dict[str, frozenset[str]]) -> None:
+    """One line, before any weights load, when the configured adapter lacks a capability the job needs."""
+    cls = adapter_class(cfg.model.adapter)
+    for who, needed in needs.items():
+        require(cls, needed, f"{workload_name} with {who}", f"model={cfg.model.name} ({cfg.model.adapter})")
+
+
+def load_model(cfg: DictConfig) -> ModelAdapter:
+    """Build (if it is a builder model) and load the configured model through its adapter."""
+    from mmsafety.organisms.builders import ensure_built
+
+    m, p = cfg.model, cfg.placement
+    placement = resolve_placement(p.device, plain(p.dtype), p.device_map, p.gradient_checkpointing, p.compile)
+    source = str(ensure_built(m.builder, m.seed)) if m.builder else m.name_or_path
+    opts = LoadOptions(allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code,
+                       revision=m.revision, local_files_only=m.local_files_only)
+    return adapter_class(m.adapter).load(source, opts, placement)

@@ -1,0 +1,127 @@
+"""The workload contract: what a plug-in package supplies so the core can run, check, re-score
+and tabulate it without naming it.
+
+A workload is registered under a key (`WORKLOADS`), which is also the `kind` its records carry.
+The core finds plug-in packages through the Python entry-point group `mmsafety.workloads`: each
+entry names a module whose import registers the package's workload (and its attack cases and
+objectives), e.g. in the package's pyproject.toml:
+
+    [project.entry-points."mmsafety.workloads"]
+    my_bench = "my_bench.workload"
+
+A record is data and may be someone else's: it selects a workload only by its registered key, so
+reading a record never makes the core import anything that is not installed as a plug-in.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+from mmsafety.registry import Registry
+
+if TYPE_CHECKING:
+    from mmsafety.leaderboard.collect import Row
+    from mmsafety.models.base import ModelAdapter
+    from mmsafety.records import RunRecord
+
+PLUGIN_GROUP = "mmsafety.workloads"
+
+
+@dataclass
+class Figure:
+    """One leaderboard plot: its file stem, caption and PNG bytes."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+@dataclass
+class Section:
+    """One leaderboard table of a workload.
+
+    `key` names the table in leaderboard.json and in the CSV's `table` column; `title` heads it in
+    Markdown and HTML; `columns` are the cells Markdown and HTML show (CSV and JSON keep every cell).
+    `cells(row)` turns a leaderboard row of this workload into its flat cells (plain values: each
+    writer escapes for its format); `figures(rows, tables)` draws plots from them; `images(row)` names
+    image files to show as thumbnails in HTML (alt text, path).
+    """
+
+    key: str
+    title: str
+    columns: list[str]
+    cells: Callable[["Row"], dict]
+    figures: Callable[[list["Row"], list[dict]], list[Figure]] = lambda rows, table: []
+    images: Callable[["Row"], list[tuple[str, Path]]] | None = None
+
+
+@dataclass
+class ReportedRow:
+    """A row a paper reports, shown beside measured rows (marked reported)."""
+
+    model: str
+    source: str
+    spec: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+class Workload(abc.ABC):
+    """A workload: its config, what it needs from a model, how to run it, re-score it and tabulate it."""
+
+    # The Hydra primary config its console script runs (conf/<config_name>.yaml).
+    config_name: ClassVar[str]
+    # Fields that identify a sample in samples.jsonl: resume skips them, merged shards keep each once.
+    sample_key: ClassVar[tuple[str, ...]]
+
+    def register_schemas(self, store) -> None:
+        """Put the workload's structured config schemas into Hydra's ConfigStore `store`."""
+
+    def validate(self, cfg):
+        """Every check that needs no model (ranges, names); raise ConfigError in one line. May return
+        what it built from the config (e.g. an attack case): the job hands it to `run` as `prepared`,
+        so nothing is built twice."""
+        return None
+
+    def needs(self, cfg) -> dict[str, frozenset[str]]:
+        """Capabilities the configured job needs from its model, by who needs them
+        ("the GOAT eval with scoring=generate": {generate}); checked against the adapter class before loading."""
+        return {}
+
+    @abc.abstractmethod
+    def run(self, cfg, model: "ModelAdapter", record: "RunRecord", prepared=None, log=print) -> dict:
+        """Run the job on `model`, streaming samples into `record`; return the metrics."""
+
+    @abc.abstractmethod
+    def rescore(self, samples: list[dict], record: dict) -> dict:
+        """Metrics of a (merged) record from its samples alone: what the leaderboard calls."""
+
+    def summary(self, metrics: dict) -> str:
+        """What the console script prints after a job."""
+        import json
+
+        return json.dumps(metrics, indent=2, default=str)
+
+    def sections(self) -> list[Section]:
+        """Its leaderboard tables."""
+        return []
+
+    def reported_rows(self) -> list[ReportedRow]:
+        """Rows a paper reports (`mmsafety-leaderboard --with-paper`)."""
+        return []
+
+
+WORKLOADS: Registry[Workload] = Registry("workload", entry_points=PLUGIN_GROUP)
+
+
+def workload_for_config(config_name: str) -> tuple[str, Workload]:
+    """The registered workload whose console script runs `config_name`."""
+    from mmsafety.errors import ConfigError
+
+    for name, workload in WORKLOADS.items():
+        if workload.config_name == config_name:
+            return name, workload
+    raise ConfigError(f"no registered workload runs config {config_name!r}; "
+                      f"installed: {', '.join(WORKLOADS.names()) or 'none'} (reinstall the package: pip install -e .)")

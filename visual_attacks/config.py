@@ -1,0 +1,83 @@
+"""The attack workload's config schemas (registered in Hydra's ConfigStore by the workload) and the
+range checks a type cannot express, each a one-line error that names the key and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from mmsafety.config import ModelConfig, PlacementConfig, pixel_amount
+from mmsafety.errors import ConfigError
+
+
+class Norm(Enum):
+    linf = "linf"
+    l2 = "l2"
+    none = "none"  # unconstrained: only the [0,1] box
+
+
+@dataclass
+class AttackConfig:
+    name: str = MISSING
+    # A registered objective (mmsafety.attack_case.OBJECTIVES): target_string | tool_misuse (Fu et al.:
+    # clean answer + newline + call) | verdict_flip | clip_embed; the case (conf/case/) says which it implements
+    objective: str = "target_string"
+    response_weight: float = 0.1      # tool_misuse: lambda on the clean-answer tokens
+    l2_weight: float = 0.0            # tool_misuse: soft penalty on the per-channel L2 distance to the clean image
+    norm: Norm = Norm.linf
+    eps: Any = "8/255"        # pixel units in [0,1]; fractions like 8/255 accepted
+    step_size: Any = "1/255"
+    steps: int = 500
+    random_start: bool = False
+    optimizer: str = "sign"   # sign | adam
+    prompts_per_step: int = 8
+    early_stop_loss: Optional[float] = None
+    keep_best: bool = True
+    quantize: bool = False    # keep iterates on the 8-bit grid a PNG stores
+    check_every: int = 0      # every N steps, judge the best images so far on the held-out checks (0: off)
+    seed: int = 0
+
+
+@dataclass
+class TargetConfig:
+    name: str = MISSING
+    kind: str = "function_call"  # function_call | expedia | exfiltration
+    text: str = MISSING          # {prompt} / {prompt_url}: the user's own message
+
+
+@dataclass
+class AttackAppConfig:
+    model: ModelConfig = MISSING
+    attack: AttackConfig = MISSING
+    target: TargetConfig = MISSING
+    case: Any = MISSING        # what the attack aims at: a conf/case/ entry whose `name` is a registered case
+    placement: PlacementConfig = MISSING
+    images: int = 8            # base images to attack
+    heldout_prompts: int = 32  # prompts the attack never saw, per image
+    seed: int = 0
+
+
+def register_schemas(cs) -> None:
+    cs.store(name="attack_app_schema", node=AttackAppConfig)
+    cs.store(group="attack", name="attack_schema", node=AttackConfig)
+    cs.store(group="target", name="target_schema", node=TargetConfig)
+
+
+def validate_attack(attack) -> None:
+    from mmsafety.attack_case import OBJECTIVES
+
+    pixel_amount("attack.eps", attack.eps)
+    if pixel_amount("attack.step_size", attack.step_size) == 0:
+        raise ConfigError("attack.step_size=0: must be > 0")
+    if attack.steps < 0:
+        raise ConfigError(f"attack.steps={attack.steps}: must be >= 0")
+    if attack.check_every < 0:
+        raise ConfigError(f"attack.check_every={attack.check_every}: must be >= 0 (0 turns the checks off)")
+    if attack.prompts_per_step < 1:
+        raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
+    OBJECTIVES.get(attack.objective)  # one line listing the registered objectives
+    if attack.optimizer not in ("sign", "adam"):
+        raise ConfigError(f"attack.optimizer={attack.optimizer}: use sign or adam")

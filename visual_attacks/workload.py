@@ -1,0 +1,67 @@
+"""Visual attacks as a registered workload (key `visual_attack`, the kind of its records): config
+schemas and checks, what each stage needs from a model, how a job runs (craft, then judge, on one
+model), re-scoring and the leaderboard section.
+
+Found by the core through the entry point `visual_attack = "visual_attacks.workload"` in the group
+`mmsafety.workloads`; importing this module also registers the tool-call and CLIP-caption cases
+and their objectives.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mmsafety.attack_case import CASES, OBJECTIVES
+from mmsafety.config import validate_common
+from mmsafety.workload import WORKLOADS, Workload
+from visual_attacks import cases  # noqa: F401  (registers the tool_call and clip_caption cases and their objectives)
+
+
+class VisualAttack(Workload):
+    config_name = "attack"
+    sample_key = ("image",)
+
+    def register_schemas(self, store) -> None:
+        from visual_attacks.config import register_schemas
+
+        register_schemas(store)
+
+    def validate(self, cfg):
+        """Everything that can be checked without a model, so a sweep fails before its first job.
+        Returns the case, built once (its targets and prompt sets; no images are drawn yet)."""
+        from visual_attacks.config import validate_attack
+        from visual_attacks.run import build_case
+
+        validate_common(cfg)
+        validate_attack(cfg.attack)
+        return build_case(cfg)
+
+    def needs(self, cfg) -> dict[str, frozenset[str]]:
+        craft = set(OBJECTIVES.get(cfg.attack.objective).needs)
+        judge = CASES.get(cfg.case.name).judge_needs
+        if cfg.attack.check_every:
+            craft |= judge  # the held-out checks judge on the crafting model
+        return {f"the craft stage (attack.objective={cfg.attack.objective})": frozenset(craft),
+                f"the judge stage (case={cfg.case.name})": judge}
+
+    def run(self, cfg, model, record, prepared=None, log=print) -> dict:
+        from visual_attacks.run import run_attack
+
+        return run_attack(cfg, model, record, log=log, case=prepared)
+
+    def rescore(self, samples: list[dict], record: dict) -> dict:
+        from visual_attacks.run import rescore
+
+        return rescore(samples, record)
+
+    def summary(self, metrics: dict) -> str:
+        return json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "asr_by", "stealth", "steps_run")},
+                          indent=2)
+
+    def sections(self):
+        from visual_attacks.leaderboard import SECTION
+
+        return [SECTION]
+
+
+WORKLOADS.add("visual_attack", VisualAttack())
