@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from mmsafety.app import load_preset
-from tests.helpers import load_builtin
+from tests.helpers import builder_presets, load_builtin
 
 PROMPTS = ["Describe the image.", "What is in the picture? Answer in one word."]
 TARGETS = ["Sure, here it is", "ok"]
-FAMILIES = ["tiny_llava", "tiny_llava_next", "tiny_qwen2_vl", "tiny_qwen2_5_vl", "tiny_paligemma", "tiny_idefics3",
-            "tiny_blip2", "tiny_instructblip", "tiny_open_clip"]
+FAMILIES = sorted(b for b in builder_presets() if b.startswith("tiny_"))  # every tiny preset in conf/model
 
 
 def loss_and_grad(adapter, pixels):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
-import torch
 from PIL import Image
 
 from mmsafety.attack_case import CASES, AttackBase, AttackCase, Judgement, Objective, register_objective

@@ -37,14 +37,15 @@ def judge_pair(case: AttackCase, adapter: ModelAdapter, base: AttackBase, clean_
 
 
 def judge_saved_attack(source_run_dir: str | Path, adapter: ModelAdapter, record: RunRecord | None = None,
-                       log=print) -> dict:
+                       log=print, model_name: str | None = None) -> dict:
     """Judge the PNGs a craft run saved in `source_run_dir` with `adapter` (any model with the case's
     `judge_needs`; the crafting model or another). The case is rebuilt from the source record's config;
     each sample's base comes from the sample itself, so the original images are not needed.
 
     With `record`, one sample per judged image goes into it (the same fields as an attack sample, plus
     `source_run`; PNG paths are absolute; `steps_run` / `attack_seconds` are the craft run's), and a
-    resumed record skips images it has. Returns the metrics (visual_attacks.run.summarize).
+    resumed record skips images it has; `model_name` is the judging model's display name there (default:
+    its adapter's name). Returns the metrics (visual_attacks.run.summarize).
     """
     from visual_attacks.run import summarize
 
@@ -56,11 +57,11 @@ def judge_saved_attack(source_run_dir: str | Path, adapter: ModelAdapter, record
         raise UserError(f"{source}: not an attack run folder with a readable record.json ({e}); "
                         f"point it at the folder mmsafety-attack wrote") from None
     case = build_case(case_cfg)
-    require(adapter, case.judge_needs, f"judging case={case_cfg.get('name')}", getattr(adapter, "name", None))
+    require(adapter, case.judge_needs, f"judging case={case_cfg.get('name')}", model_name or adapter.name)
     crafted = [s for s in read_samples(source / "samples.jsonl") if s.get("status") == "ok"]
     if record is not None:
         record.update(
-            model={"name": getattr(adapter, "name", "?"), "id": adapter.model_id, "adapter": adapter.name,
+            model={"name": model_name or adapter.name, "id": adapter.model_id, "adapter": adapter.name,
                    "weights_sha256": adapter.weights_sha256},
             spec={**{k: v for k, v in source_record.get("spec", {}).items() if k not in ("notes",)},
                   "stage": "judge", "source_run": str(source.resolve()),
