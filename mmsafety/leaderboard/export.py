@@ -40,7 +40,8 @@ def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool
     rows, problems = build_rows([Path(p) for p in paths])
     if with_paper:
         rows = rows + reference_rows(rows)
-    tables = [(section, mine, table) for section, mine, table in section_tables(rows) if table]
+    every = section_tables(rows)
+    tables = [(section, mine, table) for section, mine, table in every if table]
     figures = {}
     for section, mine, table in tables:
         for figure in section.figures(mine, table):
@@ -49,7 +50,8 @@ def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool
         atomic_write_bytes(out / f"{figure.name}.png", figure.png)
     atomic_write_text(out / "leaderboard.csv", to_csv(tables))
     atomic_write_text(out / "leaderboard.json", json.dumps(
-        {**{section.key: table for section, _, table in tables}, "problems": problems},
+        # Every installed workload's tables, empty ones too: readers can count on the keys.
+        {**{section.key: table for section, _, table in every}, "problems": problems},
         indent=2, ensure_ascii=False, default=str))
     atomic_write_text(out / "leaderboard.md", to_markdown(tables, problems))
     atomic_write_text(out / "leaderboard.html", to_html(tables, figures, problems))
