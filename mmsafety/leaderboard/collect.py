@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from mmsafety.record_schema import record_problems, split_samples
 from mmsafety.records import read_samples
+from mmsafety.safe_json import loads_object
 
 # The only functions a record may name (a record is data, possibly someone else's): a workload
 # that adds one lists it here.
@@ -83,11 +85,22 @@ def _identity(record: dict) -> str:
     return json.dumps([record.get("kind"), model.get("name"), model.get("weights_sha256"), spec], sort_keys=True, default=str)
 
 
-def _merge_samples(paths: list[Path], key_fields: list[str]) -> list[dict]:
+def _usable_samples(path: Path, kind: str, problems: list[str] | None = None) -> list[dict]:
+    """The samples next to a record whose fields the workload's scoring can use. The rest (someone
+    else's data gone wrong) are left out, not scored, and counted in `problems`."""
+    unreadable: list[str] = []
+    samples, wrong = split_samples(kind, read_samples(path.parent / "samples.jsonl", unreadable))
+    if problems is not None and (unreadable or wrong):
+        problems.append(f"{path.parent / 'samples.jsonl'}: {len(unreadable) + len(wrong)} line(s) left out "
+                        f"({(unreadable + wrong)[0]})")
+    return samples
+
+
+def _merge_samples(paths: list[Path], key_fields: list[str], kind: str, problems: list[str]) -> list[dict]:
     """Every sample once (the first seen wins), in record order."""
     seen, merged = set(), []
     for path in paths:
-        for s in read_samples(path.parent / "samples.jsonl"):
+        for s in _usable_samples(path, kind, problems):
             key = tuple(str(s.get(k)) for k in key_fields) if key_fields else None
             if key is None or key not in seen:
                 seen.add(key)
@@ -97,7 +110,7 @@ def _merge_samples(paths: list[Path], key_fields: list[str]) -> list[dict]:
 
 def _artifacts(path: Path, record: dict) -> dict:
     folder = path.parent
-    first = next(iter(read_samples(folder / "samples.jsonl")), {})
+    first = next(iter(_usable_samples(path, record["kind"])), {})
     images = {k: folder / first[k] for k in ("clean_png", "adversarial_png") if first.get(k)}
     curve = record.get("artifacts", {}).get("loss_curve", {}).get("csv")
     return {"folder": folder, "images": {k: p for k, p in images.items() if p.is_file()},
@@ -110,11 +123,12 @@ def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
     groups: dict[str, list[tuple[Path, dict]]] = {}
     for path in find_records(paths):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict) or "kind" not in record:
-                raise ValueError("not a run record")
+            record = loads_object(path.read_bytes())
         except (OSError, ValueError) as e:
             problems.append(f"{path}: skipped, unreadable ({e})")
+            continue
+        if wrong := record_problems(record):  # a record is data, perhaps someone else's: types first
+            problems.append(f"{path}: skipped, not a valid run record ({'; '.join(wrong[:3])})")
             continue
         groups.setdefault(_identity(record), []).append((path, record))
     rows = [_row(members, problems) for members in groups.values()]
@@ -139,7 +153,7 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
         row.metrics = first["metrics"]
         row.samples = sum(first.get("counts", {}).values())
         return row
-    samples = _merge_samples(row.records, spec.get("sample_key", []))
+    samples = _merge_samples(row.records, spec.get("sample_key", []), first["kind"], problems)
     row.samples = len(samples)
     # A job that has only just started has no full spec yet: take the function from a member that has.
     rescore = next((r["spec"]["rescore"] for _, r in members if "rescore" in r.get("spec", {})), None)
@@ -147,7 +161,7 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
         if rescore is None and samples and any(r.get("status") != "partial" for _, r in members):
             raise KeyError("no record names its rescore function")
         row.metrics = trusted_function(rescore)(samples, first) if samples and rescore else {}
-    except (KeyError, ValueError, ImportError, AttributeError) as e:
+    except (KeyError, ValueError, ImportError, AttributeError, TypeError, ZeroDivisionError) as e:
         row.note = f"metrics not recomputed ({e})"
         problems.append(f"{row.records[0].parent}: {row.note}")
     if len(members) > 1:
