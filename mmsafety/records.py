@@ -23,12 +23,29 @@ from typing import Any, Iterable
 SCHEMA_VERSION = 1
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask can only set it, which would race
+    with other threads creating files); Linux reports it in /proc/self/status."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a uniquely named temporary file in the same folder, fsync, then rename over
     `path`: readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; a file written in place would get 0666 less the umask, as the rest
+        # of a run folder does (teammates on a shared cluster read the records and PNGs).
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

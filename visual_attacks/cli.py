@@ -13,10 +13,12 @@ from mmsafety.config import validate_attack, validate_common
 
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked without a model, so a sweep fails before its first job."""
+    from visual_attacks.config_checks import check_attack_config
     from visual_attacks.run import build_case
 
     validate_common(cfg)
     validate_attack(cfg.attack)
+    check_attack_config(cfg)  # images, heldout_prompts, images_per_batch, L-inf budget
     build_case(cfg)  # builds the case's targets and prompt sets; cheap (no images are drawn yet)
 
 

@@ -13,6 +13,7 @@ import hashlib
 import io
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,10 +23,12 @@ from tqdm import tqdm
 
 from mmsafety.attack_case import AttackCase
 from mmsafety.config import pixel_amount, plain
-from mmsafety.errors import ConfigError
+from mmsafety.errors import ConfigError, UserError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
+from mmsafety.oom import HalvingBatcher
 from mmsafety.records import RunRecord, atomic_write_bytes
+from visual_attacks.config_checks import check_l2_budget
 from visual_attacks.pgd import PGDConfig, pgd
 from visual_attacks.stealth import lpips_available, lpips_note, stealth_metrics
 
@@ -55,14 +58,15 @@ def reload_png(path: Path) -> Image.Image:
         return im.convert("RGB")
 
 
-def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
+def write_loss_curve(losses: torch.Tensor, out_dir: Path, images: list[int] | None = None) -> dict[str, str]:
     """CSV (step, loss per image, mean) and a PNG plot of the attack's loss, each written atomically
-    (a leaderboard may read them while the job runs)."""
+    (a leaderboard may read them while the job runs). `losses` [steps, images] may hold NaN where
+    an image's chunk stopped early; the mean is over the images still running."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["step"] + [f"image_{i}" for i in range(losses.shape[1])] + ["mean"])
-    for step, row in enumerate(losses.tolist()):
-        w.writerow([step] + [f"{v:.5f}" for v in row] + [f"{sum(row) / len(row):.5f}"])
+    w.writerow(["step"] + [f"image_{i}" for i in (images or range(losses.shape[1]))] + ["mean"])
+    for step, (row, mean) in enumerate(zip(losses.tolist(), losses.nanmean(1).tolist())):
+        w.writerow([step] + [f"{v:.5f}" for v in row] + [f"{mean:.5f}"])
     atomic_write_bytes(out_dir / "loss_curve.csv", buf.getvalue().encode())
     files = {"csv": "loss_curve.csv"}
     try:
@@ -74,8 +78,9 @@ def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
         return files
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax.plot(losses.numpy(), color="tab:blue", alpha=0.25, lw=0.8)
-    ax.plot(losses.mean(1).numpy(), color="tab:red", lw=1.8, label="mean over images")
-    ax.set(xlabel="PGD step", ylabel="attack loss", yscale="log" if bool((losses > 0).all()) else "linear", title="Attack loss")
+    ax.plot(losses.nanmean(1).numpy(), color="tab:red", lw=1.8, label="mean over images")
+    positive = bool((losses.nan_to_num(1.0) > 0).all())
+    ax.set(xlabel="PGD step", ylabel="attack loss", yscale="log" if positive else "linear", title="Attack loss")
     ax.legend()
     fig.tight_layout()
     png = io.BytesIO()
@@ -107,6 +112,92 @@ def build_case(cfg) -> AttackCase:
     return case
 
 
+@dataclass
+class Crafted:
+    """One base image's attack: clean and adversarial pixels [3,H,W] in [0,1] (CPU, fp32)."""
+
+    clean: torch.Tensor
+    adversarial: torch.Tensor
+    best_loss: float
+    losses: torch.Tensor  # [steps_run] of this image
+    steps_run: int
+    seconds: float        # of the batched PGD run this image was part of
+
+
+def craft_in_chunks(cfg, case: AttackCase, adapter: VLMAdapter, bases: list, missing: set[int],
+                    pcfg: PGDConfig) -> tuple[dict[int, Crafted], list[dict], float, dict]:
+    """PGD on the bases in chunks of `attack.images_per_batch` images per forward, so that many
+    images fit; only chunks holding a missing image run. A resumed run attacks such a chunk whole
+    again and the caller writes only the missing samples: the same chunk gives bit-identical images
+    on the CPU, a smaller one could round differently. Out of memory halves the chunk (down to one
+    image, then a one-line error naming what to lower)."""
+    size = cfg.attack.images_per_batch
+    chunks = [list(range(s, min(s + size, len(bases)))) for s in range(0, len(bases), size)]
+    batcher = HalvingBatcher(size)
+    crafted: dict[int, Crafted] = {}
+    checks: list[dict] = []
+    start = time.perf_counter()
+    for chunk in chunks:
+        if not missing.intersection(chunk):
+            continue
+        for i, (result, reason) in zip(chunk, batcher.run(lambda idx: _craft(cfg, case, adapter, bases, idx, pcfg, checks), chunk)):
+            if result is None:
+                raise UserError(f"out of memory attacking one image ({reason.split('(', 1)[-1].rstrip(')')}); lower "
+                                f"attack.prompts_per_step (now {cfg.attack.prompts_per_step}) or set "
+                                f"placement.gradient_checkpointing=true")
+            crafted[i] = result
+    if batcher.halvings:
+        tqdm.write(f"out of memory: attack.images_per_batch lowered from {size} to {batcher.batch_size}", file=sys.stderr)
+    execution = {"images_per_batch": size, "final_images_per_batch": batcher.batch_size, "halvings": batcher.halvings}
+    return crafted, checks, time.perf_counter() - start, execution
+
+
+def _craft(cfg, case: AttackCase, adapter: VLMAdapter, bases: list, indices, pcfg: PGDConfig,
+           checks: list[dict]) -> list[Crafted]:
+    """One batched PGD run over `bases[indices]`."""
+    chunk = [bases[i] for i in indices]
+    # On the 8-bit grid from the start: the clean PNG is then exactly the attack's x0, and an
+    # eps that is a multiple of 1/255 still holds after the adversarial image is rounded.
+    clean = adapter.to_input_pixels([base.image for base in chunk]).mul(255).round().div(255)
+    check_l2_budget(pcfg.norm, pcfg.eps, tuple(clean.shape[1:]))
+    objective = case.objective(adapter, chunk, clean, cfg.attack)
+    bar = tqdm(total=pcfg.steps, unit="step", desc=f"{cfg.attack.name} eps={cfg.attack.eps}", dynamic_ncols=True, mininterval=1.0)
+
+    def on_step(step, loss, best):
+        bar.update(1)
+        if step % 10 == 0:  # one host sync per 10 steps, for the progress bar only
+            bar.set_postfix(loss=f"{loss.mean().item():.3f}", best=f"{best.mean().item():.3f}")
+
+    def held_out_check(step, best_x):
+        """The best images so far, rounded to 8 bits as a PNG would store them, judged like the final ones."""
+        rates = [case.judge(adapter, pixels_to_pil(x.cpu()), chunk[k]).rates for k, x in enumerate(best_x)]
+        mean = {key: sum(r[key] for r in rates) / len(rates) for key in rates[0]}
+        checks.append({"step": step, "images": [indices[0], indices[-1] + 1], "rates": mean})
+        tqdm.write(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}", file=sys.stderr)
+
+    begin = time.perf_counter()
+    try:
+        result = pgd(objective, clean.to(adapter.device), pcfg, on_step,
+                     monitor=held_out_check, monitor_every=cfg.attack.check_every)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - begin
+    losses = result.losses.cpu()
+    return [Crafted(clean[k], result.pixels[k].cpu(), result.best_loss[k].item(), losses[:, k], result.steps_run, seconds)
+            for k in range(len(indices))]
+
+
+def _loss_table(crafted: dict[int, Crafted]) -> torch.Tensor:
+    """[steps, images] of the images attacked in this run, in image order; chunks that stopped early
+    are padded with NaN (no iterate was scored there)."""
+    order = sorted(crafted)
+    steps = max(crafted[i].losses.shape[0] for i in order)
+    table = torch.full((steps, len(order)), float("nan"))
+    for col, i in enumerate(order):
+        table[: crafted[i].losses.shape[0], col] = crafted[i].losses
+    return table
+
+
 def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     case = build_case(cfg)
     pcfg = pgd_config(cfg.attack)
@@ -126,53 +217,25 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     done = record.done_keys(("image",))
     missing = {i for i in range(len(bases)) if (i,) not in done}
     if missing:
-        # A resumed run attacks the whole batch again and writes only the missing samples: the
-        # images share one batched PGD run, so the same batch gives bit-identical images on the
-        # CPU, while a smaller batch could round differently.
-        # On the 8-bit grid from the start: the clean PNG is then exactly the attack's x0, and an
-        # eps that is a multiple of 1/255 still holds after the adversarial image is rounded.
-        clean = adapter.to_input_pixels([base.image for base in bases]).mul(255).round().div(255)
-        objective = case.objective(adapter, bases, clean, cfg.attack)
-        bar = tqdm(total=pcfg.steps, unit="step", desc=f"{cfg.attack.name} eps={cfg.attack.eps}", dynamic_ncols=True, mininterval=1.0)
-
-        def on_step(step, loss, best):
-            bar.update(1)
-            if step % 10 == 0:  # one host sync per 10 steps, for the progress bar only
-                bar.set_postfix(loss=f"{loss.mean().item():.3f}", best=f"{best.mean().item():.3f}")
-
-        checks = []
-
-        def held_out_check(step, best_x):
-            """The best images so far, rounded to 8 bits as a PNG would store them, judged like the final ones."""
-            rates = [case.judge(adapter, pixels_to_pil(x.cpu()), bases[i]).rates for i, x in enumerate(best_x)]
-            mean = {k: sum(r[k] for r in rates) / len(rates) for k in rates[0]}
-            checks.append({"step": step, "rates": mean})
-            tqdm.write(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}", file=sys.stderr)
-
-        start = time.perf_counter()
-        try:
-            result = pgd(objective, clean.to(adapter.device), pcfg, on_step,
-                         monitor=held_out_check, monitor_every=cfg.attack.check_every)
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - start
-        curve = write_loss_curve(result.losses.cpu(), out_dir)
+        crafted, checks, seconds, execution = craft_in_chunks(cfg, case, adapter, bases, missing, pcfg)
+        curve = write_loss_curve(_loss_table(crafted), out_dir, sorted(crafted))
         for i in sorted(missing):
-            clean_png = save_png(clean[i], out_dir / "images")
-            adv_png = save_png(result.pixels[i].cpu(), out_dir / "images")
+            clean_png = save_png(crafted[i].clean, out_dir / "images")
+            adv_png = save_png(crafted[i].adversarial, out_dir / "images")
             clean_img, adv_img = reload_png(clean_png), reload_png(adv_png)
             clean_j, adv_j = case.judge(adapter, clean_img, bases[i]), case.judge(adapter, adv_img, bases[i])
             stealth = stealth_metrics(pil_to_pixels(clean_img)[None], pil_to_pixels(adv_img)[None])[0]
             record.add_sample({
                 "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(clean_png.relative_to(out_dir)),
-                "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": result.best_loss[i].item(),
-                "steps_run": result.steps_run, "attack_seconds": seconds, "stealth": stealth,
+                "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": crafted[i].best_loss,
+                "steps_run": crafted[i].steps_run, "attack_seconds": crafted[i].seconds, "stealth": stealth,
                 "clean": clean_j.rates, "adversarial": adv_j.rates, "utility": case.utility(clean_j, adv_j, bases[i]),
                 "outputs": {"clean": clean_j.rows, "adversarial": adv_j.rows}, "base": bases[i].info,
             })
             record.checkpoint()
-        record.update(artifacts={"loss_curve": curve}, held_out_checks=checks)
-        log(f"attack: {result.steps_run} steps in {seconds:.1f}s ({seconds / max(1, result.steps_run) * 1000:.0f} ms/step)")
+        record.update(artifacts={"loss_curve": curve}, held_out_checks=checks, execution=execution)
+        steps = max(c.steps_run for c in crafted.values())
+        log(f"attack: {steps} steps in {seconds:.1f}s ({seconds / max(1, steps) * 1000:.0f} ms/step)")
     return summarize(record.samples, case.group_by)
 
 
