@@ -11,11 +11,13 @@ from mmsafety.config import plain, validate_common
 
 
 def validate(cfg: DictConfig) -> None:
+    from goat_bench.config_checks import check_eval_ranges
     from goat_bench.evaluate import check_task_config
     from mmsafety.errors import ConfigError
     from mmsafety.models.registry import adapter_class
 
     validate_common(cfg)
+    check_eval_ranges(cfg)  # task.limit, synthetic_per_task, max_new_tokens, seeds
     scoring = plain(cfg.scoring)
     check_task_config(cfg.task, scoring)
     if scoring == "generate" and not adapter_class(cfg.model.adapter).supports_generation:

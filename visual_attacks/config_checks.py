@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 from mmsafety.config import pixel_amount, plain
+from mmsafety.config_ranges import check_seeds
 from mmsafety.errors import ConfigError
 
 
@@ -48,3 +49,4 @@ def check_l2_budget(norm: str, eps: float, shape: tuple[int, ...]) -> None:
 def check_attack_config(cfg) -> None:
     check_counts(cfg)
     check_linf_budget(cfg.attack)
+    check_seeds(cfg)
