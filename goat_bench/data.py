@@ -8,7 +8,6 @@ always add up to the lines read. Image paths may not leave the dataset root.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Iterable, Iterator
 
 from mmsafety.errors import UserError
 from mmsafety.images import ImageRejected, load_image
+from mmsafety.safe_json import JSONRejected, loads
 
 
 @dataclass
@@ -49,9 +49,9 @@ def _records(path: Path) -> Iterator[tuple[int, dict | None, str | None, list[st
     """(line number, record or None, problem, notes) for each entry of a .jsonl or .json file."""
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_bytes().decode("utf-8", "replace"))
-        except ValueError as e:
-            raise UserError(f"{path} is not valid JSON ({e}); fix or re-extract the file") from None
+            data = loads(path.read_bytes().decode("utf-8", "replace"))
+        except JSONRejected as e:
+            raise UserError(f"{path}: {e}; fix or re-extract the file") from None
         for i, rec in enumerate(data if isinstance(data, list) else [], 1):
             yield i, rec if isinstance(rec, dict) else None, None if isinstance(rec, dict) else "entry is not an object", []
         return
@@ -66,9 +66,9 @@ def _records(path: Path) -> Iterator[tuple[int, dict | None, str | None, list[st
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-            except ValueError:
-                yield i, None, "line is not valid JSON", notes
+                rec = loads(line)
+            except JSONRejected as e:  # not JSON, nested too deep, a number too long: the line is skipped
+                yield i, None, f"line is {str(e).split(' (')[0]}", notes  # a position within one line adds nothing
                 continue
             yield i, rec if isinstance(rec, dict) else None, None if isinstance(rec, dict) else "line is not a JSON object", notes
 
@@ -80,13 +80,41 @@ def _inside(root: Path, rel: str) -> Path | None:
 
 
 def _label(value) -> int | None:
+    """0 or 1 from 0, 1, 0.0, 1.0, "0" or "1"; None for anything else (true/false included: a
+    boolean is not the dataset's encoding, and taking it as 1/0 would hide a broken file)."""
     if isinstance(value, bool):
-        return int(value)
+        return None
     if isinstance(value, (int, float)) and value in (0, 1):
         return int(value)
     if isinstance(value, str) and value.strip() in ("0", "1"):
         return int(value.strip())
     return None
+
+
+def _caption(rec: dict):
+    return rec["text"] if "text" in rec else rec.get("org_sent", "")
+
+
+def _field_problem(rec: dict) -> str | None:
+    """Why a record's id, caption or image field cannot be used as it is, or None. Refused rather
+    than converted: str() of a list id or of a null caption ("None" inside the prompt) would
+    score a different item than the file holds."""
+    sid = rec.get("id")
+    if sid is not None and (isinstance(sid, bool) or not isinstance(sid, (str, int))):
+        return f"id {_short(sid)} is not a string or an integer"
+    caption = _caption(rec)
+    if not isinstance(caption, str):
+        field_name = "text" if "text" in rec else "org_sent"
+        return f"caption ({field_name}) {_short(caption)} is not a string"
+    for key in ("img", "image"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            return f"image path ({key}) {_short(rec[key])} is not a string"
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def load_task(root: str | Path, task: str) -> list[MemeSample]:
@@ -100,15 +128,20 @@ def load_task(root: str | Path, task: str) -> list[MemeSample]:
         if rec is None:
             samples.append(MemeSample(task, f"line-{line_no}", skip_reason=problem, notes=notes))
             continue
+        refused = _field_problem(rec)
+        if refused:
+            samples.append(MemeSample(task, f"line-{line_no}", skip_reason=refused, notes=notes))
+            continue
         image_name = rec.get("img") or rec.get("image")
         sid = str(rec.get("id") if rec.get("id") is not None else (Path(str(image_name)).stem if image_name else f"line-{line_no}"))
-        sample = MemeSample(task, sid, text=str(rec.get("text", rec.get("org_sent", "")) or ""), notes=notes)
+        sample = MemeSample(task, sid, text=_caption(rec), notes=notes)
         sample.label = _label(rec.get("label"))
         if sid in seen:
             sample.id = f"{sid}#line-{line_no}"
             sample.skip_reason = f"duplicate id {sid}"
         elif sample.label is None:
-            sample.skip_reason = f"label {rec.get('label')!r} is not 0 or 1"
+            kind = " (a boolean)" if isinstance(rec.get("label"), bool) else ""
+            sample.skip_reason = f"label {_short(rec.get('label'))}{kind} is not 0 or 1"
         elif not image_name:
             sample.skip_reason = "no image field (img or image)"
         else:

@@ -15,6 +15,8 @@ from goat_bench.tasks import ADJECTIVES, TASKS
 from mmsafety.config import plain
 from mmsafety.errors import ConfigError
 from mmsafety.models.base import ModelAdapter
+from mmsafety.models.context import answer_length, too_long
+from mmsafety.oom import HalvingBatcher
 from mmsafety.paths import cache_dir
 from mmsafety.records import RunRecord
 from mmsafety.shards import shard_of
@@ -92,10 +94,21 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     start = time.perf_counter()
     bar = tqdm(total=len(todo), unit="meme", desc=f"{cfg.model.name} {scoring}", dynamic_ncols=True, mininterval=1.0)
     pending: list[tuple[MemeSample, object]] = []
+    # Out of memory halves the batch (kept for the rest of the run); a meme alone too big is skipped.
+    batcher = HalvingBatcher(cfg.batch_size)
+    answer_tokens = max_new_tokens if scoring == "generate" else answer_length(adapter, ["Yes", "No"])
+
+    def skip(s: MemeSample, reason: str) -> None:
+        record.add_sample({"task": s.task, "id": s.id, "status": "skipped", "reason": reason,
+                           "label": s.label, "notes": s.notes})
 
     def flush():
         nonlocal correct, scored
-        for (s, _), result in zip(pending, _score_batch(adapter, pending, template, scoring, max_new_tokens)):
+        score = lambda chunk: _score_batch(adapter, chunk, template, scoring, max_new_tokens)
+        for (s, _), (result, reason) in zip(pending, batcher.run(score, pending)):
+            if result is None:
+                skip(s, reason)
+                continue
             ok = result["pred"] == s.label
             correct, scored = correct + ok, scored + 1
             record.add_sample({"task": s.task, "id": s.id, "status": "ok", "label": s.label, **result,
@@ -107,9 +120,9 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
 
     try:
         for s, image in with_images(todo, image_workers(cfg, adapter)):
-            if image is None:
-                record.add_sample({"task": s.task, "id": s.id, "status": "skipped", "reason": s.skip_reason,
-                                   "label": s.label, "notes": s.notes})
+            too_big = too_long(adapter, template.render(s.task, s.text), answer_tokens) if image is not None else None
+            if image is None or too_big:
+                skip(s, too_big or s.skip_reason)
                 bar.update(1)
                 continue
             pending.append((s, image))
@@ -120,6 +133,10 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     finally:
         bar.close()
     elapsed = time.perf_counter() - start
+    record.update(execution={"batch_size": cfg.batch_size, "final_batch_size": batcher.batch_size,
+                             "halvings": batcher.halvings})
+    if batcher.halvings:
+        log(f"out of memory: batch size lowered from {cfg.batch_size} to {batcher.batch_size}")
     metrics = score_samples(record.samples, list(cfg.task.tasks), seed=cfg.seed)
     metrics["throughput"] = {"memes": scored, "seconds": round(elapsed, 3), "memes_per_s": scored / elapsed if elapsed else None}
     return metrics

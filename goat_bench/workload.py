@@ -11,12 +11,27 @@ from goat_bench import verdict_flip  # noqa: F401  (registers the meme_verdict c
 from mmsafety.config import plain, validate_common
 from mmsafety.errors import ConfigError
 from mmsafety.models.capabilities import GENERATE, SCORE_CHOICES
+from mmsafety.record_schema import NUMBER, ListOf, MapOf, Required
 from mmsafety.workload import WORKLOADS, ReportedRow, Workload
 
 
 class GoatBench(Workload):
     config_name = "eval"
     sample_key = ("task", "id")
+    spec_shape = {"tasks": ListOf(str), "synthetic": bool, "root": (str, type(None)), "scoring": str,
+                  "prompt": {"name": str}, "reference_rows": str}
+    task_metrics = {"n": int, "skipped": int, "accuracy": NUMBER, "macro_f1": NUMBER, "invalid_rate": NUMBER}
+    metrics_shape = {"per_task": MapOf(task_metrics), "overall": task_metrics}
+    sample_shapes = {
+        "ok": {"task": Required(str), "id": Required(str), "label": Required(int), "pred": Required((int, type(None))),
+               "correct": bool},
+        "skipped": {"task": Required(str), "id": Required(str), "reason": Required(str)},
+    }
+
+    def sample_value_problems(self, sample: dict) -> list[str]:
+        if sample.get("status", "ok") == "ok" and sample["label"] not in (0, 1):
+            return [f"label is {sample['label']}, not 0 or 1"]
+        return []
 
     def register_schemas(self, store) -> None:
         from goat_bench.config import register_schemas
@@ -26,7 +41,10 @@ class GoatBench(Workload):
     def validate(self, cfg) -> None:
         from goat_bench.evaluate import check_task_config
 
+        from goat_bench.config_checks import check_eval_ranges
+
         validate_common(cfg)
+        check_eval_ranges(cfg)  # task.limit, synthetic_per_task, max_new_tokens, seeds
         if cfg.batch_size < 1:
             raise ConfigError(f"batch_size={cfg.batch_size}: must be >= 1")
         if (cfg.image_workers or 0) < 0:

@@ -73,8 +73,10 @@ def pixel_amount(key: str, value: Any) -> float:
     """A budget in pixel units: 0.03, '8/255' or 8/255 (Hydra passes the fraction as a string)."""
     try:
         amount = float(Fraction(str(value).replace(" ", ""))) if isinstance(value, str) else float(value)
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, TypeError, OverflowError):  # TypeError: null; OverflowError: 1e400 as a fraction
         raise ConfigError(f"{key}={value}: not a number; use a float or a fraction such as 8/255") from None
+    if amount != amount or amount in (float("inf"), float("-inf")):
+        raise ConfigError(f"{key}={value}: not a finite number; use a float or a fraction such as 8/255")
     if amount < 0:
         raise ConfigError(f"{key}={value}: must be >= 0 (pixel units on [0,1], e.g. 8/255)")
     return amount

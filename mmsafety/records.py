@@ -23,12 +23,29 @@ from typing import Any, Iterable
 SCHEMA_VERSION = 1
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask can only set it, which would race
+    with other threads creating files); Linux reports it in /proc/self/status."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a uniquely named temporary file in the same folder, fsync, then rename over
     `path`: readers see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; a file written in place would get 0666 less the umask, as the rest
+        # of a run folder does (teammates on a shared cluster read the records and PNGs).
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -70,19 +87,24 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def read_samples(path: Path) -> list[dict]:
-    """Complete lines of a samples.jsonl. A torn last line (a kill mid-write) is dropped."""
+def read_samples(path: Path, problems: list[str] | None = None) -> list[dict]:
+    """Complete lines of a samples.jsonl that decode to objects. A torn last line (a kill
+    mid-write) is dropped; any other line that cannot be read (not JSON, nested too deep, not
+    an object: someone else's file gone wrong) is left out, with its reason in `problems`."""
+    from mmsafety.safe_json import JSONRejected, loads_object
+
     if not path.exists():
         return []
     samples = []
     with open(path, "rb") as f:
-        for raw in f:
+        for line_no, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 break
             try:
-                samples.append(json.loads(raw))
-            except ValueError:
-                continue
+                samples.append(loads_object(raw))
+            except JSONRejected as e:
+                if problems is not None:
+                    problems.append(f"line {line_no}: {e}")
     return samples
 
 
@@ -123,7 +145,7 @@ class RunRecord:
             "command": " ".join(sys.argv),
         }
         self._tidy_samples_file()
-        self.samples = read_samples(self.samples_path)
+        self.samples = self._resumable_samples(kind)
         self._sample_file = open(self.samples_path, "a", encoding="utf-8")
         self._last_write = 0.0
         self.write("partial")  # a job killed from here on leaves a valid partial record
@@ -149,10 +171,18 @@ class RunRecord:
             tmp.unlink(missing_ok=True)
 
     def _read_previous(self) -> dict | None:
+        """The record a previous run of this job left, if it is one (a file that is not, e.g. a
+        recursion bomb or a record with the wrong types, counts as no record)."""
+        from mmsafety.record_schema import record_problems
+        from mmsafety.safe_json import loads_object
+
         try:
-            return json.loads(self.record_path.read_text())
+            previous = loads_object(self.record_path.read_bytes())
         except (OSError, ValueError):
             return None
+        if record_problems(previous) or not isinstance(previous.get("config_sha256"), str):
+            return None
+        return previous
 
     def _tidy_samples_file(self) -> None:
         """Cut a torn last line left by a kill, so appends start on a fresh line."""
@@ -161,6 +191,36 @@ class RunRecord:
         data = self.samples_path.read_bytes()
         if data and not data.endswith(b"\n"):
             atomic_write_bytes(self.samples_path, data[: data.rfind(b"\n") + 1])
+
+    def _resumable_samples(self, kind: str) -> list[dict]:
+        """The samples of a previous run that its scoring can use. Lines it cannot (not JSON, nested
+        too deep, wrong types: a file edited or copied from elsewhere) move to
+        `samples.rejected.jsonl` and their reasons go into the record, so the job redoes those
+        samples instead of failing on them when it scores."""
+        from mmsafety.record_schema import sample_problems
+        from mmsafety.safe_json import JSONRejected, loads_object
+
+        if not self.samples_path.exists():
+            return []
+        samples, kept, rejected, reasons = [], [], [], []
+        for line_no, raw in enumerate(self.samples_path.read_bytes().splitlines(keepends=True), 1):
+            try:
+                sample = loads_object(raw)
+                wrong = sample_problems(kind, sample)
+            except JSONRejected as e:
+                wrong = [str(e)]
+            if wrong:
+                rejected.append(raw)
+                reasons.append(f"line {line_no}: {'; '.join(wrong[:3])}")
+            else:
+                samples.append(sample)
+                kept.append(raw)
+        if rejected:
+            with open(self.out_dir / "samples.rejected.jsonl", "ab") as f:
+                f.writelines(rejected)
+            atomic_write_bytes(self.samples_path, b"".join(kept))
+            self.data["resume_rejected"] = {"lines": len(rejected), "first_reasons": reasons[:10]}
+        return samples
 
     def done_keys(self, key_fields: Iterable[str]) -> set[tuple]:
         fields = tuple(key_fields)

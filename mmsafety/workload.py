@@ -75,6 +75,11 @@ class Workload(abc.ABC):
     config_name: ClassVar[str]
     # Fields that identify a sample in samples.jsonl: resume skips them, merged shards keep each once.
     sample_key: ClassVar[tuple[str, ...]]
+    # Shapes (mmsafety.record_schema) of the record fields and samples this workload's readers use:
+    # a record or samples.jsonl may be someone else's data, so the types are checked before use.
+    spec_shape: ClassVar[dict] = {}
+    metrics_shape: ClassVar[dict] = {}
+    sample_shapes: ClassVar[dict[str, dict]] = {}  # by sample status: ok, skipped, error
 
     def register_schemas(self, store) -> None:
         """Put the workload's structured config schemas into Hydra's ConfigStore `store`."""
@@ -103,6 +108,10 @@ class Workload(abc.ABC):
         import json
 
         return json.dumps(metrics, indent=2, default=str)
+
+    def sample_value_problems(self, sample: dict) -> list[str]:
+        """Checks of a well-typed sample's values that a shape cannot express (one line each)."""
+        return []
 
     def sections(self) -> list[Section]:
         """Its leaderboard tables."""

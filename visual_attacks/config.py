@@ -34,6 +34,7 @@ class AttackConfig:
     random_start: bool = False
     optimizer: str = "sign"   # sign | adam
     prompts_per_step: int = 8
+    images_per_batch: int = 8  # base images attacked together in one forward; more are done in chunks
     early_stop_loss: Optional[float] = None
     keep_best: bool = True
     quantize: bool = False    # keep iterates on the 8-bit grid a PNG stores

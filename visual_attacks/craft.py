@@ -19,10 +19,13 @@ from tqdm import tqdm
 
 from mmsafety.attack_case import AttackBase, AttackCase
 from mmsafety.config import pixel_amount, plain
+from mmsafety.errors import UserError
 from mmsafety.models.base import PixelLoss
 from mmsafety.models.pixels import pixels_to_pil
+from mmsafety.oom import HalvingBatcher
 from mmsafety.records import atomic_write_bytes
-from visual_attacks.pgd import AttackResult, PGDConfig, pgd
+from visual_attacks.config_checks import check_l2_budget
+from visual_attacks.pgd import PGDConfig, pgd
 
 
 def pgd_config(attack) -> PGDConfig:
@@ -45,14 +48,15 @@ def save_png(pixels: torch.Tensor, folder: Path) -> Path:
     return path
 
 
-def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
+def write_loss_curve(losses: torch.Tensor, out_dir: Path, images: list[int] | None = None) -> dict[str, str]:
     """CSV (step, loss per image, mean) and a PNG plot of the attack's loss, each written atomically
-    (a leaderboard may read them while the job runs)."""
+    (a leaderboard may read them while the job runs). `losses` [steps, images] may hold NaN where
+    an image's chunk stopped early; the mean is over the images still running."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["step"] + [f"image_{i}" for i in range(losses.shape[1])] + ["mean"])
-    for step, row in enumerate(losses.tolist()):
-        w.writerow([step] + [f"{v:.5f}" for v in row] + [f"{sum(row) / len(row):.5f}"])
+    w.writerow(["step"] + [f"image_{i}" for i in (images or range(losses.shape[1]))] + ["mean"])
+    for step, (row, mean) in enumerate(zip(losses.tolist(), losses.nanmean(1).tolist())):
+        w.writerow([step] + [f"{v:.5f}" for v in row] + [f"{mean:.5f}"])
     atomic_write_bytes(out_dir / "loss_curve.csv", buf.getvalue().encode())
     files = {"csv": "loss_curve.csv"}
     try:
@@ -64,8 +68,9 @@ def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
         return files
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax.plot(losses.numpy(), color="tab:blue", alpha=0.25, lw=0.8)
-    ax.plot(losses.mean(1).numpy(), color="tab:red", lw=1.8, label="mean over images")
-    ax.set(xlabel="PGD step", ylabel="attack loss", yscale="log" if bool((losses > 0).all()) else "linear", title="Attack loss")
+    ax.plot(losses.nanmean(1).numpy(), color="tab:red", lw=1.8, label="mean over images")
+    positive = bool((losses.nan_to_num(1.0) > 0).all())
+    ax.set(xlabel="PGD step", ylabel="attack loss", yscale="log" if positive else "linear", title="Attack loss")
     ax.legend()
     fig.tight_layout()
     png = io.BytesIO()
@@ -77,14 +82,25 @@ def write_loss_curve(losses: torch.Tensor, out_dir: Path) -> dict[str, str]:
 
 
 @dataclass
-class Crafted:
-    """What the craft stage leaves: PNG paths per base index, the PGD result and its cost."""
+class CraftedImage:
+    """One base image's attack: its saved PNGs and what PGD reported for it."""
 
-    clean_pngs: dict[int, Path]
-    adversarial_pngs: dict[int, Path]
-    result: AttackResult
-    seconds: float
+    clean_png: Path
+    adversarial_png: Path
+    best_loss: float
+    steps_run: int
+    seconds: float  # of the batched PGD run (chunk) this image was part of
+
+
+@dataclass
+class Crafted:
+    """What the craft stage leaves: one CraftedImage per base index it saved, the loss curve files
+    and how the images were batched (after any out-of-memory halving)."""
+
+    images: dict[int, CraftedImage]
     loss_curve: dict[str, str]
+    seconds: float
+    execution: dict
 
 
 def clean_pixels(adapter: PixelLoss, bases: list[AttackBase]) -> torch.Tensor:
@@ -94,17 +110,14 @@ def clean_pixels(adapter: PixelLoss, bases: list[AttackBase]) -> torch.Tensor:
     return adapter.to_input_pixels([base.image for base in bases]).mul(255).round().div(255)
 
 
-def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack, out_dir: Path, indices,
-          monitor: Callable[[int, torch.Tensor], None] | None = None, log=print) -> Crafted:
-    """Attack every base in one batched PGD run and save the PNGs of `indices` under out_dir/images.
-
-    A resumed run attacks the whole batch again and saves only the missing images: the images
-    share one batched PGD run, so the same batch gives bit-identical images on the CPU, while a
-    smaller batch could round differently. `monitor(step, best_x)` runs every attack.check_every steps.
-    """
+def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], indices, attack,
+                  monitor: Callable | None) -> list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, int, float]]:
+    """One batched PGD run over `bases[indices]`: per image (clean, adversarial, best loss, losses, steps, seconds)."""
     pcfg = pgd_config(attack)
-    clean = clean_pixels(adapter, bases)
-    objective = case.objective(adapter, bases, clean, attack)
+    chunk = [bases[i] for i in indices]
+    clean = clean_pixels(adapter, chunk)
+    check_l2_budget(pcfg.norm, pcfg.eps, tuple(clean.shape[1:]))
+    objective = case.objective(adapter, chunk, clean, attack)
     bar = tqdm(total=pcfg.steps, unit="step", desc=f"{attack.name} eps={attack.eps}", dynamic_ncols=True, mininterval=1.0)
 
     def on_step(step, loss, best):
@@ -112,17 +125,68 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
         if step % 10 == 0:  # one host sync per 10 steps, for the progress bar only
             bar.set_postfix(loss=f"{loss.mean().item():.3f}", best=f"{best.mean().item():.3f}")
 
-    start = time.perf_counter()
+    chunk_monitor = (lambda step, best_x: monitor(step, best_x, list(indices))) if monitor else None
+    begin = time.perf_counter()
     try:
-        result = pgd(objective, clean.to(adapter.device), pcfg, on_step, monitor=monitor, monitor_every=attack.check_every)
+        result = pgd(objective, clean.to(adapter.device), pcfg, on_step, monitor=chunk_monitor,
+                     monitor_every=attack.check_every)
     finally:
         bar.close()
-    seconds = time.perf_counter() - start
-    curve = write_loss_curve(result.losses.cpu(), out_dir)
-    images = out_dir / "images"
-    crafted = Crafted({}, {}, result, seconds, curve)
-    for i in sorted(indices):
-        crafted.clean_pngs[i] = save_png(clean[i], images)
-        crafted.adversarial_pngs[i] = save_png(result.pixels[i].cpu(), images)
-    log(f"attack: {result.steps_run} steps in {seconds:.1f}s ({seconds / max(1, result.steps_run) * 1000:.0f} ms/step)")
+    seconds = time.perf_counter() - begin
+    losses = result.losses.cpu()
+    return [(clean[k], result.pixels[k].cpu(), result.best_loss[k].item(), losses[:, k], result.steps_run, seconds)
+            for k in range(len(indices))]
+
+
+def _loss_table(per_image: dict[int, torch.Tensor]) -> torch.Tensor:
+    """[steps, images] in image order; chunks that stopped early are padded with NaN."""
+    order = sorted(per_image)
+    steps = max(per_image[i].shape[0] for i in order)
+    table = torch.full((steps, len(order)), float("nan"))
+    for col, i in enumerate(order):
+        table[: per_image[i].shape[0], col] = per_image[i]
+    return table
+
+
+def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack, out_dir: Path, indices,
+          monitor: Callable[[int, torch.Tensor, list[int]], None] | None = None, log=print) -> Crafted:
+    """Attack the bases in chunks of `attack.images_per_batch` per batched PGD run and save the PNGs of
+    `indices` under out_dir/images; only chunks holding one of `indices` run.
+
+    A resumed run attacks such a chunk whole again and saves only the missing images: the images
+    of a chunk share one batched PGD run, so the same chunk gives bit-identical images on the CPU,
+    while a smaller one could round differently. Out of memory halves the chunk (down to one image,
+    then a one-line error naming what to lower). `monitor(step, best_x, image_indices)` runs every
+    attack.check_every steps.
+    """
+    size = attack.images_per_batch
+    wanted = set(indices)
+    chunks = [list(range(s, min(s + size, len(bases)))) for s in range(0, len(bases), size)]
+    batcher = HalvingBatcher(size)
+    images_dir = out_dir / "images"
+    crafted = Crafted({}, {}, 0.0, {})
+    losses: dict[int, torch.Tensor] = {}
+    start = time.perf_counter()
+    for chunk in chunks:
+        if not wanted.intersection(chunk):
+            continue
+        runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor), chunk)
+        for i, (result, reason) in zip(chunk, runs):
+            if result is None:
+                raise UserError(f"out of memory attacking one image ({reason.split('(', 1)[-1].rstrip(')')}); lower "
+                                f"attack.prompts_per_step (now {attack.prompts_per_step}) or set "
+                                f"placement.gradient_checkpointing=true")
+            clean, adversarial, best_loss, image_losses, steps_run, seconds = result
+            losses[i] = image_losses
+            if i in wanted:
+                crafted.images[i] = CraftedImage(save_png(clean, images_dir), save_png(adversarial, images_dir),
+                                                 best_loss, steps_run, seconds)
+    crafted.seconds = time.perf_counter() - start
+    if batcher.halvings:
+        log(f"out of memory: attack.images_per_batch lowered from {size} to {batcher.batch_size}")
+    crafted.execution = {"images_per_batch": size, "final_images_per_batch": batcher.batch_size,
+                         "halvings": batcher.halvings}
+    crafted.loss_curve = write_loss_curve(_loss_table(losses), out_dir, sorted(losses)) if losses else {}
+    steps = max((c.steps_run for c in crafted.images.values()), default=0)
+    log(f"attack: {steps} steps in {crafted.seconds:.1f}s ({crafted.seconds / max(1, steps) * 1000:.0f} ms/step)")
     return crafted

@@ -52,26 +52,24 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
     if missing:
         checks = []
 
-        def held_out_check(step, best_x):
+        def held_out_check(step, best_x, indices):
             """The best images so far, rounded to 8 bits as a PNG would store them, judged like the final ones."""
-            rates = [case.judge(adapter, pixels_to_pil(x.cpu()), bases[i]).rates for i, x in enumerate(best_x)]
+            rates = [case.judge(adapter, pixels_to_pil(x.cpu()), bases[i]).rates for i, x in zip(indices, best_x)]
             mean = {k: sum(r[k] for r in rates) / len(rates) for k in rates[0]}
-            checks.append({"step": step, "rates": mean})
+            checks.append({"step": step, "images": [indices[0], indices[-1] + 1], "rates": mean})
             tqdm.write(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}", file=sys.stderr)
 
-        crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=lambda line: None)
-        result, seconds = crafted.result, crafted.seconds
+        crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=log)
         for i in sorted(missing):
-            clean_png, adv_png = crafted.clean_pngs[i], crafted.adversarial_pngs[i]
-            judged = judge_pair(case, adapter, bases[i], clean_png, adv_png)
+            image = crafted.images[i]
+            judged = judge_pair(case, adapter, bases[i], image.clean_png, image.adversarial_png)
             record.add_sample({
-                "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(clean_png.relative_to(out_dir)),
-                "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": result.best_loss[i].item(),
-                "steps_run": result.steps_run, "attack_seconds": seconds, **judged, "base": bases[i].info,
+                "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(image.clean_png.relative_to(out_dir)),
+                "adversarial_png": str(image.adversarial_png.relative_to(out_dir)), "best_loss": image.best_loss,
+                "steps_run": image.steps_run, "attack_seconds": image.seconds, **judged, "base": bases[i].info,
             })
             record.checkpoint()
-        record.update(artifacts={"loss_curve": crafted.loss_curve}, held_out_checks=checks)
-        log(f"attack: {result.steps_run} steps in {seconds:.1f}s ({seconds / max(1, result.steps_run) * 1000:.0f} ms/step)")
+        record.update(artifacts={"loss_curve": crafted.loss_curve}, held_out_checks=checks, execution=crafted.execution)
     return summarize(record.samples, case.group_by)
 
 

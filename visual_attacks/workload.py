@@ -13,6 +13,7 @@ import json
 
 from mmsafety.attack_case import CASES, OBJECTIVES
 from mmsafety.config import validate_common
+from mmsafety.record_schema import NUMBER, OPTIONAL_NUMBER, ListOf, MapOf, Required
 from mmsafety.workload import WORKLOADS, Workload
 from visual_attacks import cases  # noqa: F401  (registers the tool_call and clip_caption cases and their objectives)
 
@@ -20,6 +21,18 @@ from visual_attacks import cases  # noqa: F401  (registers the tool_call and cli
 class VisualAttack(Workload):
     config_name = "attack"
     sample_key = ("image",)
+    spec_shape = {"group_by": ListOf(str), "eps": OPTIONAL_NUMBER, "steps": OPTIONAL_NUMBER, "headline": str,
+                  "case": str, "target": (str, type(None)), "caption": str, "attack": (str, type(None)),
+                  "objective": (str, type(None)), "norm": (str, type(None))}
+    metrics_shape = {"images": int, "asr": MapOf(OPTIONAL_NUMBER), "clean_baseline": MapOf(OPTIONAL_NUMBER),
+                     "stealth": MapOf(OPTIONAL_NUMBER), "attack_seconds": NUMBER}
+    sample_shapes = {
+        "ok": {"image": Required(int), "clean_png": Required(str), "adversarial_png": Required(str),
+               "steps_run": Required(int), "attack_seconds": Required(NUMBER), "stealth": Required(MapOf(OPTIONAL_NUMBER)),
+               "clean": Required(MapOf(OPTIONAL_NUMBER)), "adversarial": Required(MapOf(OPTIONAL_NUMBER)),
+               "utility": (dict, type(None)), "base": dict},
+        "skipped": {"image": Required(int), "reason": Required(str)},
+    }
 
     def register_schemas(self, store) -> None:
         from visual_attacks.config import register_schemas
@@ -30,10 +43,12 @@ class VisualAttack(Workload):
         """Everything that can be checked without a model, so a sweep fails before its first job.
         Returns the case, built once (its targets and prompt sets; no images are drawn yet)."""
         from visual_attacks.config import validate_attack
+        from visual_attacks.config_checks import check_attack_config
         from visual_attacks.run import build_case
 
         validate_common(cfg)
         validate_attack(cfg.attack)
+        check_attack_config(cfg)  # images, heldout_prompts, images_per_batch, L-inf budget
         return build_case(cfg)
 
     def needs(self, cfg) -> dict[str, frozenset[str]]:

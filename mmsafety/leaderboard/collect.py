@@ -17,8 +17,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmsafety.record_schema import record_problems, split_samples
 from mmsafety.records import read_samples
 from mmsafety.workload import WORKLOADS
+from mmsafety.safe_json import loads_object
 # Fields of a record's spec that differ between shards or runs of one job but not its meaning.
 NOT_IDENTITY = ("shard", "notes")
 
@@ -66,11 +68,22 @@ def _identity(record: dict) -> str:
     return json.dumps([record.get("kind"), model.get("name"), model.get("weights_sha256"), spec], sort_keys=True, default=str)
 
 
-def _merge_samples(paths: list[Path], key_fields: list[str]) -> list[dict]:
+def _usable_samples(path: Path, kind: str, problems: list[str] | None = None) -> list[dict]:
+    """The samples next to a record whose fields the workload's scoring can use. The rest (someone
+    else's data gone wrong) are left out, not scored, and counted in `problems`."""
+    unreadable: list[str] = []
+    samples, wrong = split_samples(kind, read_samples(path.parent / "samples.jsonl", unreadable))
+    if problems is not None and (unreadable or wrong):
+        problems.append(f"{path.parent / 'samples.jsonl'}: {len(unreadable) + len(wrong)} line(s) left out "
+                        f"({(unreadable + wrong)[0]})")
+    return samples
+
+
+def _merge_samples(paths: list[Path], key_fields: list[str], kind: str, problems: list[str]) -> list[dict]:
     """Every sample once (the first seen wins), in record order."""
     seen, merged = set(), []
     for path in paths:
-        for s in read_samples(path.parent / "samples.jsonl"):
+        for s in _usable_samples(path, kind, problems):
             key = tuple(str(s.get(k)) for k in key_fields) if key_fields else None
             if key is None or key not in seen:
                 seen.add(key)
@@ -82,7 +95,7 @@ def _artifacts(path: Path, record: dict) -> dict:
     """What a workload's leaderboard section may show of a record beyond its metrics (thumbnails,
     curves): its folder, the record and its first sample."""
     folder = path.parent
-    first = next(iter(read_samples(folder / "samples.jsonl")), {})
+    first = next(iter(_usable_samples(path, record["kind"])), {})
     return {"folder": folder, "record": record, "first_sample": first}
 
 
@@ -92,11 +105,12 @@ def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
     groups: dict[str, list[tuple[Path, dict]]] = {}
     for path in find_records(paths):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict) or "kind" not in record:
-                raise ValueError("not a run record")
+            record = loads_object(path.read_bytes())
         except (OSError, ValueError) as e:
             problems.append(f"{path}: skipped, unreadable ({e})")
+            continue
+        if wrong := record_problems(record):  # a record is data, perhaps someone else's: types first
+            problems.append(f"{path}: skipped, not a valid run record ({'; '.join(wrong[:3])})")
             continue
         if record["kind"] not in WORKLOADS:
             problems.append(f"{path}: skipped, workload {str(record['kind'])[:80]!r} is not installed "
@@ -126,7 +140,7 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
         row.samples = sum(first.get("counts", {}).values())
         return row
     workload = WORKLOADS.get(row.workload)
-    samples = _merge_samples(row.records, list(workload.sample_key))
+    samples = _merge_samples(row.records, list(workload.sample_key), first["kind"], problems)
     row.samples = len(samples)
     # A job that has only just started has no full spec yet: its row is partial, not a problem.
     started = any(r.get("spec") for _, r in members)
@@ -135,7 +149,7 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
             raise KeyError("no record has a spec to re-score its samples with")
         spec_record = next((r for _, r in members if r.get("spec")), first)
         row.metrics = workload.rescore(samples, spec_record) if samples and started else {}
-    except (KeyError, ValueError, TypeError, AttributeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError, ZeroDivisionError) as e:
         row.note = f"metrics not recomputed ({e})"
         problems.append(f"{row.records[0].parent}: {row.note}")
     if len(members) > 1:
