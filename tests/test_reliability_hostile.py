@@ -168,7 +168,7 @@ def test_out_of_memory_in_goat_scoring_halves_the_batch_and_skips_the_meme_that_
 
 @pytest.mark.slow
 def test_out_of_memory_in_an_attack_halves_the_images_then_says_what_to_lower(tmp_path, monkeypatch, organism):
-    import visual_attacks.run as attack_run
+    import visual_attacks.craft as attack_run
     from visual_attacks.cli import run_attack_job
 
     real_pgd = attack_run.pgd
@@ -219,7 +219,7 @@ def test_leaderboard_lists_bad_records_under_problems_and_writes_the_rest(tmp_pa
         (runs / name / "record.json").write_text(text)
     summary = write_leaderboard([runs], tmp_path / "board")
     problems = "\n".join(summary["problems"])
-    assert summary["goat_rows"] == 1 and len(summary["problems"]) == 4
+    assert summary["rows"]["goat_bench"] == 1 and len(summary["problems"]) == 4
     assert "bomb/record.json: skipped, unreadable (nested deeper than 64 levels)" in problems
     assert "kind is 5, not a string; status is [], not a string; config is 'x', not an object" in problems
     assert "status is 'done', not one of completed, partial, failed" in problems
@@ -357,7 +357,7 @@ def test_impossible_attack_config_is_one_line_on_the_command_line(tmp_path):
 
 @pytest.mark.slow
 def test_many_images_are_attacked_in_chunks(tmp_path, monkeypatch, organism):
-    import visual_attacks.run as attack_run
+    import visual_attacks.craft as attack_run
     from visual_attacks.cli import run_attack_job
 
     real_pgd, batches = attack_run.pgd, []
@@ -444,7 +444,7 @@ SAMPLE_LINES = st.lists(st.one_of(SAMPLES.map(lambda s: json.dumps(s)), st.just(
 @given(records=st.lists(RECORDS, min_size=1, max_size=3), lines=SAMPLE_LINES)
 def test_fuzzed_records_and_samples_never_crash_the_leaderboard(tmp_path_factory, records, lines):
     from mmsafety.leaderboard.collect import build_rows
-    from mmsafety.leaderboard.tables import attack_table, goat_table
+    from mmsafety.leaderboard.tables import section_tables
 
     runs = tmp_path_factory.mktemp("board")
     for i, record in enumerate(records):
@@ -454,7 +454,7 @@ def test_fuzzed_records_and_samples_never_crash_the_leaderboard(tmp_path_factory
     rows, problems = build_rows([runs])
     assert len(rows) + sum("record.json: skipped" in p for p in problems) >= 1
     assert all("\n" not in p for p in problems)
-    goat_table(rows), attack_table(rows)  # the tables read every field the schema let through
+    section_tables(rows)  # every workload's table reads every field the schema let through
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -505,12 +505,10 @@ ATTACK_KEYS = ["images", "heldout_prompts", "seed", "attack.eps", "attack.step_s
 
 
 def _check_command_line(app: str, overrides: list[str]) -> None:
-    from mmsafety.app import check_output_dir, check_overrides
+    from mmsafety.app import check_command_line
 
-    validate = __import__("goat_bench.cli" if app == "eval" else "visual_attacks.cli", fromlist=["validate"]).validate
     try:
-        check_overrides(app, overrides, validate)
-        check_output_dir(app, overrides, multirun=False)
+        check_command_line("goat_bench" if app == "eval" else "visual_attack", overrides, multirun=False)
     except UserError as e:
         assert str(e) and "\n" not in str(e), str(e)
 
