@@ -63,6 +63,11 @@ BUILDERS: dict[str, Builder] = {
     "tiny_blip2": Builder(_lazy("tiny_blip", "build_tiny_blip2"), 1, "random-init tiny BLIP-2 (32x32, 8 Q-Former queries)"),
     "tiny_idefics3": Builder(_lazy("tiny_idefics3", "build_tiny_idefics3"), 1,
                              "random-init tiny Idefics3 (32-pixel tiles, 64x64 split into 2x2 + global)"),
+    # The HarmBench workload's organisms live in its package (imported only when one is built).
+    **{name: Builder(lambda out, seed, f=f: getattr(importlib.import_module("harmbench.organisms"), f)(out, seed), 1, d)
+       for name, f, d in (("harmbench_tiny_cls", "build_tiny_cls", "random-init tiny text-only Llama classifier"),
+                          ("harmbench_judge", "build_judge", "trained tiny HarmBench classifier: compliant -> Yes"),
+                          ("harmbench_victim", "build_victim", "organism fine-tuned to refuse unless an envelope"))},
 }
 
 
