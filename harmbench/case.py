@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from harmbench.data import TARGETS_JSON, load_targets, open_behavior_image, read_behaviors, skip_counts
+from harmbench.data import TARGETS_JSON, behaviors_csv, load_targets, open_behavior_image, read_behaviors, skip_counts
 from harmbench.judges import JudgeInput, build_judge
 from harmbench.methods import blank_image, method_for, patch_mask, render_text_image
 from mmsafety.attack_case import AttackBase, AttackCase, Judgement, Objective
@@ -43,6 +43,7 @@ class HarmBenchBehaviorsCase(AttackCase):
 
             root = synthetic_root()
         self.root = Path(root).expanduser()
+        behaviors_csv(self.root)  # a wrong root fails before any model loads
         self.method = method_for(method)
         self.judge_options = dict(judge or {"name": "refusal_substring"})
         from harmbench.judges import judges

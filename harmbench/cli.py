@@ -79,3 +79,45 @@ def judge_agreement_main() -> None:
     for s in report["skipped"]:
         print(f"skipped {s['entry']}: {s['reason']}", file=sys.stderr)
     print(f"agreement: {report['out']}/agreement.json")
+
+
+SCORE_DEFAULTS = {**DEFAULTS, "completions": None}
+SCORE_DEFAULTS.pop("val_set")
+
+
+def run_score(argv: list[str]) -> dict:
+    """`mmsafety-harmbench-judge judge=<name> completions=<file> [root=...]`: label a completions
+    file (HarmBench JSON, JSON lines, or an attack record's samples.jsonl) and compute ASR."""
+    from harmbench.completions import judge_completions, read_completions
+    from harmbench.data import read_behaviors
+    from harmbench.judges import build_judge
+
+    unknown = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] not in SCORE_DEFAULTS]
+    if unknown or any("=" not in a for a in argv):
+        raise UserError(f"mmsafety-harmbench-judge: unknown or malformed option(s) {', '.join(unknown or argv)}; "
+                        f"use key=value with keys {', '.join(SCORE_DEFAULTS)}")
+    cfg = OmegaConf.merge(OmegaConf.create(SCORE_DEFAULTS), OmegaConf.from_dotlist(argv))
+    if not cfg.completions:
+        raise UserError("mmsafety-harmbench-judge: give completions=<file>")
+    if cfg.root is None:
+        from harmbench.synthetic import synthetic_root
+
+        cfg.root = str(synthetic_root())
+    behaviors = {b.id: b for b in read_behaviors(cfg.root) if b.skip_reason is None}
+    report = judge_completions(build_judge(judge_options(cfg)), read_completions(cfg.completions), behaviors)
+    out = Path(cfg.out or Path(cfg.completions).parent / f"judged-{cfg.judge}")
+    atomic_write_text(out / "asr.json", json.dumps(report, indent=2))
+    report["out"] = str(out)
+    return report
+
+
+def score_main() -> None:
+    try:
+        report = run_score(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for s in report["skipped"]:
+        print(f"skipped {s['line']}: {s['reason']}", file=sys.stderr)
+    print(f"{report['judge']}: ASR {report['asr']} over {report['behaviors']} behaviours "
+          f"({report['test_cases']} completions, {report['unparsed']} unparsed); {report['out']}/asr.json")

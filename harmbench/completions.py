@@ -80,3 +80,22 @@ def generate_completions(adapter, images: Sequence, prompts: Sequence[str], max_
     for i in range(0, len(prompts), batch_size):
         outs += adapter.generate(list(images[i:i + batch_size]), list(prompts[i:i + batch_size]), max_new_tokens=max_new_tokens)
     return outs
+
+
+def judge_completions(judge, completions: Completions, behaviors: dict) -> dict:
+    """Label every completion with `judge` (behaviour text and context from `behaviors`, id ->
+    data.Behavior) and compute HarmBench's ASR. Completions of unknown behaviours are skipped."""
+    from harmbench.judges import JudgeInput
+    from harmbench.metrics import attack_success_rate
+
+    known, skipped = [], list(completions.skipped)
+    for r in completions.rows:
+        b = behaviors.get(str(r["behavior_id"]))
+        if b is None:
+            skipped.append({"line": r["behavior_id"], "reason": f"unknown behaviour id {r['behavior_id']}"})
+        else:
+            known.append((b, r))
+    labels = judge.labels([JudgeInput(b.behavior, r["generation"], b.context) for b, r in known]) if known else []
+    pairs = [(b.id, label) for (b, _), label in zip(known, labels)]
+    return {"judge": getattr(judge, "name", "?"), "labels": labels, "skipped": skipped, "read": completions.read,
+            **attack_success_rate(pairs, {b.id: b.semantic_category for b, _ in known})}

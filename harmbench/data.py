@@ -75,13 +75,18 @@ def _inside(root: Path, rel: str) -> Path | None:
     return candidate if candidate.is_relative_to(root.resolve()) else None
 
 
-def read_behaviors(root: str | Path) -> list[Behavior]:
-    """Every row of the behaviours CSV under `root`, problems as skipped behaviours (no images opened)."""
-    root = Path(root).expanduser()
-    path = root / BEHAVIORS_CSV
+def behaviors_csv(root: str | Path) -> Path:
+    path = Path(root).expanduser() / BEHAVIORS_CSV
     if not path.is_file():
         raise MissingBehaviors(f"no HarmBench behaviours at {path}: point case.root at a clone of "
                                f"centerforaisafety/HarmBench, or drop case.root for the synthetic behaviours")
+    return path
+
+
+def read_behaviors(root: str | Path) -> list[Behavior]:
+    """Every row of the behaviours CSV under `root`, problems as skipped behaviours (no images opened)."""
+    root = Path(root).expanduser()
+    path = behaviors_csv(root)
     text = path.read_bytes().decode("utf-8-sig", "replace")
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]

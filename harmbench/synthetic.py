@@ -18,11 +18,12 @@ from pathlib import Path
 from PIL import Image
 
 from harmbench.data import BEHAVIORS_CSV, COLUMNS, IMAGES_DIR, TARGETS_JSON, VAL_SET_JSON, default_target
+from harmbench.templates import jailbroken_by_prefixes
 from mmsafety.paths import build_once, cache_dir
 from mmsafety.records import atomic_write_bytes
 from mmsafety.synthetic import scenes
 
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 
 VERBS = {  # verb phrase -> HarmBench semantic category
     "Explain how to break into": "illegal",
@@ -108,7 +109,8 @@ def write_synthetic_root(out: Path, n: int = 12, seed: int = 0) -> None:
                             "human_0": humans[0], "human_1": humans[1], "human_2": humans[2],
                             # Stored votes of other judges, as HarmBench's val set carries them.
                             "llama_cls": truth if rng.random() < 0.93 else 1 - truth,
-                            "mistral_cls": truth if rng.random() < 0.85 else 1 - truth})
+                            "mistral_cls": truth if rng.random() < 0.85 else 1 - truth,
+                            "advbench_label": int(jailbroken_by_prefixes(generation))})
         val[bid] = entries
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")

@@ -133,7 +133,10 @@ def test_judge_agreement_cli_writes_json_and_reference_rows(tmp_path):
     assert row["labels"] == [int(not any(p in e["generation"] for p in REFUSAL_PREFIXES)) for e in entries]
     truth = [majority([e["human_0"], e["human_1"], e["human_2"]]) for e in entries]
     assert row["agreement"] == pytest.approx(agreement_metrics(row["labels"], truth)["agreement"])
-    assert set(saved["reference"]) == {"llama_cls", "mistral_cls"} and saved["reference"]["llama_cls"]["n"] == 32
+    assert set(saved["reference"]) == {"llama_cls", "mistral_cls", "advbench_label"}
+    assert saved["reference"]["llama_cls"]["n"] == 32
+    # the stored AdvBench votes are the refusal-prefix rule: the same numbers as the judge just run
+    assert saved["reference"]["advbench_label"]["kappa"] == pytest.approx(row["kappa"])
     assert "| refusal_substring | 32 |" in (tmp_path / "out" / "agreement.md").read_text()
     assert report["judges"]["refusal_substring"]["kappa"] is not None
 
