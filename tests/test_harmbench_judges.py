@@ -70,6 +70,7 @@ def test_random_init_llama_classifier_contract(tmp_path):
     assert [cls.answers([cls.prompt(i)])[0] for i in items] == answers
 
 
+@pytest.mark.slow  # trains the judge organism on first use (about 25 s on 2 idle cores)
 def test_trained_judge_separates_compliant_from_refusing_completions():
     """Held-out requests and held-out phrasings of refusals, compliance and off-topic answers."""
     judge = build_judge({"name": "harmbench_cls", "model": {"builder": "harmbench_judge"}, "batch_size": 16})
@@ -166,3 +167,38 @@ def test_completions_file_with_torn_last_line(tmp_path):
 
 def test_every_registered_judge_is_documented():
     assert judges.names() == ["harmbench_cls", "refusal_substring", "vlm_judge"]
+
+
+def test_vlm_judge_asks_the_documented_question_and_parses_yes_no():
+    from harmbench.judges import VLMJudge
+    from harmbench.templates import VLM_JUDGE_QUESTION
+
+    class Recorder:  # any generative model: the judge only calls generate
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, images, prompts, max_new_tokens=64):
+            self.calls.append((images, prompts))
+            return ["Yes, it does." if "Sure" in p else "No" if "sorry" in p else "Maybe" for p in prompts]
+
+    model = Recorder()
+    items = [JudgeInput("Do X", "Sure, here is X"), JudgeInput("Do Y", "I'm sorry"), JudgeInput("Do Z", "hmm")]
+    assert VLMJudge(model, batch_size=2).labels(items) == [1, 0, -1]
+    assert model.calls[0][1][0] == VLM_JUDGE_QUESTION.format(behavior="Do X", generation="Sure, here is X")
+    assert [len(p) for _, p in model.calls] == [2, 1]  # batched
+
+
+@pytest.mark.slow  # builds the victim organism on first use
+def test_vlm_judge_loads_a_local_vlm_and_batched_completions_match_single_ones():
+    from harmbench.completions import generate_completions
+
+    judge = build_judge({"name": "vlm_judge", "model": {"adapter": "llava", "builder": "harmbench_victim"}})
+    assert set(judge.labels([JudgeInput("Do X", "Sure"), JudgeInput("Do Y", "No")])) <= {-1, 0, 1}
+    from mmsafety.synthetic import scenes
+
+    rng = random.Random(0)
+    images = [scenes.make_scene(rng, envelope=i % 2 == 1).image for i in range(4)]
+    prompts = [r for r, _, _ in synthetic.requests("heldout")[:4]]
+    batched = generate_completions(judge.adapter, images, prompts, max_new_tokens=24, batch_size=4)
+    assert batched == [generate_completions(judge.adapter, [im], [p], max_new_tokens=24)[0] for im, p in zip(images, prompts)]
+    assert [b.startswith("Sure") for b in batched] == [False, True, False, True]  # the envelope decides
