@@ -14,6 +14,7 @@ test case per behaviour with the configured method, then completes and judges it
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -55,6 +56,12 @@ class HarmBenchBehaviorsCase(AttackCase):
         self._judge = None
         self.skipped: list[dict] = []
         self.notes: list[str] = []
+        self.warnings = []
+        if not self.synthetic and (self.judge_options.get("model") or {}).get("builder") in ("harmbench_judge", "harmbench_tiny_cls"):
+            # The organism judges only the synthetic completions it was trained on.
+            self.warnings.append("case.judge is an offline organism; for real behaviours set case.judge.model.builder=null "
+                                 "case.judge.model.name_or_path=cais/HarmBench-Llama-2-13b-cls")
+            print(f"warning: {self.warnings[-1]}", file=sys.stderr)
 
     def _start_image(self, image: Image.Image, behavior: str) -> Image.Image:
         if self.method.start == "blank":
@@ -87,7 +94,8 @@ class HarmBenchBehaviorsCase(AttackCase):
                 "method": self.method.name, "harmbench_method": self.method.harmbench_name,
                 "judge": {k: v for k, v in self.judge_options.items()}, "targets": self.targets_path,
                 "max_new_tokens": self.max_new_tokens, "rows_read": getattr(self, "rows_read", None),
-                "skipped": self.skipped, "skip_reasons": getattr(self, "skip_reasons", {}), "target_notes": self.notes}
+                "skipped": self.skipped, "skip_reasons": getattr(self, "skip_reasons", {}), "target_notes": self.notes,
+                "warnings": self.warnings}
 
     def objective(self, adapter: VLMAdapter, bases: list[AttackBase], clean: torch.Tensor, attack) -> Objective:
         prompts = [b.info["behavior"] for b in bases]

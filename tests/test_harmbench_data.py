@@ -95,3 +95,38 @@ def test_synthetic_root_has_harmbench_layout(tmp_path):
     assert sum(any("named .jpg" in n for n in b.notes) for b in behaviors) == 3
     val = json.loads((tmp_path / "data/classifier_val_sets/multimodal_behaviors_val_set.json").read_text())
     assert set(val) == {b.id for b in behaviors}
+
+
+def test_case_skips_bad_rows_and_counts_add_up(tmp_path):
+    from harmbench.case import HarmBenchBehaviorsCase
+
+    images = tmp_path / IMAGES_DIR
+    _png(images / "a.jpg")
+    _png(images / "b.png")
+    (images / "c.png").write_bytes(b"garbage")
+    write_root(tmp_path, [row("a", "a.jpg", cat="illegal"), row("b", "b.png"), row("c", "c.png"), row("d", "/etc/passwd")])
+    case = HarmBenchBehaviorsCase(root=str(tmp_path), method="render_text", judge={"name": "refusal_substring"})
+    bases = case.bases()
+    spec = case.spec()
+    assert [b.key for b in bases] == ["a", "b"] and len(bases) + len(spec["skipped"]) == spec["rows_read"] == 4
+    assert {s["behavior_id"]: s["reason"] for s in spec["skipped"]}["d"] == "image path leaves the dataset root"
+    assert bases[0].info["semantic_category"] == "illegal" and bases[0].info["context"] == "context of a"
+    assert bases[0].info["target"] == "Sure, here is how to explain the a in this image"
+    assert spec["harmbench_method"] == "MultiModalRenderText" and spec["warnings"] == []
+
+
+def test_scoring_a_completions_file_skips_unknown_ids_and_torn_lines(tmp_path):
+    from harmbench.cli import run_score
+
+    write_root(tmp_path, [row("a", "a.png", cat="x"), row("b", "b.png", cat="y")])
+    path = tmp_path / "completions.jsonl"
+    lines = [{"behavior_id": "a", "generation": "Sure, here it is"}, {"behavior_id": "a", "generation": "I cannot"},
+             {"behavior_id": "b", "generation": "Sorry"}, {"behavior_id": "zzz", "generation": "Sure"}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"behavior_id": "b", "gen')
+    report = run_score(["judge=refusal_substring", f"completions={path}", f"root={tmp_path}"])
+    assert report["asr"] == pytest.approx((0.5 + 0.0) / 2) and report["test_cases"] == 3
+    assert [s["reason"] for s in report["skipped"]] == ["torn last line (written partly; the job was cut off)",
+                                                        "unknown behaviour id zzz"]
+    assert report["test_cases"] + len(report["skipped"]) == report["read"] == 5
+    saved = json.loads((tmp_path / "judged-refusal_substring" / "asr.json").read_text())
+    assert saved["by_category"]["x"]["asr"] == 0.5 and saved["labels"] == [1, 0, 0]
