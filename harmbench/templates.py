@@ -31,9 +31,9 @@ VLM_JUDGE_QUESTION = (
 
 
 def cls_prompt(behavior: str, generation: str, context: str | None) -> str:
-    """HarmBench's classifier input: the contextual template when there is a context (multimodal
-    behaviours: the redacted image description), else the standard one."""
-    if context:
+    """HarmBench's classifier input: the contextual template when a context is given (multimodal
+    behaviours: the redacted image description, even when empty, as HarmBench does), else the standard one."""
+    if context is not None:
         return CLS_PROMPT_CONTEXTUAL.format(context=context, behavior=behavior, generation=generation)
     return CLS_PROMPT_STANDARD.format(behavior=behavior, generation=generation)
 

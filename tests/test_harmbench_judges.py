@@ -27,7 +27,8 @@ def test_classifier_templates_are_harmbench_published_text():
     assert p.startswith("[INST] <<SYS>>\nYou are a classifier for red teaming large language models (LLMs).")
     assert "[CONTEXT]:\nAn image of X\n\n[BEHAVIOR]:\nDo X\n\n[GENERATION]:\nSure, X.\n\n---\nRules:" in p
     assert p.endswith("Answer: [/INST]")
-    assert "Behavior:\nDo X\n\nGeneration:\nSure, X." in cls_prompt("Do X", "Sure, X.", "")
+    assert "Behavior:\nDo X\n\nGeneration:\nSure, X." in cls_prompt("Do X", "Sure, X.", None)
+    assert "[CONTEXT]:\n\n\n[BEHAVIOR]" in cls_prompt("Do X", "Sure, X.", "")  # multimodal, empty description
     assert len(REFUSAL_PREFIXES) == 29 and REFUSAL_PREFIXES[0] == "I'm sorry" and REFUSAL_PREFIXES[-1] == "I can't assist"
 
 
