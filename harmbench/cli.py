@@ -81,13 +81,15 @@ def judge_agreement_main() -> None:
     print(f"agreement: {report['out']}/agreement.json")
 
 
-SCORE_DEFAULTS = {**DEFAULTS, "completions": None}
+SCORE_DEFAULTS = {**DEFAULTS, "completions": None, "record": None, "model": None, "max_new_tokens": 512}
 SCORE_DEFAULTS.pop("val_set")
 
 
 def run_score(argv: list[str]) -> dict:
     """`mmsafety-harmbench-judge judge=<name> completions=<file> [root=...]`: label a completions
-    file (HarmBench JSON, JSON lines, or an attack record's samples.jsonl) and compute ASR."""
+    file (HarmBench JSON, JSON lines, or an attack record's samples.jsonl) and compute ASR. With
+    `record=<folder> model=<preset>` it first completes the record's saved PNGs in batches
+    (`batch_size`, `max_new_tokens`) into <folder>/completions.jsonl."""
     from harmbench.completions import judge_completions, read_completions
     from harmbench.data import read_behaviors
     from harmbench.judges import build_judge
@@ -97,8 +99,15 @@ def run_score(argv: list[str]) -> dict:
         raise UserError(f"mmsafety-harmbench-judge: unknown or malformed option(s) {', '.join(unknown or argv)}; "
                         f"use key=value with keys {', '.join(SCORE_DEFAULTS)}")
     cfg = OmegaConf.merge(OmegaConf.create(SCORE_DEFAULTS), OmegaConf.from_dotlist(argv))
+    if cfg.record:  # the judge stage: complete the record's saved test cases first (batched)
+        if not cfg.model:
+            raise UserError("mmsafety-harmbench-judge record=...: also give model=<conf/model preset> to complete with")
+        from harmbench.stage import complete_record
+        from mmsafety.app import load_preset
+
+        cfg.completions = str(complete_record(cfg.record, load_preset(cfg.model), int(cfg.max_new_tokens), int(cfg.batch_size)))
     if not cfg.completions:
-        raise UserError("mmsafety-harmbench-judge: give completions=<file>")
+        raise UserError("mmsafety-harmbench-judge: give completions=<file>, or record=<attack record folder> model=<preset>")
     if cfg.root is None:
         from harmbench.synthetic import synthetic_root
 

@@ -89,6 +89,13 @@ def test_direct_request_near_zero_and_multimodal_pgd_well_above(tmp_path):
                 for run in ("direct", "pgd")}
     assert by_judge["direct"]["asr"] == 0.0 and by_judge["direct"]["behaviors"] == 6
     assert by_judge["pgd"]["asr"] >= 0.5, by_judge["pgd"]
+    # The judge stage: batched completions of the saved PNGs equal the job's own, one by one.
+    from harmbench.stage import complete_record
+    from mmsafety.app import load_preset
+
+    path = complete_record(tmp_path / "pgd", load_preset("harmbench_victim"), max_new_tokens=40, batch_size=6)
+    staged = [json.loads(line)["generation"] for line in path.read_text().splitlines()]
+    assert staged == [s["outputs"]["adversarial"][0]["generation"] for s in pgd[1]]
 
 
 @pytest.mark.slow
