@@ -106,7 +106,7 @@ def train_judge(seed: int = 0, steps: int = 250, batch: int = 16, lr: float = 3e
     return model.eval(), tokenizer
 
 
-def build_judge(out: Path, seed: int = 0) -> None:
+def build_judge_organism(out: Path, seed: int = 0) -> None:
     model, tokenizer = train_judge(seed)
     tokenizer.padding_side = "right"
     model.save_pretrained(out)

@@ -66,7 +66,7 @@ BUILDERS: dict[str, Builder] = {
     # The HarmBench workload's organisms live in its package (imported only when one is built).
     **{name: Builder(lambda out, seed, f=f: getattr(importlib.import_module("harmbench.organisms"), f)(out, seed), 1, d)
        for name, f, d in (("harmbench_tiny_cls", "build_tiny_cls", "random-init tiny text-only Llama classifier"),
-                          ("harmbench_judge", "build_judge", "trained tiny HarmBench classifier: compliant -> Yes"),
+                          ("harmbench_judge", "build_judge_organism", "trained tiny HarmBench classifier: compliant -> Yes"),
                           ("harmbench_victim", "build_victim", "organism fine-tuned to refuse unless an envelope"))},
 }
 
