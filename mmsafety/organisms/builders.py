@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmsafety.paths import build_once, cache_dir
+from mmsafety.workload import PLUGIN_GROUP
 from mmsafety.registry import Registry
 
 
@@ -22,6 +23,7 @@ class Builder:
     build: Callable[[Path, int], None]
     version: int
     description: str
+    vlm: bool = True  # a vision-language model with a conf/model preset; False: e.g. a text-only judge model
 
 
 def _lazy(module: str, function: str) -> Callable[[Path, int], None]:
@@ -46,7 +48,7 @@ def _organism_version() -> int:
 
 
 # name -> Builder; `BUILDERS.add("tiny_x", Builder(...))` adds one (conf/model/tiny_x.yaml then names it).
-BUILDERS: Registry[Builder] = Registry("model.builder")
+BUILDERS: Registry[Builder] = Registry("model.builder", entry_points=PLUGIN_GROUP)  # plug-ins add their organisms
 for _name, _builder in {
     "tiny_llava": Builder(_lazy("tiny_llava", "build_tiny_llava"), 1,
                           "random-init tiny LLaVA (contract tests; ignores its image)"),
