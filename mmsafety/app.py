@@ -52,6 +52,8 @@ def load_model(cfg: DictConfig) -> VLMAdapter:
     from mmsafety.organisms.builders import ensure_built
 
     m, p = cfg.model, cfg.placement
+    if getattr(adapter_class(m.adapter), "takes_model_config", False):  # a served model: no weights to place
+        return adapter_class(m.adapter).from_config(m)
     placement = resolve_placement(p.device, plain(p.dtype), p.device_map, p.gradient_checkpointing, p.compile)
     source = str(ensure_built(m.builder, m.seed)) if m.builder else m.name_or_path
     opts = LoadOptions(allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code,
@@ -95,20 +97,36 @@ def run_job(cfg: DictConfig, kind: str, work: Callable[[VLMAdapter, RunRecord], 
     """Open the job's record (in Hydra's output folder unless `out_dir` is given), load the model,
     run `work`, and leave the record completed, partial (interrupted) or failed (with the error),
     never missing."""
+    from mmsafety.served.errors import BudgetExhausted
+
     record = open_record(cfg, kind, out_dir)
+    adapter = None
+
+    def note_served():  # a served model's settings and accounting (requests, tokens, cost)
+        if hasattr(adapter, "served_record"):
+            record.update(served=adapter.served_record())
+
     try:
-        metrics = work(load_model(cfg), record)
+        adapter = load_model(cfg)
+        metrics = work(adapter, record)
         record.update(metrics=metrics)
+        note_served()
         record.write("completed")
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BudgetExhausted) as e:
+        if isinstance(e, BudgetExhausted):
+            record.update(stopped=str(e))
+        note_served()
         record.write("partial")
         raise
     except Exception as e:
         record.update(error=f"{type(e).__name__}: {e}")
+        note_served()
         record.write("failed")
         raise
     finally:
         record.close()
+        if hasattr(adapter, "close"):
+            adapter.close()
     return metrics, record
 
 
