@@ -16,6 +16,12 @@ def validate(cfg: DictConfig) -> None:
     from visual_attacks.run import build_case
 
     validate_common(cfg)
+    from mmsafety.models.capabilities import PIXEL_LOSS, require
+    from mmsafety.models.registry import adapter_class
+
+    model_class = adapter_class(cfg.model.adapter)
+    if getattr(model_class, "capabilities", None) is not None:  # a served model takes no gradient
+        require(model_class, [PIXEL_LOSS], "crafting an attack", cfg.model.name)
     validate_attack(cfg.attack)
     build_case(cfg)  # builds the case's targets and prompt sets; cheap (no images are drawn yet)
 

@@ -7,7 +7,10 @@ A choice's log-probability is that of its first word as the answer's first word:
   leading whitespace tokens are kept, and the word found after them counts with the path's
   log-probability added. So log p(choice) = logsumexp over positions i up to the first
   non-whitespace token of [sum of the chosen logprobs before i + logprob of a spelling at i].
-A choice absent from every kept top-k is missing (-inf): all that is known is that it is less
+The greedy path is all a server shows: the answer it chose gets its full log-probability, while
+the other answer is seen only through the top-k of that path (a lower bound when it would have
+needed a different first token, e.g. " " + "No" when the path took " Yes"). The verdict (which
+is larger) is therefore the local model's. A choice absent from every kept top-k is missing (-inf): all that is known is that it is less
 likely than the k-th token, so when one of Yes/No is missing the other, present, one wins; the
 record says which was missing and counts such samples.
 
