@@ -28,7 +28,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_env(**extra) -> dict:
+def child_env(**extra) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
     env.setdefault("MMSAFETY_CACHE", os.environ.get("MMSAFETY_CACHE", str(Path.home() / ".cache" / "mmsafety")))
     return env
@@ -38,7 +38,7 @@ def test_env(**extra) -> dict:
 def served_organism(*args: str, key: str | None = TEST_KEY):
     """`mmsafety-serve` (the organism) on a free port; yields its base URL (…/v1)."""
     port = free_port()
-    env = test_env(**({"MMSAFETY_TEST_SERVER_KEY": key} if key else {}))
+    env = child_env(**({"MMSAFETY_TEST_SERVER_KEY": key} if key else {}))
     cmd = [sys.executable, "-m", "mmsafety.serving.cli", "--port", str(port), *args]
     if key:
         cmd += ["--api-key-env", "MMSAFETY_TEST_SERVER_KEY"]
