@@ -39,7 +39,9 @@ def served_organism(*args: str, key: str | None = TEST_KEY):
     """`mmsafety-serve` (the organism) on a free port; yields its base URL (…/v1)."""
     port = free_port()
     env = child_env(**({"MMSAFETY_TEST_SERVER_KEY": key} if key else {}))
-    cmd = [sys.executable, "-m", "mmsafety.serving.cli", "--port", str(port), *args]
+    # One torch thread: the CI and dev machines are small and shared, where two threads spin-wait
+    # (a 2-token answer: 9 ms with one thread, 440 ms with two on 2 oversubscribed cores).
+    cmd = [sys.executable, "-m", "mmsafety.serving.cli", "--port", str(port), "--threads", "1", *args]
     if key:
         cmd += ["--api-key-env", "MMSAFETY_TEST_SERVER_KEY"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
