@@ -75,6 +75,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--delay-ms", type=float, default=200.0)
     ap.add_argument("--scoring", default="logprob")
+    ap.add_argument("--connections", default="1,4,16,64", help="max_connections values to measure")
+    ap.add_argument("--image-workers", type=int, default=4, help="threads decoding memes ahead (the model is remote)")
+    ap.add_argument("--batch-per-connection", type=int, default=8, help="evaluate's batch_size = this x connections")
+    ap.add_argument("--skip-cache", action="store_true", help="only the connection sweep")
     args = ap.parse_args()
     os.environ[KEY_ENV] = TEST_KEY
     load = os.getloadavg()[0]
@@ -82,15 +86,20 @@ def main() -> None:
     with served_organism("--delay-ms", str(args.delay_ms), "--max-batch", "64") as url, \
             tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for connections, limit in LIMITS.items():
+        for connections in [int(c) for c in args.connections.split(",")]:
+            limit = LIMITS.get(connections, 100)
             start = time.perf_counter()
             metrics, _ = run_eval(tmp / f"c{connections}", *overrides(
                 url, args.scoring, f"task.limit={limit}", f"model.max_connections={connections}",
-                f"batch_size={max(16, 4 * connections)}", "model.cache=false"))
+                f"batch_size={max(16, args.batch_per_connection * connections)}", "model.cache=false",
+                f"image_workers={args.image_workers}"))
             walls[connections] = time.perf_counter() - start
             rates[connections] = metrics["throughput"]["memes_per_s"]
             print(f"max_connections={connections}: {metrics['throughput']['memes']} memes, "
                   f"{rates[connections]:.1f} memes/s", flush=True)
+        if args.skip_cache:
+            print(json.dumps({"memes_per_s": rates, "speedup": {c: r / rates[min(rates)] for c, r in rates.items()}}))
+            return
         # 500 memes into a fresh cache, then the same run again: every answer from the cache.
         cache = f"model.cache_path={tmp / 'cache.sqlite'}"
         run_eval(tmp / "fill", *overrides(url, args.scoring, "model.max_connections=64", "batch_size=256", cache))
@@ -100,10 +109,11 @@ def main() -> None:
         cached_wall = time.perf_counter() - start
         accounting = json.loads(Path(record).read_text())["served"]["accounting"]
     overhead = client_overhead()
-    server_ms = 1000 / rates[1]
+    server_ms = 1000 / rates[min(rates)]
     result = {
         "delay_ms": args.delay_ms, "scoring": args.scoring, "load_average_1min_at_start": load,
-        "memes_per_s": rates, "speedup_vs_one_connection": {c: r / rates[1] for c, r in rates.items()},
+        "image_workers": args.image_workers, "batch_size": f"max(16, {args.batch_per_connection} x max_connections)",
+        "memes_per_s": rates, "speedup_vs_one_connection": {c: r / rates[min(rates)] for c, r in rates.items()},
         "cached_rerun": {"memes": cached["throughput"]["memes"], "scoring_loop_s": cached["throughput"]["seconds"],
                          # in-process run_eval: Hydra composition (~0.7 s), record, metrics with bootstrap CIs
                          "whole_run_s": cached_wall, "requests_sent": accounting["requests"],

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+import httpx
 import openai
 
 from mmsafety.errors import UserError
@@ -129,7 +130,11 @@ class ServedClient:
 
     async def _make_client(self):
         s = self.settings
-        return openai.AsyncOpenAI(base_url=s.base_url, api_key=s.api_key(), timeout=s.timeout_s, max_retries=0)
+        # A connection pool no larger than the requests in flight: httpcore scans every pooled
+        # connection per request (the default pool of 1000 cost ~3 ms of CPU per request).
+        limits = httpx.Limits(max_connections=s.max_connections, max_keepalive_connections=s.max_connections)
+        return openai.AsyncOpenAI(base_url=s.base_url, api_key=s.api_key(), timeout=s.timeout_s, max_retries=0,
+                                  http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=s.timeout_s))
 
     async def _make_semaphore(self):
         return asyncio.Semaphore(self.settings.max_connections)
@@ -247,8 +252,10 @@ class ServedClient:
     async def _send(self, wire: dict) -> dict:
         try:
             async with asyncio.timeout(self.settings.timeout_s * 1.5):  # a body that trickles in forever
-                raw = await self._client.chat.completions.with_raw_response.create(**wire)
-            body = raw.http_response.content
+                # POST through the client (auth, base URL, error types) without its typed-parameter
+                # transform, which walks every message part: ~5 ms of CPU per request with an image.
+                raw = await self._client.post("/chat/completions", body=wire, cast_to=httpx.Response)
+            body = raw.content
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
             raise self._key_refused(e.status_code) from None
         except openai.NotFoundError as e:
