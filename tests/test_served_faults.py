@@ -133,3 +133,6 @@ def test_sigkill_mid_run_then_the_same_command_repays_nothing_received(server, t
     assert record["status"] == "completed" and record["counts"]["ok"] == n and record["timing"]["resumes"] == 1
     run_eval(tmp_path / "uninterrupted", *overrides(server, tmp_path / "fresh.sqlite", f"task.limit={n}"))
     assert answers(out) == answers(tmp_path / "uninterrupted")
+    for path in [p for p in tmp_path.rglob("*") if p.is_file()]:  # the CLI's Hydra files and logs too
+        assert TEST_KEY.encode() not in path.read_bytes(), path
+    assert TEST_KEY not in second.stdout + second.stderr
