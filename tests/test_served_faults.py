@@ -86,7 +86,7 @@ def test_injected_faults_are_retried_or_recorded_and_the_counts_add_up(server, t
     assert acc["requests"] == len(proxy.log) and acc["retries"] == len(proxy.log) - n
     assert acc["answered"] == sum(e["answered"] for e in proxy.log) == n - faults["500!"]
     assert acc["failed"] == faults["500!"]
-    assert {"429 rate limited", "500 server error", "timeout", "connection dropped", "malformed response",
+    assert {"429 rate limited", "500 server error", "timeout", "connection error", "malformed response",
             "no choices"} <= set(acc["retry_reasons"])
     for sha, tries in by_sha.items():  # Retry-After: 1 was honoured
         if tries[0]["fault"] == "429":

@@ -122,3 +122,33 @@ def test_the_attack_refuses_a_served_model_in_one_line_before_loading_it():
         run_attack_job("/nonexistent", "model=openai_compatible", "model.base_url=http://127.0.0.1:9/v1")
     assert str(e.value).startswith("crafting an attack needs a model that can pixel_loss")
     assert "served-organism can only: generate, score_choices" in str(e.value)
+
+
+def test_a_request_repeated_within_a_batch_is_sent_once(tmp_path):
+    """Against a port where nothing listens: the one request sent fails, and both copies share its failure."""
+    from mmsafety.served.client import Failure, ServedClient
+
+    settings = settings_from_config({"name_or_path": "m", "base_url": "http://127.0.0.1:9/v1", "max_retries": 0,
+                                     "timeout_s": 2, "cache": False})
+    client = ServedClient(settings)
+    try:
+        request = ({"model": "m", "messages": ["same"]}, lambda: {"model": "m", "messages": []})
+        results = client.complete([request, request])
+        assert client.accounting.requests == 1 and results[0] is results[1] and isinstance(results[0], Failure)
+        assert results[0].reason == "connection error after 1 attempts"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "nonexistent"], "error: model=nonexistent: no such option in 'model'"),
+    (["--model", "gpt_4o"], "error: --model: serve a local model"),
+    (["--api-key-env", "MMSAFETY_UNSET_VARIABLE"], "error: --api-key-env=MMSAFETY_UNSET_VARIABLE: that variable is not set"),
+])
+def test_mmsafety_serve_refuses_bad_arguments_in_one_line(argv, message, capsys):
+    from mmsafety.serving.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith(message) and "\n" not in err

@@ -198,15 +198,18 @@ class ServedClient:
         return self._call(self._complete_all(requests))
 
     async def _complete_all(self, requests) -> list:
+        keys = [request_key(key_req) for key_req, _ in requests]
+        unique = {}  # the same request twice in a batch is sent once
+        for key, (_, build) in zip(keys, requests):
+            unique.setdefault(key, build)
         try:
             async with asyncio.TaskGroup() as group:  # a fatal error (refused key, unknown model) cancels the rest
-                tasks = [group.create_task(self._complete_one(key_req, build)) for key_req, build in requests]
+                tasks = {key: group.create_task(self._complete_one(key, build)) for key, build in unique.items()}
         except ExceptionGroup as group_error:
             raise group_error.exceptions[0] from None
-        return [t.result() for t in tasks]
+        return [tasks[key].result() for key in keys]
 
-    async def _complete_one(self, key_request: dict, build_wire):
-        key = request_key(key_request)
+    async def _complete_one(self, key: str, build_wire):
         if self._cache is not None:
             cached = self._cache.get(key)
             if cached is not None:
@@ -273,7 +276,7 @@ class ServedClient:
         except (openai.APITimeoutError, TimeoutError):
             raise _Retry("timeout") from None
         except openai.APIConnectionError:
-            raise _Retry("connection dropped") from None
+            raise _Retry("connection error") from None
         except openai.APIResponseValidationError:
             raise _Retry("malformed response") from None
         try:
