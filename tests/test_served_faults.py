@@ -60,10 +60,10 @@ def test_injected_faults_are_retried_or_recorded_and_the_counts_add_up(server, t
             return "empty"
         return fault if attempt == 0 else "ok"
 
-    proxy = FaultProxy(port_of(server), plan, stall_s=8.0, retry_after_s=1.0)
+    proxy = FaultProxy(port_of(server), plan, stall_s=12.0, retry_after_s=1.0)
     try:
         run_eval(tmp_path / "faulty", *overrides(proxy.base_url, tmp_path / "c1.sqlite", f"task.limit={n}",
-                                                  "batch_size=32", "model.max_connections=8", "model.timeout_s=3",
+                                                  "batch_size=32", "model.max_connections=8", "model.timeout_s=5",
                                                   f"model.max_retries={max_retries}"))
     finally:
         proxy.close()

@@ -26,6 +26,7 @@ from mmsafety.synthetic import memes, scenes
 from tests.served_support import TEST_KEY, FaultProxy, served_organism
 
 KEY_ENV = "MMSAFETY_TEST_KEY"
+pytestmark = pytest.mark.slow  # starts mmsafety-serve once (about 15 s on 2 busy cores); the tests then take 1-7 s each
 
 
 @pytest.fixture(scope="module")
