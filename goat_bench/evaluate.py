@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mmsafety.models.context import answer_length, too_long
 from mmsafety.oom import HalvingBatcher
 from mmsafety.paths import cache_dir
 from mmsafety.records import RunRecord
+from mmsafety.served.errors import SampleErrors
 from mmsafety.shards import shard_of
 
 KEY = ("task", "id")
@@ -41,15 +43,40 @@ def check_task_config(task_cfg, scoring: str) -> None:
         raise ConfigError("task.prompt=cot needs scoring=generate (the verdict comes after the reasoning)")
 
 
+def _per_sample(method, *args, **kwargs) -> tuple[list, list]:
+    """(results, failure reasons) of a batched model call. A served model reports requests that
+    failed after their retries in SampleErrors: those samples become errors, never answers."""
+    try:
+        results = method(*args, **kwargs)
+    except SampleErrors as e:
+        return e.results, e.reasons
+    return list(results), [None] * len(results)
+
+
+def _logprob_result(yes: float, no: float) -> dict:
+    """A served model scores Yes/No from its top-k first tokens: one missing from the top-k (-inf)
+    is below every token listed, so the other wins; both missing is an invalid answer."""
+    missing = [name for name, v in (("Yes", yes), ("No", no)) if math.isinf(v)]
+    result = {"logprob_yes": None if math.isinf(yes) else yes, "logprob_no": None if math.isinf(no) else no,
+              "pred": None if len(missing) == 2 else int(yes > no), "parse": "logprob"}
+    if missing:
+        result["missing_from_top_k"] = missing
+    return result
+
+
 def _score_batch(adapter, batch: list[tuple[MemeSample, object]], template, scoring: str, max_new_tokens: int) -> list[dict]:
     images = [im for _, im in batch]
     prompts = [template.render(s.task, s.text) for s, _ in batch]
     if scoring == "logprob":
-        lp = adapter.choice_logprobs(images, prompts, ["Yes", "No"]).tolist()
-        return [{"logprob_yes": y, "logprob_no": n, "pred": int(y > n), "parse": "logprob"} for y, n in lp]
-    answers = adapter.generate(images, prompts, max_new_tokens=max_new_tokens)
+        rows, reasons = _per_sample(adapter.choice_logprobs, images, prompts, ["Yes", "No"])
+        return [{"status": "error", "reason": why} if why else _logprob_result(*row.tolist())
+                for row, why in zip(rows, reasons)]
+    answers, reasons = _per_sample(adapter.generate, images, prompts, max_new_tokens=max_new_tokens)
     out = []
-    for (s, _), answer in zip(batch, answers):
+    for (s, _), answer, why in zip(batch, answers, reasons):
+        if why:
+            out.append({"status": "error", "reason": why})
+            continue
         parsed = parse_answer(answer, ADJECTIVES[s.task])
         out.append({"answer": answer, "pred": parsed.label, "parse": parsed.reason})
     return out
@@ -84,6 +111,8 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
               "shard": {"index": cfg.shard, "count": cfg.num_shards},
               "sample_key": list(KEY)},
     )
+    if scoring == "logprob" and hasattr(adapter, "check_logprobs"):
+        adapter.check_logprobs()  # a served model whose server returns no logprobs: one line, before any meme
     done = record.done_keys(KEY)
     todo = [s for s in samples if (s.task, s.id) not in done]
     log(f"{len(samples)} memes in {len(cfg.task.tasks)} task(s) from {root}; {len(samples) - len(todo)} already done")
@@ -109,6 +138,9 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
             if result is None:
                 skip(s, reason)
                 continue
+            if result.get("status") == "error":
+                record.add_sample({"task": s.task, "id": s.id, **result, "label": s.label, "notes": s.notes})
+                continue
             ok = result["pred"] == s.label
             correct, scored = correct + ok, scored + 1
             record.add_sample({"task": s.task, "id": s.id, "status": "ok", "label": s.label, **result,
@@ -116,6 +148,8 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
         bar.update(len(pending))
         bar.set_postfix(acc=f"{100 * correct / max(1, scored):.1f}%")
         pending.clear()
+        if hasattr(adapter, "served_record"):
+            record.update(served=adapter.served_record())
         record.checkpoint()
 
     try:
@@ -149,7 +183,13 @@ def score_samples(samples: list[dict], tasks: list[str], seed: int = 0) -> dict:
         ok = [s for s in samples if s["task"] == task and s.get("status") == "ok"]
         per_task[task] = task_metrics([s["label"] for s in ok], [s["pred"] for s in ok], seed=seed)
         per_task[task]["skipped"] = sum(1 for s in samples if s["task"] == task and s.get("status") == "skipped")
-    return {"per_task": per_task, "overall": overall(per_task)}
+        per_task[task]["errors"] = sum(1 for s in samples if s["task"] == task and s.get("status") == "error")
+    metrics = {"per_task": per_task, "overall": overall(per_task)}
+    missing = [s["missing_from_top_k"] for s in samples if s.get("status") == "ok" and s.get("missing_from_top_k")]
+    if missing:  # a served model's logprob scoring: how often Yes or No was not among the top-k tokens
+        metrics["missing_from_top_k"] = {"samples": len(missing), "Yes": sum("Yes" in m for m in missing),
+                                         "No": sum("No" in m for m in missing), "both": sum(len(m) == 2 for m in missing)}
+    return metrics
 
 
 def rescore(samples: list[dict], record: dict) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -35,6 +35,23 @@ class ModelConfig:
     trust_remote_code: bool = False
     revision: Optional[str] = None
     local_files_only: bool = False
+    # A served model (adapter: openai_compatible; name_or_path is the served model name). Null means
+    # the default given in mmsafety/served/settings.py; local models leave these null.
+    base_url: Optional[str] = None               # e.g. http://127.0.0.1:8000/v1
+    api_key_env: Optional[str] = None            # the variable holding the key (default OPENAI_API_KEY)
+    max_connections: Optional[int] = None        # requests in flight (default 16)
+    timeout_s: Optional[float] = None            # per attempt (default 60)
+    max_retries: Optional[int] = None            # per request (default 5)
+    image_format: Optional[str] = None           # png (default, lossless) | jpeg
+    jpeg_quality: Optional[int] = None           # default 90
+    temperature: Optional[float] = None          # default 0 (greedy)
+    max_tokens: Optional[int] = None             # default: the workload's max_new_tokens
+    top_logprobs: Optional[int] = None           # default 20 (the protocol's maximum)
+    cache: Optional[bool] = None                 # the persistent response cache (default on)
+    cache_path: Optional[str] = None             # default $MMSAFETY_CACHE/served/responses.sqlite
+    price_per_million_tokens: Optional[Dict[str, float]] = None  # {prompt: .., completion: ..}
+    max_requests: Optional[int] = None           # budget: the run stops as partial when spent
+    max_cost: Optional[float] = None             # budget, in the price table's currency
 
 
 @dataclass

@@ -28,7 +28,9 @@ def capable(*needed):
 
 
 def test_every_registered_adapter_has_a_tiny_preset():
-    assert set(adapter_names()) == {builder_presets()[b] for b in TINY}
+    # Served models have no weights here: tests/test_served_*.py test them against mmsafety-serve.
+    local = {n for n in adapter_names() if not getattr(adapter_class(n), "takes_model_config", False)}
+    assert local == {builder_presets()[b] for b in TINY}
 
 
 @pytest.mark.parametrize("name", sorted(adapter_names()))

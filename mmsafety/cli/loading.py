@@ -24,6 +24,8 @@ def load_model(cfg: DictConfig) -> ModelAdapter:
     from mmsafety.organisms.builders import ensure_built
 
     m, p = cfg.model, cfg.placement
+    if getattr(adapter_class(m.adapter), "takes_model_config", False):  # a served model: no weights to place
+        return adapter_class(m.adapter).from_config(m)
     placement = resolve_placement(p.device, plain(p.dtype), p.device_map, p.gradient_checkpointing, p.compile)
     source = str(ensure_built(m.builder, m.seed)) if m.builder else m.name_or_path
     opts = LoadOptions(allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code,

@@ -1,0 +1,55 @@
+"""What a run sent and what it cost: requests, retries, cache hits, tokens from `usage`, and cost
+from a price table. Budgets (max_requests, max_cost) are checked before each request is sent."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from mmsafety.served.errors import BudgetExhausted
+
+
+@dataclass
+class Accounting:
+    price_per_million_tokens: dict[str, float] = field(default_factory=dict)
+    max_requests: int | None = None
+    max_cost: float | None = None
+    requests: int = 0            # HTTP requests sent, retries included
+    retries: int = 0             # of those, repeats after a failure
+    answered: int = 0            # requests that came back with an answer (paid)
+    cache_hits: int = 0          # answers taken from the cache (free)
+    failed: int = 0              # samples with no answer after every retry
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> float | None:
+        if not self.price_per_million_tokens:
+            return None
+        p = self.price_per_million_tokens
+        return (self.prompt_tokens * p.get("prompt", 0.0) + self.completion_tokens * p.get("completion", 0.0)) / 1e6
+
+    def check_budget(self) -> None:
+        """Raise BudgetExhausted when sending one more request would break a budget."""
+        if self.max_requests is not None and self.requests >= self.max_requests:
+            raise BudgetExhausted(f"model.max_requests={self.max_requests} reached: the run stops as partial; "
+                                  f"raise the budget and run the same command to go on (answers so far are cached)")
+        cost = self.cost
+        if self.max_cost is not None and cost is not None and cost >= self.max_cost:
+            raise BudgetExhausted(f"model.max_cost={self.max_cost} reached (spent {cost:.4f}): the run stops as "
+                                  f"partial; raise the budget and run the same command to go on (answers so far are cached)")
+
+    def add_usage(self, usage: dict | None) -> None:
+        usage = usage or {}
+        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+    def add_retry(self, reason: str) -> None:
+        self.retries += 1
+        self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["cost"] = self.cost
+        out["price_per_million_tokens"] = dict(self.price_per_million_tokens) or None
+        return out

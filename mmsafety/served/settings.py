@@ -1,0 +1,110 @@
+"""The served-model keys of `model:` (conf/model/openai_compatible.yaml), with their defaults and
+range checks. The key itself is never a setting: only the name of the environment variable that
+holds it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmsafety.errors import ConfigError
+
+IMAGE_FORMATS = ("png", "jpeg")
+
+
+@dataclass(frozen=True)
+class ServedSettings:
+    model: str                       # the served model name (model.name_or_path)
+    base_url: str                    # ends with /v1 for every OpenAI-compatible server
+    api_key_env: str = "OPENAI_API_KEY"
+    max_connections: int = 16        # requests in flight at once
+    timeout_s: float = 60.0          # per request attempt
+    max_retries: int = 5             # attempts after the first, per request
+    image_format: str = "png"        # png: lossless, the saved PNG reaches the model as saved
+    jpeg_quality: int = 90
+    temperature: float = 0.0
+    max_tokens: int | None = None    # None: what the workload asks for (16 for GOAT's paper prompt)
+    top_logprobs: int = 20           # alternatives per token asked for when scoring choices (0-20)
+    cache_path: Path | None = None   # None: no response cache
+    price_per_million_tokens: dict[str, float] = field(default_factory=dict)  # {"prompt": $, "completion": $}
+    max_requests: int | None = None  # budget: HTTP requests this run may send (retries count)
+    max_cost: float | None = None    # budget: cost this run may spend (needs the price table)
+    backoff_s: float = 0.5           # first retry waits about this long, doubling each time (with jitter)
+    max_backoff_s: float = 30.0
+
+    def api_key(self) -> str:
+        """The key, from the environment only. Local servers take any key, so an unset variable is
+        sent as a placeholder; a server that checks keys then answers 401, reported in one line."""
+        return os.environ.get(self.api_key_env) or "not-set"
+
+    def key_is_set(self) -> bool:
+        return bool(os.environ.get(self.api_key_env))
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into a record: never the key, only the variable's name."""
+        return {"base_url": self.base_url, "model": self.model, "api_key_env": self.api_key_env,
+                "max_connections": self.max_connections, "timeout_s": self.timeout_s, "max_retries": self.max_retries,
+                "image_format": self.image_format, "jpeg_quality": self.jpeg_quality if self.image_format == "jpeg" else None,
+                "temperature": self.temperature, "cache": str(self.cache_path) if self.cache_path else None,
+                "max_requests": self.max_requests, "max_cost": self.max_cost}
+
+
+def _get(cfg, key: str, default):
+    value = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
+    return default if value is None else value
+
+
+def settings_from_config(cfg) -> ServedSettings:
+    """ServedSettings from a `model:` config node (or any mapping with the same keys)."""
+    from mmsafety.paths import cache_dir
+
+    model = _get(cfg, "name_or_path", None)
+    base_url = _get(cfg, "base_url", None)
+    if not model:
+        raise ConfigError("model.name_or_path is empty: set it to the served model's name (e.g. gpt-4o)")
+    if not base_url:
+        raise ConfigError("model.base_url is not set: give the server's OpenAI-compatible URL, "
+                          "e.g. model.base_url=http://127.0.0.1:8000/v1")
+    if not str(base_url).startswith(("http://", "https://")):
+        raise ConfigError(f"model.base_url={base_url}: not an http(s) URL; e.g. http://127.0.0.1:8000/v1")
+    cache = _get(cfg, "cache", True)
+    cache_path = _get(cfg, "cache_path", None)
+    prices = dict(_get(cfg, "price_per_million_tokens", {}) or {})
+    s = ServedSettings(
+        model=str(model), base_url=str(base_url).rstrip("/"), api_key_env=str(_get(cfg, "api_key_env", "OPENAI_API_KEY")),
+        max_connections=int(_get(cfg, "max_connections", 16)), timeout_s=float(_get(cfg, "timeout_s", 60.0)),
+        max_retries=int(_get(cfg, "max_retries", 5)), image_format=str(_get(cfg, "image_format", "png")).lower(),
+        jpeg_quality=int(_get(cfg, "jpeg_quality", 90)), temperature=float(_get(cfg, "temperature", 0.0)),
+        max_tokens=_get(cfg, "max_tokens", None), top_logprobs=int(_get(cfg, "top_logprobs", 20)),
+        cache_path=(Path(cache_path).expanduser() if cache_path else cache_dir() / "served" / "responses.sqlite")
+        if cache else None,
+        price_per_million_tokens={str(k): float(v) for k, v in prices.items()},
+        max_requests=_get(cfg, "max_requests", None), max_cost=_get(cfg, "max_cost", None),
+    )
+    check_settings(s)
+    return s
+
+
+def check_settings(s: ServedSettings) -> None:
+    if s.max_connections < 1:
+        raise ConfigError(f"model.max_connections={s.max_connections}: must be >= 1")
+    if s.timeout_s <= 0:
+        raise ConfigError(f"model.timeout_s={s.timeout_s}: must be > 0 seconds")
+    if s.max_retries < 0:
+        raise ConfigError(f"model.max_retries={s.max_retries}: must be >= 0")
+    if s.image_format not in IMAGE_FORMATS:
+        raise ConfigError(f"model.image_format={s.image_format}: use png (lossless) or jpeg")
+    if not 1 <= s.jpeg_quality <= 95:
+        raise ConfigError(f"model.jpeg_quality={s.jpeg_quality}: use 1-95")
+    if not 0 <= s.top_logprobs <= 20:
+        raise ConfigError(f"model.top_logprobs={s.top_logprobs}: the protocol allows 0-20")
+    unknown = set(s.price_per_million_tokens) - {"prompt", "completion"}
+    if unknown:
+        raise ConfigError(f"model.price_per_million_tokens has {sorted(unknown)}: use the keys prompt and completion")
+    if s.max_cost is not None and not s.price_per_million_tokens:
+        raise ConfigError("model.max_cost is set without model.price_per_million_tokens: give the prices "
+                          "({prompt: .., completion: ..} per million tokens) so cost can be counted")
+    if s.max_requests is not None and s.max_requests < 1:
+        raise ConfigError(f"model.max_requests={s.max_requests}: must be >= 1 (null: no limit)")
