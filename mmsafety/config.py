@@ -81,10 +81,14 @@ class AttackConfig:
     step_size: Any = "1/255"
     steps: int = 500
     random_start: bool = False
-    optimizer: str = "sign"   # sign | adam
+    optimizer: str = "sign"   # a name in visual_attacks.pgd.OPTIMIZERS: sign | sgd | adam
     prompts_per_step: int = 8
     early_stop_loss: Optional[float] = None
+    early_stop_every: int = 10  # check the early stop every N steps (each check syncs with the host)
     keep_best: bool = True
+    select_every: int = 10    # keep_best on a universal attack: score the iterate on the fixed validation batch every N steps
+    clean_answer_tokens: int = 128  # tool_misuse: the model's own clean answer, up to this many tokens (Fu et al.)
+    target_corpus: Optional[str] = None  # target_corpus: a text file, one target sentence a row (Qi et al.)
     quantize: bool = False    # keep iterates on the 8-bit grid a PNG stores
     check_every: int = 0      # every N steps, judge the best images so far on the held-out checks (0: off)
     seed: int = 0
@@ -93,8 +97,8 @@ class AttackConfig:
 @dataclass
 class TargetConfig:
     name: str = MISSING
-    kind: str = "function_call"  # function_call | expedia | exfiltration
-    text: str = MISSING          # {prompt} / {prompt_url}: the user's own message
+    kind: str = "function_call"  # a name in visual_attacks.targets.TARGET_KINDS: function_call | expedia | exfiltration
+    text: str = MISSING          # {prompt}: the user's own message; {prompt_url}: the same, spaces as %20
 
 
 @dataclass
@@ -167,7 +171,7 @@ def validate_common(cfg) -> None:
         check_shard(cfg.shard, cfg.num_shards)
 
 
-OBJECTIVES = ("target_string", "tool_misuse", "verdict_flip", "clip_embed")
+OBJECTIVES = ("target_string", "target_corpus", "tool_misuse", "verdict_flip", "clip_embed")
 
 
 def validate_attack(attack) -> None:
@@ -182,5 +186,6 @@ def validate_attack(attack) -> None:
         raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
     if attack.objective not in OBJECTIVES:
         raise ConfigError(f"attack.objective={attack.objective}: use one of {', '.join(OBJECTIVES)}")
-    if attack.optimizer not in ("sign", "adam"):
-        raise ConfigError(f"attack.optimizer={attack.optimizer}: use sign or adam")
+    for key in ("early_stop_every", "select_every", "clean_answer_tokens"):
+        if attack.get(key, 1) < 1:
+            raise ConfigError(f"attack.{key}={attack[key]}: must be >= 1")

@@ -18,7 +18,9 @@ from mmsafety.errors import ConfigError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.synthetic import prompts as prompt_sets
 from mmsafety.synthetic import scenes
-from visual_attacks.objectives import CleanAnswers, PromptSampler, target_string, tool_misuse
+from visual_attacks.objectives import (
+    CleanAnswers, PromptSampler, read_corpus, target_corpus, target_string, tool_misuse,
+)
 from visual_attacks.targets import load_target
 
 
@@ -37,12 +39,17 @@ def rates(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in present}
 
 
+# The one prompt every corpus sentence follows under objective=target_corpus (Qi et al. attack the
+# image with no user text; an empty message keeps the chat template's own wording only).
+CORPUS_PROMPT = ""
+
+
 class ToolCallCase(AttackCase):
-    objectives = ("target_string", "tool_misuse")
+    objectives = ("target_string", "target_corpus", "tool_misuse")
     headline = "syntax"
 
     def __init__(self, target, images: int = 8, heldout_prompts: int = 32, seed: int = 0,
-                 batch_size: int = 16, max_new_tokens: int = 96, name: str = "tool_call", tag: str = ""):
+                 batch_size: int = 16, max_new_tokens: int = 256, name: str = "tool_call", tag: str = ""):
         self.target = load_target(target)
         self.images, self.seed = images, seed
         heldout = prompt_sets.benign_prompts("heldout")
@@ -61,7 +68,12 @@ class ToolCallCase(AttackCase):
         sampler = PromptSampler(self.train, attack.prompts_per_step, attack.seed)
         if attack.objective == "target_string":
             return target_string(adapter, self.target, sampler)
-        return tool_misuse(adapter, self.target, sampler, CleanAnswers(adapter, clean),
+        if attack.objective == "target_corpus":
+            if not attack.target_corpus:
+                raise ConfigError("attack.objective=target_corpus needs attack.target_corpus=FILE (one target sentence a row)")
+            corpus = PromptSampler(read_corpus(attack.target_corpus), attack.prompts_per_step, attack.seed)
+            return target_corpus(adapter, CORPUS_PROMPT, corpus)
+        return tool_misuse(adapter, self.target, sampler, CleanAnswers(adapter, clean, attack.clean_answer_tokens),
                            attack.response_weight, attack.l2_weight)
 
     def judge(self, adapter: VLMAdapter, image: Image.Image, base: AttackBase) -> Judgement:

@@ -13,10 +13,11 @@ from mmsafety.config import validate_attack, validate_common
 
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked without a model, so a sweep fails before its first job."""
-    from visual_attacks.run import build_case
+    from visual_attacks.run import build_case, pgd_config
 
     validate_common(cfg)
     validate_attack(cfg.attack)
+    pgd_config(cfg.attack)  # an unknown attack.optimizer fails here, in one line
     build_case(cfg)  # builds the case's targets and prompt sets; cheap (no images are drawn yet)
 
 

@@ -26,16 +26,18 @@ from mmsafety.errors import ConfigError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
 from mmsafety.records import RunRecord, atomic_write_bytes
-from visual_attacks.pgd import PGDConfig, pgd
+from visual_attacks.pgd import OPTIMIZERS, PGDConfig, pgd
 from visual_attacks.stealth import lpips_available, lpips_note, stealth_metrics
 
 
 def pgd_config(attack) -> PGDConfig:
+    OPTIMIZERS.get(attack.optimizer)  # an unknown name: one line that lists the registered ones
     return PGDConfig(
         norm=plain(attack.norm),
         eps=pixel_amount("attack.eps", attack.eps), step_size=pixel_amount("attack.step_size", attack.step_size),
         steps=attack.steps, random_start=attack.random_start, optimizer=attack.optimizer,
-        keep_best=attack.keep_best, early_stop_loss=attack.early_stop_loss, quantize=attack.quantize, seed=attack.seed,
+        keep_best=attack.keep_best, select_every=attack.select_every, early_stop_loss=attack.early_stop_loss,
+        check_every=attack.early_stop_every, quantize=attack.quantize, seed=attack.seed,
     )
 
 
@@ -152,7 +154,8 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
         start = time.perf_counter()
         try:
             result = pgd(objective, clean.to(adapter.device), pcfg, on_step,
-                         monitor=held_out_check, monitor_every=cfg.attack.check_every)
+                         monitor=held_out_check, monitor_every=cfg.attack.check_every,
+                         select=getattr(objective, "validation", None))  # universal objectives: a fixed validation batch
         finally:
             bar.close()
         seconds = time.perf_counter() - start

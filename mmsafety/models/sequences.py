@@ -3,6 +3,7 @@ per-token NLL on labelled positions only, per-row sums."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -114,15 +115,33 @@ def per_row(values: torch.Tensor, rows: torch.Tensor, n: int, mean: bool) -> tor
 
 
 
+@dataclass(frozen=True)
+class TokenWeightedTarget:
+    """Segments [(text, weight), ...] scored as sum over tokens of weight * NLL, divided by the total
+    token count: Fu et al.'s token-count-weighted mean (lambda on the answer, 1 on the tool call).
+    `eos`: the tokenizer's end-of-sequence token ends the last segment (and counts in it)."""
+    segments: tuple[tuple[str, float], ...]
+    eos: bool = False
+
+
 def target_ids_and_weights(targets, answer_ids) -> tuple[list[list[int]], list[float]]:
     """Token ids per target, and one weight per token: a segment (text, w) contributes w times
-    the mean NLL of its tokens; a plain string is one segment of weight 1."""
+    the mean NLL of its tokens; a plain string is one segment of weight 1; a TokenWeightedTarget
+    contributes w times each of its tokens' NLL over the target's total token count."""
     target_ids, weights = [], []
     for target in targets:
-        segments = [(target, 1.0)] if isinstance(target, str) else target
-        ids_per_segment = [answer_ids(text) for text, _ in segments]
+        if isinstance(target, TokenWeightedTarget):
+            last = len(target.segments) - 1
+            ids_per_segment = [answer_ids(text, eos=True) if target.eos and k == last else answer_ids(text)
+                               for k, (text, _) in enumerate(target.segments)]
+            total = max(1, sum(len(ids) for ids in ids_per_segment))
+            per_token = [w / total for _, w in target.segments]
+        else:
+            segments = [(target, 1.0)] if isinstance(target, str) else target
+            ids_per_segment = [answer_ids(text) for text, _ in segments]
+            per_token = [w / max(1, len(ids)) for (_, w), ids in zip(segments, ids_per_segment)]
         target_ids.append([i for ids in ids_per_segment for i in ids])
-        weights += [w / len(ids) for (_, w), ids in zip(segments, ids_per_segment) for _ in ids]
+        weights += [w for w, ids in zip(per_token, ids_per_segment) for _ in ids]
     return target_ids, weights
 
 
