@@ -105,6 +105,36 @@ def cached_choice_logprobs(model, prompt_ids: Sequence[list[int]], choice_ids: S
     return torch.stack(scores, dim=1)
 
 
+def spelling_variants(choice: str, answer_ids) -> list[list[int]]:
+    """The token sequences a model can start its answer with to say `choice`: as written ("Yes") and
+    after a space (" Yes"). Which one is natural depends on the tokenizer and template: byte-level BPE
+    after "Assistant:" (Idefics3/SmolVLM) or a bare prompt (BLIP-2-OPT) writes " Yes" as one token
+    (ĠYes), while a SentencePiece tokenizer already adds its dummy prefix to "Yes". Rather than decide
+    per tokenizer, the score is the log-sum-exp over both spellings. Distinct sequences only, and none
+    that extends another (those events would overlap): the events summed are then disjoint."""
+    variants = []
+    for ids in sorted((answer_ids(choice), answer_ids(" " + choice.lstrip())), key=len):
+        if ids and not any(ids[:len(v)] == v for v in variants):
+            variants.append(ids)
+    return variants
+
+
+def choice_variants(choices: Sequence[str], answer_ids) -> tuple[list[list[int]], list[int]]:
+    """Every choice's spelling variants, flat, and the choice each belongs to."""
+    flat, owners = [], []
+    for k, choice in enumerate(choices):
+        for ids in spelling_variants(choice, answer_ids):
+            flat.append(ids)
+            owners.append(k)
+    return flat, owners
+
+
+def combine_variants(scores: torch.Tensor, owners: Sequence[int], n_choices: int) -> torch.Tensor:
+    """log p per choice [N, C] from log p per variant [N, V]: log-sum-exp over each choice's variants."""
+    owner = torch.tensor(owners, device=scores.device)
+    return torch.stack([scores[:, owner == k].logsumexp(dim=1) for k in range(n_choices)], dim=1)
+
+
 def per_row(values: torch.Tensor, rows: torch.Tensor, n: int, mean: bool) -> torch.Tensor:
     total = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
     if not mean:
