@@ -232,3 +232,27 @@ def test_harmbench_stops_once_the_loss_is_below_001():
     objective = lambda px, _: px.flatten(1).sum(1) * 0 + next(losses)
     out = pgd(objective, torch.zeros(1, 3, 2, 2), PGDConfig(steps=10, early_stop_loss=0.01, check_every=1))
     assert out.stopped_early and out.steps_run == 3
+
+
+# --- item 5: their prompt files ----------------------------------------------------------------
+
+def test_tool_call_case_reads_their_prompt_file_formats(tmp_path):
+    import json
+
+    from visual_attacks.cases import ToolCallCase
+
+    related = tmp_path / "image_related_questions.txt"
+    related.write_text("What is in the image?\nDescribe the colours.\n")
+    unrelated = tmp_path / "image_unrelated_questions.json"  # one record a line, as their files
+    unrelated.write_text("\n".join(json.dumps(r) for r in [
+        {"instruction": "Give three tips for staying healthy.", "input": "", "output": "..."},
+        {"instruction": "Translate this sentence.", "input": "Bonjour", "output": "Hello"}]))
+    as_list = tmp_path / "test.json"
+    as_list.write_text(json.dumps([{"instruction": "Name a planet.", "input": ""}]))
+    case = ToolCallCase(OmegaConf.create({"name": "d", "kind": "function_call", "text": FU_TARGETS["delete_email"]}),
+                        train_prompt_files=[str(related), str(unrelated)], test_prompt_files=[str(as_list)])
+    assert case.train == ["What is in the image?", "Describe the colours.", "Give three tips for staying healthy."]
+    assert case.heldout == ["Name a planet."]
+    with pytest.raises(ConfigError, match="cannot read it"):
+        ToolCallCase(OmegaConf.create({"name": "d", "kind": "function_call", "text": FU_TARGETS["delete_email"]}),
+                     train_prompt_files=[str(tmp_path / "missing.txt")])

@@ -21,6 +21,7 @@ from mmsafety.synthetic import scenes
 from visual_attacks.objectives import (
     CleanAnswers, PromptSampler, read_corpus, target_corpus, target_string, tool_misuse,
 )
+from visual_attacks.prompt_files import read_prompt_files
 from visual_attacks.targets import load_target
 
 
@@ -49,12 +50,17 @@ class ToolCallCase(AttackCase):
     headline = "syntax"
 
     def __init__(self, target, images: int = 8, heldout_prompts: int = 32, seed: int = 0,
-                 batch_size: int = 16, max_new_tokens: int = 256, name: str = "tool_call", tag: str = ""):
+                 batch_size: int = 16, max_new_tokens: int = 256, name: str = "tool_call", tag: str = "",
+                 train_prompt_files: tuple[str, ...] = (), test_prompt_files: tuple[str, ...] = ()):
         self.target = load_target(target)
         self.images, self.seed = images, seed
-        heldout = prompt_sets.benign_prompts("heldout")
+        # Offline default: the synthetic prompt sets; or the user's files in Fu et al.'s formats.
+        heldout = read_prompt_files(test_prompt_files) if test_prompt_files else prompt_sets.benign_prompts("heldout")
         self.heldout = random.Random(f"heldout/{seed}").sample(heldout, min(heldout_prompts, len(heldout)))
-        self.train = prompt_sets.benign_prompts("train")
+        self.train = read_prompt_files(train_prompt_files) if train_prompt_files else prompt_sets.benign_prompts("train")
+        if not self.train or not self.heldout:
+            raise ConfigError("case.train_prompt_files / case.test_prompt_files hold no prompts; give one prompt a "
+                              "line (.txt) or instruction records (.json)")
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def bases(self) -> list[AttackBase]:
