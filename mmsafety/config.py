@@ -91,6 +91,7 @@ class AttackConfig:
     target_corpus: Optional[str] = None  # target_corpus: a text file, one target sentence a row (Qi et al.)
     quantize: bool = False    # keep iterates on the 8-bit grid a PNG stores
     check_every: int = 0      # every N steps, judge the best images so far on the held-out checks (0: off)
+    checkpoint_every: int = 100  # save the attack state every N steps (a killed job resumes from it; 0: off)
     seed: int = 0
 
 
@@ -186,6 +187,8 @@ def validate_attack(attack) -> None:
         raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
     if attack.objective not in OBJECTIVES:
         raise ConfigError(f"attack.objective={attack.objective}: use one of {', '.join(OBJECTIVES)}")
+    if attack.get("checkpoint_every", 0) < 0:
+        raise ConfigError(f"attack.checkpoint_every={attack.checkpoint_every}: must be >= 0 (0 turns it off)")
     for key in ("early_stop_every", "select_every", "clean_answer_tokens"):
         if attack.get(key, 1) < 1:
             raise ConfigError(f"attack.{key}={attack[key]}: must be >= 1")

@@ -68,7 +68,7 @@ def test_toolmisuse_preset_is_fu_et_al_run_sh():
 
 def test_token_weighted_target_is_their_token_count_weighted_mean():
     """(lambda * sum CE(answer) + sum CE(tool)) / (N_answer + N_tool), EOS ending the tool segment."""
-    vocab = {"red": [5, 6, 7], "\n<call>": [8, 9]}
+    vocab = {"red": [5, 6, 7], "red\n<call>": [5, 6, 7, 8, 9]}
     answer_ids = lambda text, eos=False: vocab[text] + ([2] if eos else [])
     ids, weights = target_ids_and_weights([TokenWeightedTarget((("red", 0.1), ("\n<call>", 1.0)), eos=True)], answer_ids)
     assert ids == [[5, 6, 7, 8, 9, 2]]
@@ -92,6 +92,21 @@ class RecordingAdapter:
         self.targets += list(targets)
         self.prompts += list(prompts)
         return pixels.flatten(1).mean(1)
+
+
+def test_segments_are_tokenised_as_one_text():
+    """Fu et al.'s twoway_tokenize: the whole text at once, split at the token count of the first part;
+    a tokenizer that adds a prefix space to every text must not put one before the "\n"."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "checkpoints" / "qwen2.5-vl-7b-instruct")
+    answer_ids = lambda text, eos=False: tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
+    call = '<function.delete_email which="all">'
+    ids, weights = target_ids_and_weights([TokenWeightedTarget((("The shape is red.", 0.1), ("\n" + call, 1.0)), eos=True)],
+                                          answer_ids)
+    assert ids == [answer_ids("The shape is red.\n" + call, eos=True)]
+    n_answer = len(answer_ids("The shape is red."))
+    assert weights == [0.1 / len(ids[0])] * n_answer + [1.0 / len(ids[0])] * (len(ids[0]) - n_answer)
 
 
 def test_tool_misuse_objective_builds_their_target_and_summed_channel_penalty():
@@ -256,3 +271,51 @@ def test_tool_call_case_reads_their_prompt_file_formats(tmp_path):
     with pytest.raises(ConfigError, match="cannot read it"):
         ToolCallCase(OmegaConf.create({"name": "d", "kind": "function_call", "text": FU_TARGETS["delete_email"]}),
                      train_prompt_files=[str(tmp_path / "missing.txt")])
+
+
+# --- item 8b: checkpoint and resume ------------------------------------------------------------
+
+class Killed(Exception):
+    pass
+
+
+def test_attack_killed_mid_run_resumes_bit_identically(tmp_path):
+    """A universal attack (a different prompt batch each step, Adam moments, keep-best on a validation
+    batch) stopped at step 8 and resumed from its step-6 checkpoint ends exactly as an uninterrupted run."""
+    from visual_attacks.objectives import target_string
+    from visual_attacks.pgd import Checkpoint
+
+    class PromptWeightedAdapter(RecordingAdapter):
+        def target_loss(self, pixels, prompts, targets):
+            w = torch.tensor([1.0 + (sum(map(ord, p)) % 7) for p in prompts]).view(-1, 1, 1, 1)
+            return ((pixels - 0.3) * w).pow(2).flatten(1).mean(1)
+
+    prompts = [f"prompt number {i}" for i in range(30)]
+    target = ToolTarget("d", "function_call", FU_TARGETS["delete_email"])
+    cfg = PGDConfig(norm="linf", eps=0.3, optimizer="adam", step_size=0.01, steps=12, keep_best=True, select_every=2)
+    x0 = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    steps_seen = []
+
+    def attack(kill_at=None):
+        objective = target_string(PromptWeightedAdapter(), target, PromptSampler(prompts, 3, 0))
+
+        def maybe_killed(pixels, step):
+            steps_seen.append(step)
+            if step == kill_at:
+                raise Killed
+            return objective(pixels, step)
+
+        ckpt = Checkpoint(tmp_path / "state.pt", 3, objective.state_dict, objective.load_state_dict)
+        return pgd(maybe_killed, x0, cfg, select=objective.validation, checkpoint=ckpt)
+
+    reference = pgd(target_string(PromptWeightedAdapter(), target, PromptSampler(prompts, 3, 0)), x0, cfg,
+                    select=target_string(PromptWeightedAdapter(), target, PromptSampler(prompts, 3, 0)).validation)
+    with pytest.raises(Killed):
+        attack(kill_at=8)
+    assert torch.load(tmp_path / "state.pt", weights_only=False)["step"] == 6
+    steps_seen.clear()
+    resumed = attack()
+    assert steps_seen[0] == 6  # it resumed: steps 0-5 were not run again
+    assert torch.equal(resumed.pixels, reference.pixels) and torch.equal(resumed.losses, reference.losses)
+    assert torch.equal(resumed.best_loss, reference.best_loss)

@@ -38,6 +38,13 @@ class PromptSampler:
         """Whether steps see different items (then step losses are not comparable)."""
         return self.per_step < len(self.prompts)
 
+    def state_dict(self) -> dict:
+        return {"generator": self.gen.get_state(), "cache": dict(self.cache)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["generator"])
+        self.cache = dict(state["cache"])
+
     def __call__(self, step: int) -> list[str]:
         if step not in self.cache:  # the same step (e.g. re-scoring the final iterate) sees the same prompts
             idx = torch.randperm(len(self.prompts), generator=self.gen)[: self.per_step]
@@ -54,6 +61,13 @@ class SampledObjective:
 
     def __call__(self, pixels: torch.Tensor, step: int) -> torch.Tensor:
         return self.loss_on(pixels, self.sampler(step))
+
+    def state_dict(self) -> dict:
+        """What a resumed attack needs to draw the same items from here on (the sampler's RNG)."""
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
 
     def _validation(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.loss_on(pixels, self.sampler.validation)

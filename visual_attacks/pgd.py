@@ -35,7 +35,9 @@ graph survives a step, so memory stays flat however many steps run.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Literal
 
 import torch
@@ -74,6 +76,34 @@ class AttackResult:
     steps_run: int
     stopped_early: bool = False
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Checkpoint:
+    """Save the attack state every `every` steps to `path` (atomically), and resume from it.
+
+    The state is everything the next step depends on: the iterate, the optimizer's moments, the
+    best-so-far, the loss history, the step, and `objective_state()` (e.g. the prompt sampler's RNG),
+    restored through `load_objective_state`. A resumed attack takes the same steps as an
+    uninterrupted one, so on the CPU its result is bit-identical (tests/test_paper_protocols.py)."""
+    path: Path
+    every: int
+    objective_state: Callable[[], dict] = dict
+    load_objective_state: Callable[[dict], None] = lambda state: None
+
+    def save(self, state: dict) -> None:
+        from mmsafety.records import atomic_write_bytes
+
+        buf = io.BytesIO()
+        torch.save({**state, "objective": self.objective_state()}, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
+
+    def load(self, device) -> dict | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location=device, weights_only=False)
+        self.load_objective_state(state.pop("objective"))
+        return state
 
 
 def _project(x: torch.Tensor, x0: torch.Tensor, cfg: PGDConfig) -> torch.Tensor:
@@ -127,17 +157,22 @@ def adam_direction(grad: torch.Tensor, cfg: PGDConfig, state: dict, step: int) -
 def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
         on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
         monitor: Callable[[int, torch.Tensor], None] | None = None, monitor_every: int = 0,
-        select: Select | None = None) -> AttackResult:
+        select: Select | None = None, checkpoint: Checkpoint | None = None) -> AttackResult:
     """Minimise `objective` over pixels near `clean` [B,3,H,W] in [0,1]. `on_step(step, loss, best)`
     receives device tensors (a progress bar should throttle its own host syncs); `monitor(step, best_x)`
     runs every `monitor_every` steps (0: never), e.g. for held-out checks. `select(pixels) -> loss [B]`:
-    with keep_best, the fixed score that picks the best iterate (see the module docstring)."""
+    with keep_best, the fixed score that picks the best iterate (see the module docstring). `checkpoint`:
+    save the state every N steps and resume from a saved one."""
     direction = OPTIMIZERS.get(cfg.optimizer)
     x0 = clean.detach().float()
     gen = torch.Generator(device=x0.device).manual_seed(cfg.seed)
     x = _random_start(x0, cfg, gen) if cfg.random_start else x0.clone()
     best_x, best_loss = x.clone(), torch.full((x0.shape[0],), float("inf"), device=x0.device)
-    losses, state, stopped_early = [], {}, False
+    losses, state, stopped_early, first_step = [], {}, False, 0
+    saved = checkpoint.load(x0.device) if checkpoint is not None else None
+    if saved is not None:
+        x, best_x, best_loss, state = saved["x"], saved["best_x"], saved["best_loss"], saved["optimizer"]
+        losses, first_step = list(saved["losses"]), saved["step"]
 
     def consider(candidate: torch.Tensor, loss: torch.Tensor) -> None:
         nonlocal best_x, best_loss
@@ -145,7 +180,10 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
         best_loss = torch.where(improved, loss, best_loss)
         best_x = torch.where(improved.view(-1, 1, 1, 1), candidate, best_x)  # no host sync, unlike a mask index
 
-    for step in range(cfg.steps):
+    for step in range(first_step, cfg.steps):
+        if checkpoint is not None and checkpoint.every and step > first_step and step % checkpoint.every == 0:
+            checkpoint.save({"x": x, "best_x": best_x, "best_loss": best_loss, "optimizer": state,
+                             "losses": losses, "step": step})
         x.requires_grad_(True)
         loss = objective(x, step)
         grad, = torch.autograd.grad(loss.sum(), x)

@@ -26,7 +26,7 @@ from mmsafety.errors import ConfigError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
 from mmsafety.records import RunRecord, atomic_write_bytes
-from visual_attacks.pgd import OPTIMIZERS, PGDConfig, pgd
+from visual_attacks.pgd import OPTIMIZERS, Checkpoint, PGDConfig, pgd
 from visual_attacks.stealth import lpips_available, lpips_note, stealth_metrics
 
 
@@ -39,6 +39,19 @@ def pgd_config(attack) -> PGDConfig:
         keep_best=attack.keep_best, select_every=attack.select_every, early_stop_loss=attack.early_stop_loss,
         check_every=attack.early_stop_every, quantize=attack.quantize, seed=attack.seed,
     )
+
+
+ATTACK_STATE = "attack_state.pt"
+
+
+def attack_checkpoint(out_dir: Path, attack, objective) -> Checkpoint | None:
+    """The attack state saved every `attack.checkpoint_every` steps in the run folder, so a killed or
+    preempted job resumes mid-attack instead of from step 0 (0: off)."""
+    if not attack.checkpoint_every:
+        return None
+    if hasattr(objective, "state_dict"):
+        return Checkpoint(out_dir / ATTACK_STATE, attack.checkpoint_every, objective.state_dict, objective.load_state_dict)
+    return Checkpoint(out_dir / ATTACK_STATE, attack.checkpoint_every)
 
 
 def save_png(pixels: torch.Tensor, folder: Path) -> Path:
@@ -128,9 +141,10 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     done = record.done_keys(("image",))
     missing = {i for i in range(len(bases)) if (i,) not in done}
     if missing:
-        # A resumed run attacks the whole batch again and writes only the missing samples: the
-        # images share one batched PGD run, so the same batch gives bit-identical images on the
-        # CPU, while a smaller batch could round differently.
+        # A resumed run attacks the whole batch again, from its last saved attack state when there
+        # is one (attack.checkpoint_every), and writes only the missing samples: the images share one
+        # batched PGD run, so the same batch gives bit-identical images on the CPU, while a smaller
+        # batch could round differently.
         # On the 8-bit grid from the start: the clean PNG is then exactly the attack's x0, and an
         # eps that is a multiple of 1/255 still holds after the adversarial image is rounded.
         clean = adapter.to_input_pixels([base.image for base in bases]).mul(255).round().div(255)
@@ -155,7 +169,8 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
         try:
             result = pgd(objective, clean.to(adapter.device), pcfg, on_step,
                          monitor=held_out_check, monitor_every=cfg.attack.check_every,
-                         select=getattr(objective, "validation", None))  # universal objectives: a fixed validation batch
+                         select=getattr(objective, "validation", None),  # universal objectives: a fixed validation batch
+                         checkpoint=attack_checkpoint(out_dir, cfg.attack, objective))
         finally:
             bar.close()
         seconds = time.perf_counter() - start
@@ -175,6 +190,7 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
             })
             record.checkpoint()
         record.update(artifacts={"loss_curve": curve}, held_out_checks=checks)
+        (out_dir / ATTACK_STATE).unlink(missing_ok=True)  # every sample is written: nothing left to resume
         log(f"attack: {result.steps_run} steps in {seconds:.1f}s ({seconds / max(1, result.steps_run) * 1000:.0f} ms/step)")
     return summarize(record.samples, case.group_by)
 

@@ -149,9 +149,25 @@ def per_row(values: torch.Tensor, rows: torch.Tensor, n: int, mean: bool) -> tor
 class TokenWeightedTarget:
     """Segments [(text, weight), ...] scored as sum over tokens of weight * NLL, divided by the total
     token count: Fu et al.'s token-count-weighted mean (lambda on the answer, 1 on the tool call).
-    `eos`: the tokenizer's end-of-sequence token ends the last segment (and counts in it)."""
+    `eos`: the tokenizer's end-of-sequence token ends the last segment (and counts in it). The text is
+    tokenised as a whole (see `_joint_segments`)."""
     segments: tuple[tuple[str, float], ...]
     eos: bool = False
+
+
+def _joint_segments(target: TokenWeightedTarget, answer_ids) -> list[list[int]]:
+    """The concatenated text tokenised once (as the model reads it), split after as many tokens as the
+    text up to each segment's end has on its own: Fu et al.'s `twoway_tokenize_prompt_target` (the
+    boundary is the token count of prompt + first segment). Tokenising each segment on its own
+    would insert tokens the model never produces there (a prefix space before "\n", for example)."""
+    texts = [text for text, _ in target.segments]
+    full = answer_ids("".join(texts), eos=target.eos)
+    cuts, end = [], 0
+    for k in range(1, len(texts)):
+        end = max(end, min(len(full), len(answer_ids("".join(texts[:k])))))  # their boundary: the prefix's token count
+        cuts.append(end)
+    bounds = [0] + cuts + [len(full)]
+    return [full[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def target_ids_and_weights(targets, answer_ids) -> tuple[list[list[int]], list[float]]:
@@ -161,9 +177,7 @@ def target_ids_and_weights(targets, answer_ids) -> tuple[list[list[int]], list[f
     target_ids, weights = [], []
     for target in targets:
         if isinstance(target, TokenWeightedTarget):
-            last = len(target.segments) - 1
-            ids_per_segment = [answer_ids(text, eos=True) if target.eos and k == last else answer_ids(text)
-                               for k, (text, _) in enumerate(target.segments)]
+            ids_per_segment = _joint_segments(target, answer_ids)
             total = max(1, sum(len(ids) for ids in ids_per_segment))
             per_token = [w / total for _, w in target.segments]
         else:
