@@ -1,7 +1,7 @@
 """Load GOAT-Bench data: `<root>/<task>/test.jsonl` (or a `.json` array) plus images.
 
 Field aliases follow the official code: text in `text` or `org_sent`; image in `img` or
-`image`; id in `id`, else the image file name without its extension; label 0/1 in `label`.
+`image`; id in `id`, else the image path with `.png` stripped; label 0/1 in `label`.
 A line that cannot become a sample becomes a *skipped* sample with its reason, so counts
 always add up to the lines read. Image paths may not leave the dataset root.
 """
@@ -133,7 +133,8 @@ def load_task(root: str | Path, task: str) -> list[MemeSample]:
             samples.append(MemeSample(task, f"line-{line_no}", skip_reason=refused, notes=notes))
             continue
         image_name = rec.get("img") or rec.get("image")
-        sid = str(rec.get("id") if rec.get("id") is not None else (Path(str(image_name)).stem if image_name else f"line-{line_no}"))
+        # As the official loader: the image path with ".png" stripped (a .jpg keeps its name, a folder stays in it).
+        sid = str(rec.get("id") if rec.get("id") is not None else (str(image_name).replace(".png", "") if image_name else f"line-{line_no}"))
         sample = MemeSample(task, sid, text=_caption(rec), notes=notes)
         sample.label = _label(rec.get("label"))
         if sid in seen:

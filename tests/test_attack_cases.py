@@ -73,7 +73,7 @@ def test_objective_the_case_does_not_implement_is_refused_before_loading():
     proc = subprocess.run([*ATTACK, "attack.objective=verdict_flip"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: attack.objective=verdict_flip does not apply to case=tool_call, "
-                                   "which implements target_string, tool_misuse")
+                                   "which implements target_string, target_corpus, tool_misuse")
 
 
 def test_lpips_reported_only_when_alexnet_weights_are_on_disk(tmp_path, monkeypatch):

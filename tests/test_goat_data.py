@@ -26,8 +26,13 @@ def test_field_aliases(tmp_path):
                             {"image": "img/a.png", "org_sent": "from org_sent", "label": "0"}])
     a, b = load_task(root, "hatefulness")
     assert (a.id, a.text, a.label, a.skip_reason) == ("1", "hello", 1, None)
-    assert (b.id, b.text, b.label) == ("a", "from org_sent", 0)  # id falls back to the image stem
+    assert (b.id, b.text, b.label) == ("img/a", "from org_sent", 0)  # id falls back to the path without .png
     assert open_image(a).size == (8, 8)
+
+
+def test_id_fallback_strips_png_from_the_image_path_as_the_official_loader(tmp_path):
+    root = write(tmp_path, [{"img": "img/a.png", "label": 1}, {"img": "b.jpg", "label": 0}, {"img": "c.png", "label": 0}])
+    assert [s.id for s in load_task(root, "hatefulness")] == ["img/a", "b.jpg", "c"]
 
 
 def test_json_array_file(tmp_path):

@@ -19,7 +19,10 @@ from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import EMBED, GENERATE, SCORE_CHOICES
 from mmsafety.synthetic import prompts as prompt_sets
 from mmsafety.synthetic import scenes
-from visual_attacks.objectives import CleanAnswers, PromptSampler, target_string, tool_misuse
+from visual_attacks.objectives import (
+    CleanAnswers, PromptSampler, read_corpus, target_corpus, target_string, tool_misuse,
+)
+from visual_attacks.prompt_files import read_prompt_files
 from visual_attacks.targets import load_target
 
 
@@ -38,20 +41,30 @@ def rates(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in present}
 
 
+# The one prompt every corpus sentence follows under objective=target_corpus (Qi et al. attack the
+# image with no user text; an empty message keeps the chat template's own wording only).
+CORPUS_PROMPT = ""
+
+
 @CASES.register("tool_call")
 class ToolCallCase(AttackCase):
-    objectives = ("target_string", "tool_misuse")
+    objectives = ("target_string", "target_corpus", "tool_misuse")
     judge_needs = frozenset({GENERATE})
     headline = "syntax"
 
     def __init__(self, target, images: int = 8, heldout_prompts: int = 32, seed: int = 0,
-                 batch_size: int = 16, max_new_tokens: int = 96, name: str = "tool_call", tag: str = ""):
+                 batch_size: int = 16, max_new_tokens: int = 256, name: str = "tool_call", tag: str = "",
+                 train_prompt_files: tuple[str, ...] = (), test_prompt_files: tuple[str, ...] = ()):
         # A plain dict when the case is rebuilt from a config or a saved record's config.
         self.target = load_target(SimpleNamespace(**target) if isinstance(target, dict) else target)
         self.images, self.seed = images, seed
-        heldout = prompt_sets.benign_prompts("heldout")
+        # Offline default: the synthetic prompt sets; or the user's files in Fu et al.'s formats.
+        heldout = read_prompt_files(test_prompt_files) if test_prompt_files else prompt_sets.benign_prompts("heldout")
         self.heldout = random.Random(f"heldout/{seed}").sample(heldout, min(heldout_prompts, len(heldout)))
-        self.train = prompt_sets.benign_prompts("train")
+        self.train = read_prompt_files(train_prompt_files) if train_prompt_files else prompt_sets.benign_prompts("train")
+        if not self.train or not self.heldout:
+            raise ConfigError("case.train_prompt_files / case.test_prompt_files hold no prompts; give one prompt a "
+                              "line (.txt) or instruction records (.json)")
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
 
     def bases(self) -> list[AttackBase]:
@@ -87,9 +100,18 @@ def _target_string(case: ToolCallCase, adapter, bases, clean, attack) -> Objecti
     return target_string(adapter, case.target, case.sampler(attack))
 
 
+@register_objective("target_corpus")
+def _target_corpus(case: ToolCallCase, adapter, bases, clean, attack) -> Objective:
+    """Qi et al.: target sentences drawn from a corpus file, all under one prompt."""
+    if not attack.target_corpus:
+        raise ConfigError("attack.objective=target_corpus needs attack.target_corpus=FILE (one target sentence a row)")
+    corpus = PromptSampler(read_corpus(attack.target_corpus), attack.prompts_per_step, attack.seed)
+    return target_corpus(adapter, CORPUS_PROMPT, corpus)
+
+
 @register_objective("tool_misuse", GENERATE)  # the clean answers it keeps are generated
 def _tool_misuse(case: ToolCallCase, adapter, bases, clean, attack) -> Objective:
-    return tool_misuse(adapter, case.target, case.sampler(attack), CleanAnswers(adapter, clean),
+    return tool_misuse(adapter, case.target, case.sampler(attack), CleanAnswers(adapter, clean, attack.clean_answer_tokens),
                        attack.response_weight, attack.l2_weight)
 
 

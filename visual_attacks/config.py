@@ -23,7 +23,8 @@ class Norm(Enum):
 class AttackConfig:
     name: str = MISSING
     # A registered objective (mmsafety.attack_case.OBJECTIVES): target_string | tool_misuse (Fu et al.:
-    # clean answer + newline + call) | verdict_flip | clip_embed; the case (conf/case/) says which it implements
+    # clean answer + newline + call) | target_corpus (Qi et al.) | verdict_flip | clip_embed; the case
+    # (conf/case/) says which it implements
     objective: str = "target_string"
     response_weight: float = 0.1      # tool_misuse: lambda on the clean-answer tokens
     l2_weight: float = 0.0            # tool_misuse: soft penalty on the per-channel L2 distance to the clean image
@@ -32,21 +33,26 @@ class AttackConfig:
     step_size: Any = "1/255"
     steps: int = 500
     random_start: bool = False
-    optimizer: str = "sign"   # sign | adam
+    optimizer: str = "sign"   # a name in visual_attacks.pgd.OPTIMIZERS: sign | sgd | adam
     prompts_per_step: int = 8
     images_per_batch: int = 8  # base images attacked together in one forward; more are done in chunks
     early_stop_loss: Optional[float] = None
+    early_stop_every: int = 10  # check the early stop every N steps (each check syncs with the host)
     keep_best: bool = True
+    select_every: int = 10    # keep_best on a universal attack: score the iterate on the fixed validation batch every N steps
+    clean_answer_tokens: int = 128  # tool_misuse: the model's own clean answer, up to this many tokens (Fu et al.)
+    target_corpus: Optional[str] = None  # target_corpus: a text file, one target sentence a row (Qi et al.)
     quantize: bool = False    # keep iterates on the 8-bit grid a PNG stores
     check_every: int = 0      # every N steps, judge the best images so far on the held-out checks (0: off)
+    checkpoint_every: int = 100  # save the attack state every N steps (a killed job resumes from it; 0: off)
     seed: int = 0
 
 
 @dataclass
 class TargetConfig:
     name: str = MISSING
-    kind: str = "function_call"  # function_call | expedia | exfiltration
-    text: str = MISSING          # {prompt} / {prompt_url}: the user's own message
+    kind: str = "function_call"  # a name in visual_attacks.targets.TARGET_KINDS: function_call | expedia | exfiltration
+    text: str = MISSING          # {prompt}: the user's own message; {prompt_url}: the same, spaces as %20
 
 
 @dataclass
@@ -80,5 +86,11 @@ def validate_attack(attack) -> None:
     if attack.prompts_per_step < 1:
         raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
     OBJECTIVES.get(attack.objective)  # one line listing the registered objectives
-    if attack.optimizer not in ("sign", "adam"):
-        raise ConfigError(f"attack.optimizer={attack.optimizer}: use sign or adam")
+    from visual_attacks.pgd import OPTIMIZERS
+
+    OPTIMIZERS.get(attack.optimizer)  # one line listing the registered optimizers
+    if attack.get("checkpoint_every", 0) < 0:
+        raise ConfigError(f"attack.checkpoint_every={attack.checkpoint_every}: must be >= 0 (0 turns it off)")
+    for key in ("early_stop_every", "select_every", "clean_answer_tokens"):
+        if attack.get(key, 1) < 1:
+            raise ConfigError(f"attack.{key}={attack[key]}: must be >= 1")

@@ -25,16 +25,33 @@ from mmsafety.models.pixels import pixels_to_pil
 from mmsafety.oom import HalvingBatcher
 from mmsafety.records import atomic_write_bytes
 from visual_attacks.config_checks import check_l2_budget
-from visual_attacks.pgd import PGDConfig, pgd
+from visual_attacks.pgd import OPTIMIZERS, Checkpoint, PGDConfig, pgd
 
 
 def pgd_config(attack) -> PGDConfig:
+    OPTIMIZERS.get(attack.optimizer)  # an unknown name: one line that lists the registered ones
     return PGDConfig(
         norm=plain(attack.norm),
         eps=pixel_amount("attack.eps", attack.eps), step_size=pixel_amount("attack.step_size", attack.step_size),
         steps=attack.steps, random_start=attack.random_start, optimizer=attack.optimizer,
-        keep_best=attack.keep_best, early_stop_loss=attack.early_stop_loss, quantize=attack.quantize, seed=attack.seed,
+        keep_best=attack.keep_best, select_every=attack.select_every, early_stop_loss=attack.early_stop_loss,
+        check_every=attack.early_stop_every, quantize=attack.quantize, seed=attack.seed,
     )
+
+
+def attack_state_path(out_dir: Path, first_image: int) -> Path:
+    """Where the attack state of the chunk starting at `first_image` is saved."""
+    return out_dir / ("attack_state.pt" if first_image == 0 else f"attack_state_from_image{first_image}.pt")
+
+
+def attack_checkpoint(path: Path, attack, objective) -> Checkpoint | None:
+    """The attack state saved every `attack.checkpoint_every` steps in the run folder, so a killed or
+    preempted job resumes mid-attack instead of from step 0 (0: off)."""
+    if not attack.checkpoint_every:
+        return None
+    if hasattr(objective, "state_dict"):
+        return Checkpoint(path, attack.checkpoint_every, objective.state_dict, objective.load_state_dict)
+    return Checkpoint(path, attack.checkpoint_every)
 
 
 def save_png(pixels: torch.Tensor, folder: Path) -> Path:
@@ -111,7 +128,7 @@ def clean_pixels(adapter: PixelLoss, bases: list[AttackBase]) -> torch.Tensor:
 
 
 def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], indices, attack,
-                  monitor: Callable | None) -> list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, int, float]]:
+                  monitor: Callable | None, out_dir: Path) -> list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, int, float]]:
     """One batched PGD run over `bases[indices]`: per image (clean, adversarial, best loss, losses, steps, seconds)."""
     pcfg = pgd_config(attack)
     chunk = [bases[i] for i in indices]
@@ -129,7 +146,9 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
     begin = time.perf_counter()
     try:
         result = pgd(objective, clean.to(adapter.device), pcfg, on_step, monitor=chunk_monitor,
-                     monitor_every=attack.check_every)
+                     monitor_every=attack.check_every,
+                     select=getattr(objective, "validation", None),  # universal objectives: a fixed validation batch
+                     checkpoint=attack_checkpoint(attack_state_path(out_dir, indices[0]), attack, objective))
     finally:
         bar.close()
     seconds = time.perf_counter() - begin
@@ -153,9 +172,10 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
     """Attack the bases in chunks of `attack.images_per_batch` per batched PGD run and save the PNGs of
     `indices` under out_dir/images; only chunks holding one of `indices` run.
 
-    A resumed run attacks such a chunk whole again and saves only the missing images: the images
-    of a chunk share one batched PGD run, so the same chunk gives bit-identical images on the CPU,
-    while a smaller one could round differently. Out of memory halves the chunk (down to one image,
+    A resumed run attacks such a chunk whole again, from its last saved attack state when there is
+    one (attack.checkpoint_every), and saves only the missing images: the images of a chunk share one
+    batched PGD run, so the same chunk gives bit-identical images on the CPU, while a smaller one
+    could round differently. Out of memory halves the chunk (down to one image,
     then a one-line error naming what to lower). `monitor(step, best_x, image_indices)` runs every
     attack.check_every steps.
     """
@@ -170,7 +190,7 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
     for chunk in chunks:
         if not wanted.intersection(chunk):
             continue
-        runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor), chunk)
+        runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor, out_dir), chunk)
         for i, (result, reason) in zip(chunk, runs):
             if result is None:
                 raise UserError(f"out of memory attacking one image ({reason.split('(', 1)[-1].rstrip(')')}); lower "

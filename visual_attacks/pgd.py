@@ -1,14 +1,31 @@
 """Projected gradient descent on pixels in [0,1], against any differentiable objective.
 
 `pgd(objective, clean, config)` minimises `objective(pixels, step) -> loss [B]` (one loss
-per image) inside a budget around `clean`:
+per image) inside a budget around `clean`. Each step moves the image by `step_size` times a
+direction from the gradient (`OPTIMIZERS`, set by `attack.optimizer`), then projects:
 
-- norm `linf`: x <- clip_[x0-eps, x0+eps](x - step_size * sign(g)), then clamp to [0,1];
-- norm `l2`:   x <- x0 + proj_{||d||<=eps}(x - step_size * g/||g|| - x0), then clamp;
-- norm `none`: sign steps, only the [0,1] box (Qi et al.'s unconstrained attack);
-- optimizer `adam`: the step direction is Adam's m_hat / (sqrt(v_hat) + 1e-8) computed on
-  the gradient (sign of it under linf), then the same projection. (Fu et al.'s code builds
-  an Adam optimizer but steps the image with plain gradients; here Adam is really used.)
+- norm `linf`: clip to [x0-eps, x0+eps], then clamp to [0,1];
+- norm `l2`:   scale the perturbation back onto the L2 ball of radius eps, then clamp;
+- norm `none`: only the [0,1] box (Qi et al.'s unconstrained attack; Fu et al.'s attack).
+
+Optimizers (the direction the image moves along, before the step size):
+- `sign`: sign(g) under linf/none, g/||g|| under l2 (Madry et al.; Qi et al.'s `visual_attacker.py`
+  and HarmBench's `multimodalpgd` use the sign);
+- `sgd`: the raw gradient g, no sign or normalisation. Fu et al.'s `train_adversarial_image.py`
+  builds an Adam step and then overwrites it with `grad * step_size`, so this is their update;
+- `adam`: Adam's bias-corrected m_hat / (sqrt(v_hat) + 1e-8) (betas `adam_betas`), signed under
+  linf/none and used as is under l2. An mmsafety option: no reference attack uses it.
+
+Random start (`random_start`): x0 + U[-eps, eps] under linf (Qi et al.'s constrained attack),
+uniform noise U[0,1] under `none` (their unconstrained attack starts from noise, not from the
+clean image), a uniform draw in the eps-ball under l2.
+
+Which iterate comes back (`keep_best`): False returns the last iterate (Qi et al., Fu et al.).
+True returns each image's lowest-loss iterate: scored by the step's own loss when the objective
+is deterministic (HarmBench: one fixed prompt), or by `select(pixels) -> loss [B]` when one is
+given, every `select_every` steps and on the last iterate. A universal attack draws different
+prompts each step, so its step losses are not comparable; it passes a `select` that scores a
+fixed validation batch of training prompts.
 
 To run textbook PGD (Madry et al.) on a classifier, minimise minus the cross-entropy of
 the true label with random_start=False and keep_best=False: tests/test_pgd.py checks the
@@ -18,12 +35,20 @@ graph survives a step, so memory stays flat however many steps run.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Literal
 
 import torch
 
+from mmsafety.registry import Registry
+
 Objective = Callable[[torch.Tensor, int], torch.Tensor]
+Select = Callable[[torch.Tensor], torch.Tensor]
+
+# name -> direction(grad, cfg, state, step): the image then moves by -step_size * direction.
+OPTIMIZERS: Registry[Callable] = Registry("attack.optimizer")
 
 
 @dataclass(frozen=True)
@@ -33,9 +58,10 @@ class PGDConfig:
     step_size: float = 1 / 255
     steps: int = 500
     random_start: bool = False
-    optimizer: Literal["sign", "adam"] = "sign"
+    optimizer: str = "sign"        # a name in OPTIMIZERS: sign | sgd | adam
     keep_best: bool = True         # return each image's lowest-loss iterate, not the last
-    early_stop_loss: float | None = None  # stop once every image's best loss is at or below this
+    select_every: int = 10         # with a `select` scorer: score the iterate every N steps
+    early_stop_loss: float | None = None  # stop once every image's best loss is below this
     check_every: int = 10          # early-stop checks sync with the host; do them every N steps
     quantize: bool = False         # keep iterates on the 8-bit grid (what a PNG can store)
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -45,11 +71,39 @@ class PGDConfig:
 @dataclass
 class AttackResult:
     pixels: torch.Tensor          # [B,3,H,W] in [0,1], fp32
-    best_loss: torch.Tensor       # [B], the loss of `pixels`
+    best_loss: torch.Tensor       # [B], the loss of `pixels` (under `select` when one was given)
     losses: torch.Tensor          # [steps_run, B]: loss at each step's iterate (before its update)
     steps_run: int
     stopped_early: bool = False
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Checkpoint:
+    """Save the attack state every `every` steps to `path` (atomically), and resume from it.
+
+    The state is everything the next step depends on: the iterate, the optimizer's moments, the
+    best-so-far, the loss history, the step, and `objective_state()` (e.g. the prompt sampler's RNG),
+    restored through `load_objective_state`. A resumed attack takes the same steps as an
+    uninterrupted one, so on the CPU its result is bit-identical (tests/test_paper_protocols.py)."""
+    path: Path
+    every: int
+    objective_state: Callable[[], dict] = dict
+    load_objective_state: Callable[[dict], None] = lambda state: None
+
+    def save(self, state: dict) -> None:
+        from mmsafety.records import atomic_write_bytes
+
+        buf = io.BytesIO()
+        torch.save({**state, "objective": self.objective_state()}, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
+
+    def load(self, device) -> dict | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location=device, weights_only=False)
+        self.load_objective_state(state.pop("objective"))
+        return state
 
 
 def _project(x: torch.Tensor, x0: torch.Tensor, cfg: PGDConfig) -> torch.Tensor:
@@ -71,65 +125,96 @@ def _random_start(x0: torch.Tensor, cfg: PGDConfig, gen: torch.Generator) -> tor
         direction /= direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         radius = torch.rand(x0.shape[0], 1, 1, 1, generator=gen, device=x0.device) * cfg.eps
         return _project(x0 + direction * radius, x0, cfg)
-    span = cfg.eps if cfg.norm == "linf" else 1.0
-    noise = (torch.rand(x0.shape, generator=gen, device=x0.device) * 2 - 1) * span
+    if cfg.norm == "none":  # Qi et al.'s unconstrained attack: start from uniform noise
+        return _project(torch.rand(x0.shape, generator=gen, device=x0.device), x0, cfg)
+    noise = (torch.rand(x0.shape, generator=gen, device=x0.device) * 2 - 1) * cfg.eps  # x0 + U[-eps, eps]
     return _project(x0 + noise, x0, cfg)
 
 
-def _direction(grad: torch.Tensor, cfg: PGDConfig, state: dict, step: int) -> torch.Tensor:
-    if cfg.optimizer == "adam":
-        b1, b2 = cfg.adam_betas
-        state["m"] = b1 * state.get("m", torch.zeros_like(grad)) + (1 - b1) * grad
-        state["v"] = b2 * state.get("v", torch.zeros_like(grad)) + (1 - b2) * grad * grad
-        m_hat, v_hat = state["m"] / (1 - b1 ** (step + 1)), state["v"] / (1 - b2 ** (step + 1))
-        grad = m_hat / (v_hat.sqrt() + 1e-8)
-        return grad if cfg.norm == "l2" else grad.sign()
+@OPTIMIZERS.register("sign")
+def sign_direction(grad: torch.Tensor, cfg: PGDConfig, state: dict, step: int) -> torch.Tensor:
     if cfg.norm == "l2":
         return grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     return grad.sign()
 
 
+@OPTIMIZERS.register("sgd")
+def gradient_direction(grad: torch.Tensor, cfg: PGDConfig, state: dict, step: int) -> torch.Tensor:
+    """Fu et al.'s update (`train_adversarial_image.py`): image -= step_size * grad."""
+    return grad
+
+
+@OPTIMIZERS.register("adam")
+def adam_direction(grad: torch.Tensor, cfg: PGDConfig, state: dict, step: int) -> torch.Tensor:
+    b1, b2 = cfg.adam_betas
+    state["m"] = b1 * state.get("m", torch.zeros_like(grad)) + (1 - b1) * grad
+    state["v"] = b2 * state.get("v", torch.zeros_like(grad)) + (1 - b2) * grad * grad
+    m_hat, v_hat = state["m"] / (1 - b1 ** (step + 1)), state["v"] / (1 - b2 ** (step + 1))
+    direction = m_hat / (v_hat.sqrt() + 1e-8)
+    return direction if cfg.norm == "l2" else direction.sign()
+
+
 def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
         on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-        monitor: Callable[[int, torch.Tensor], None] | None = None, monitor_every: int = 0) -> AttackResult:
+        monitor: Callable[[int, torch.Tensor], None] | None = None, monitor_every: int = 0,
+        select: Select | None = None, checkpoint: Checkpoint | None = None) -> AttackResult:
     """Minimise `objective` over pixels near `clean` [B,3,H,W] in [0,1]. `on_step(step, loss, best)`
     receives device tensors (a progress bar should throttle its own host syncs); `monitor(step, best_x)`
-    runs every `monitor_every` steps (0: never), e.g. for held-out checks."""
+    runs every `monitor_every` steps (0: never), e.g. for held-out checks. `select(pixels) -> loss [B]`:
+    with keep_best, the fixed score that picks the best iterate (see the module docstring). `checkpoint`:
+    save the state every N steps and resume from a saved one."""
+    direction = OPTIMIZERS.get(cfg.optimizer)
     x0 = clean.detach().float()
     gen = torch.Generator(device=x0.device).manual_seed(cfg.seed)
     x = _random_start(x0, cfg, gen) if cfg.random_start else x0.clone()
     best_x, best_loss = x.clone(), torch.full((x0.shape[0],), float("inf"), device=x0.device)
-    losses, state, stopped_early = [], {}, False
-    step = 0
-    for step in range(cfg.steps):
+    losses, state, stopped_early, first_step = [], {}, False, 0
+    saved = checkpoint.load(x0.device) if checkpoint is not None else None
+    if saved is not None:
+        x, best_x, best_loss, state = saved["x"], saved["best_x"], saved["best_loss"], saved["optimizer"]
+        losses, first_step = list(saved["losses"]), saved["step"]
+
+    def consider(candidate: torch.Tensor, loss: torch.Tensor) -> None:
+        nonlocal best_x, best_loss
+        improved = loss < best_loss
+        best_loss = torch.where(improved, loss, best_loss)
+        best_x = torch.where(improved.view(-1, 1, 1, 1), candidate, best_x)  # no host sync, unlike a mask index
+
+    for step in range(first_step, cfg.steps):
+        if checkpoint is not None and checkpoint.every and step > first_step and step % checkpoint.every == 0:
+            checkpoint.save({"x": x, "best_x": best_x, "best_loss": best_loss, "optimizer": state,
+                             "losses": losses, "step": step})
         x.requires_grad_(True)
         loss = objective(x, step)
         grad, = torch.autograd.grad(loss.sum(), x)
         with torch.no_grad():
             loss = loss.detach().float()
             losses.append(loss)
-            improved = loss < best_loss
-            best_loss = torch.where(improved, loss, best_loss)
-            best_x = torch.where(improved.view(-1, 1, 1, 1), x.detach(), best_x)  # no host sync, unlike a mask index
+            if cfg.keep_best:
+                if select is None:
+                    consider(x.detach(), loss)
+                elif step % cfg.select_every == 0:
+                    consider(x.detach(), select(x.detach()).detach().float())
             if on_step is not None:
-                on_step(step, loss, best_loss)
+                on_step(step, loss, best_loss if cfg.keep_best else loss)
             if monitor is not None and monitor_every and step and step % monitor_every == 0:
-                monitor(step, best_x)
-            if cfg.early_stop_loss is not None and (step + 1) % cfg.check_every == 0 \
-                    and bool((best_loss <= cfg.early_stop_loss).all()):
-                stopped_early = True
-                break
-            x = _project(x.detach() - cfg.step_size * _direction(grad.float(), cfg, state, step), x0, cfg)
+                monitor(step, best_x if cfg.keep_best else x.detach())
+            if cfg.early_stop_loss is not None and (step + 1) % cfg.check_every == 0:
+                reached = best_loss if cfg.keep_best and select is None else loss
+                if bool((reached < cfg.early_stop_loss).all()):
+                    stopped_early = True
+                    break
+            x = _project(x.detach() - cfg.step_size * direction(grad.float(), cfg, state, step), x0, cfg)
     steps_run = len(losses)
-    last_loss = losses[-1] if losses else best_loss
-    if not stopped_early and steps_run:
+    x = x.detach()
+    if not cfg.keep_best:
+        # The last iterate, as Qi et al. and Fu et al. return it (scored for the record).
+        with torch.no_grad():
+            last_loss = objective(x, steps_run).detach().float() if not stopped_early else losses[-1]
+        best_x, best_loss = x, last_loss
+    elif not stopped_early and steps_run:
         # The last update produced an iterate nobody has scored yet.
         with torch.no_grad():
-            last_loss = objective(x, steps_run).detach().float()
-        improved = last_loss < best_loss
-        best_loss = torch.where(improved, last_loss, best_loss)
-        best_x = torch.where(improved.view(-1, 1, 1, 1), x, best_x)
-    if not cfg.keep_best:
-        best_x, best_loss = x.detach(), last_loss
+            consider(x, (select(x) if select is not None else objective(x, steps_run)).detach().float())
     history = torch.stack(losses) if losses else torch.empty(0, x0.shape[0])
     return AttackResult(best_x.detach(), best_loss, history, steps_run, stopped_early)

@@ -70,6 +70,8 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
             })
             record.checkpoint()
         record.update(artifacts={"loss_curve": crafted.loss_curve}, held_out_checks=checks, execution=crafted.execution)
+        for state in out_dir.glob("attack_state*.pt"):  # every sample is written: nothing left to resume
+            state.unlink(missing_ok=True)
     return summarize(record.samples, case.group_by)
 
 
@@ -78,7 +80,14 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _mean_by_key(rows: list[dict[str, float]]) -> dict[str, float] | None:
-    return {k: _mean([r[k] for r in rows if k in r]) for k in rows[0]} if rows else None
+    """Per key, the mean over the rows that have it (a key may be reported for some samples only)."""
+    keys = dict.fromkeys(k for r in rows for k in r)
+    return {k: _mean([r[k] for r in rows if k in r]) for k in keys} if rows else None
+
+
+def _count_by_key(rows: list[dict[str, float]]) -> dict[str, int] | None:
+    """Per utility key, how many samples report it (e.g. the memes the clean model flags)."""
+    return {k: sum(k in r for r in rows) for k in dict.fromkeys(k for r in rows for k in r)} if rows else None
 
 
 def summarize(samples: list[dict], group_by: tuple[str, ...] = ()) -> dict:
@@ -106,6 +115,7 @@ def summarize(samples: list[dict], group_by: tuple[str, ...] = ()) -> dict:
         **({"asr_by": by} if by else {}),
         "stealth": stealth,
         "utility": _mean_by_key([s["utility"] for s in ok if isinstance(s.get("utility"), dict)]),
+        "utility_counts": _count_by_key([s["utility"] for s in ok if isinstance(s.get("utility"), dict)]),
         "steps_run": _mean([s["steps_run"] for s in ok]),
         "attack_seconds": max(s["attack_seconds"] for s in ok),
     }

@@ -31,7 +31,8 @@ from mmsafety.models.capabilities import EMBED, GENERATE, PIXEL_LOSS, SCORE_CHOI
 from mmsafety.models.pixels import ClipStylePreprocess, stack_pil
 
 # A target is a string, or weighted segments [(text, weight), ...] concatenated in order;
-# the loss is then sum over segments of weight * (mean NLL of that segment's tokens).
+# the loss is then sum over segments of weight * (mean NLL of that segment's tokens); or a
+# sequences.TokenWeightedTarget (Fu et al.'s token-count-weighted mean, optional EOS).
 Target = Union[str, Sequence[tuple[str, float]]]
 
 # PIL images go through the model's real (non-differentiable) processor: that is how a

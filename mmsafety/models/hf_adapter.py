@@ -8,7 +8,9 @@ import torch
 
 from mmsafety.models.base import Images, Target, VLMAdapter
 from mmsafety.models.execution import apply_execution_options, recomputing
-from mmsafety.models.sequences import TokenCache, per_row, target_ids_and_weights
+from mmsafety.models.sequences import (
+    TokenCache, choice_variants, combine_variants, per_row, target_ids_and_weights,
+)
 from mmsafety.placement import Placement
 
 
@@ -49,12 +51,13 @@ class HFVLMAdapter(VLMAdapter):
 
     @torch.inference_mode()
     def appended_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
-        """Each choice appended to each prompt, n x c full sequences, summed log-probabilities of the
-        choice's tokens: the reference that cached scoring must equal."""
-        n, c = len(prompts), len(choices)
-        choice_ids = [self.answer_ids(ch) for ch in choices]
-        nll, rows = self.target_nll(images, [p for p in prompts for _ in range(c)], choice_ids * n, repeat=c)
-        return -per_row(nll, rows, n * c, mean=False).view(n, c)
+        """Each choice's spelling variants (`sequences.spelling_variants`) appended to each prompt as full
+        sequences, summed log-probabilities of their tokens, log-sum-exp over a choice's variants: the
+        reference that cached scoring must equal."""
+        choice_ids, owners = choice_variants(choices, self.answer_ids)
+        n, v = len(prompts), len(choice_ids)
+        nll, rows = self.target_nll(images, [p for p in prompts for _ in range(v)], choice_ids * n, repeat=v)
+        return combine_variants(-per_row(nll, rows, n * v, mean=False).view(n, v), owners, len(choices))
 
     def choice_logprobs(self, images: Images, prompts: Sequence[str], choices: Sequence[str]) -> torch.Tensor:
         """Appended scoring, unless the family has a cached one."""

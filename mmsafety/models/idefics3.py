@@ -29,7 +29,7 @@ from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import normalize, resize_lanczos, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    cached_choice_logprobs, pad_batch, prompt_target_batch, repeat_rows, token_nll,
+    cached_choice_logprobs, choice_variants, combine_variants, pad_batch, prompt_target_batch, repeat_rows, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -168,5 +168,6 @@ class Idefics3Adapter(HFVLMAdapter):
         `appended_logprobs` (tests check)."""
         vision, grids = self.vision_inputs(images)
         prompt_ids = [self.prompt_ids(p, g) for p, g in zip(prompts, grids)]
-        return cached_choice_logprobs(self.model, prompt_ids, [self.answer_ids(ch) for ch in choices], self.pad_id,
-                                      self.device, **vision)
+        choice_ids, owners = choice_variants(choices, self.answer_ids)  # " Yes" and "Yes": log-sum-exp
+        scores = cached_choice_logprobs(self.model, prompt_ids, choice_ids, self.pad_id, self.device, **vision)
+        return combine_variants(scores, owners, len(choices))

@@ -12,7 +12,7 @@ from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import ClipStylePreprocess, processed_pixels
 from mmsafety.models.registry import register_adapter
 from mmsafety.models.sequences import (
-    cached_choice_logprobs, pad_batch, prompt_target_batch, repeat_rows, token_nll,
+    cached_choice_logprobs, choice_variants, combine_variants, pad_batch, prompt_target_batch, repeat_rows, token_nll,
 )
 from mmsafety.placement import Placement
 
@@ -101,8 +101,9 @@ class LlavaAdapter(HFVLMAdapter):
         """The prompts run once (`cached_choice_logprobs`); equal to `appended_logprobs` (tests check)."""
         vision = self.vision_inputs(images)
         prompt_ids = self._prompts(prompts, self.image_token_counts(vision))
-        return cached_choice_logprobs(self.model, prompt_ids, [self.answer_ids(ch) for ch in choices], self.pad_id,
-                                      self.device, **vision)
+        choice_ids, owners = choice_variants(choices, self.answer_ids)  # " Yes" and "Yes": log-sum-exp
+        scores = cached_choice_logprobs(self.model, prompt_ids, choice_ids, self.pad_id, self.device, **vision)
+        return combine_variants(scores, owners, len(choices))
 
     def target_nll(self, images, prompts, target_ids, repeat=1):
         vision = self.vision_inputs(images)

@@ -3,6 +3,7 @@ per-token NLL on labelled positions only, per-row sums."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -104,6 +105,36 @@ def cached_choice_logprobs(model, prompt_ids: Sequence[list[int]], choice_ids: S
     return torch.stack(scores, dim=1)
 
 
+def spelling_variants(choice: str, answer_ids) -> list[list[int]]:
+    """The token sequences a model can start its answer with to say `choice`: as written ("Yes") and
+    after a space (" Yes"). Which one is natural depends on the tokenizer and template: byte-level BPE
+    after "Assistant:" (Idefics3/SmolVLM) or a bare prompt (BLIP-2-OPT) writes " Yes" as one token
+    (ĠYes), while a SentencePiece tokenizer already adds its dummy prefix to "Yes". Rather than decide
+    per tokenizer, the score is the log-sum-exp over both spellings. Distinct sequences only, and none
+    that extends another (those events would overlap): the events summed are then disjoint."""
+    variants = []
+    for ids in sorted((answer_ids(choice), answer_ids(" " + choice.lstrip())), key=len):
+        if ids and not any(ids[:len(v)] == v for v in variants):
+            variants.append(ids)
+    return variants
+
+
+def choice_variants(choices: Sequence[str], answer_ids) -> tuple[list[list[int]], list[int]]:
+    """Every choice's spelling variants, flat, and the choice each belongs to."""
+    flat, owners = [], []
+    for k, choice in enumerate(choices):
+        for ids in spelling_variants(choice, answer_ids):
+            flat.append(ids)
+            owners.append(k)
+    return flat, owners
+
+
+def combine_variants(scores: torch.Tensor, owners: Sequence[int], n_choices: int) -> torch.Tensor:
+    """log p per choice [N, C] from log p per variant [N, V]: log-sum-exp over each choice's variants."""
+    owner = torch.tensor(owners, device=scores.device)
+    return torch.stack([scores[:, owner == k].logsumexp(dim=1) for k in range(n_choices)], dim=1)
+
+
 def per_row(values: torch.Tensor, rows: torch.Tensor, n: int, mean: bool) -> torch.Tensor:
     total = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, rows, values)
     if not mean:
@@ -114,15 +145,47 @@ def per_row(values: torch.Tensor, rows: torch.Tensor, n: int, mean: bool) -> tor
 
 
 
+@dataclass(frozen=True)
+class TokenWeightedTarget:
+    """Segments [(text, weight), ...] scored as sum over tokens of weight * NLL, divided by the total
+    token count: Fu et al.'s token-count-weighted mean (lambda on the answer, 1 on the tool call).
+    `eos`: the tokenizer's end-of-sequence token ends the last segment (and counts in it). The text is
+    tokenised as a whole (see `_joint_segments`)."""
+    segments: tuple[tuple[str, float], ...]
+    eos: bool = False
+
+
+def _joint_segments(target: TokenWeightedTarget, answer_ids) -> list[list[int]]:
+    """The concatenated text tokenised once (as the model reads it), split after as many tokens as the
+    text up to each segment's end has on its own: Fu et al.'s `twoway_tokenize_prompt_target` (the
+    boundary is the token count of prompt + first segment). Tokenising each segment on its own
+    would insert tokens the model never produces there (a prefix space before "\n", for example)."""
+    texts = [text for text, _ in target.segments]
+    full = answer_ids("".join(texts), eos=target.eos)
+    cuts, end = [], 0
+    for k in range(1, len(texts)):
+        end = max(end, min(len(full), len(answer_ids("".join(texts[:k])))))  # their boundary: the prefix's token count
+        cuts.append(end)
+    bounds = [0] + cuts + [len(full)]
+    return [full[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
 def target_ids_and_weights(targets, answer_ids) -> tuple[list[list[int]], list[float]]:
     """Token ids per target, and one weight per token: a segment (text, w) contributes w times
-    the mean NLL of its tokens; a plain string is one segment of weight 1."""
+    the mean NLL of its tokens; a plain string is one segment of weight 1; a TokenWeightedTarget
+    contributes w times each of its tokens' NLL over the target's total token count."""
     target_ids, weights = [], []
     for target in targets:
-        segments = [(target, 1.0)] if isinstance(target, str) else target
-        ids_per_segment = [answer_ids(text) for text, _ in segments]
+        if isinstance(target, TokenWeightedTarget):
+            ids_per_segment = _joint_segments(target, answer_ids)
+            total = max(1, sum(len(ids) for ids in ids_per_segment))
+            per_token = [w / total for _, w in target.segments]
+        else:
+            segments = [(target, 1.0)] if isinstance(target, str) else target
+            ids_per_segment = [answer_ids(text) for text, _ in segments]
+            per_token = [w / max(1, len(ids)) for (_, w), ids in zip(segments, ids_per_segment)]
         target_ids.append([i for ids in ids_per_segment for i in ids])
-        weights += [w / len(ids) for (_, w), ids in zip(segments, ids_per_segment) for _ in ids]
+        weights += [w for w, ids in zip(per_token, ids_per_segment) for _ in ids]
     return target_ids, weights
 
 
