@@ -29,10 +29,19 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
 
-# The main job on the embedded default: the model organism (built on first use, ~2-3 min on
-# 2 CPU cores) scored on all five GOAT-Bench tasks of the synthetic meme sample.
+# The product on the embedded default, in runs/demo/: the model organism (built on first use, ~2-3 min
+# on 2 CPU cores) scored on the five GOAT-Bench tasks of the synthetic memes; one tool-call attack
+# (clean rate, then the attacked rate on held-out prompts); and the leaderboard page of both.
+# Running it again resumes: finished samples are not redone.
+DEMO ?= runs/demo
 demo: setup
-	$(BIN)/mmsafety-eval
+	$(BIN)/mmsafety-eval hydra.run.dir=$(DEMO)/goat_bench
+	$(BIN)/mmsafety-attack attack.eps=32/255 attack.steps=500 images=4 heldout_prompts=16 hydra.run.dir=$(DEMO)/attack
+	$(BIN)/mmsafety-leaderboard $(DEMO) --out $(DEMO)/board
+	@echo
+	@echo "Open $(DEMO)/board/leaderboard.html: the GOAT-Bench table (the organism on its own synthetic memes),"
+	@echo "the attack row (clean tool-call rate vs the rate with the adversarial image on held-out prompts),"
+	@echo "the clean and adversarial thumbnails and the loss curve."
 
 test: setup-test
 	$(BIN)/python -m pytest
