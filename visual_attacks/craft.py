@@ -157,6 +157,18 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
             for k in range(len(indices))]
 
 
+def previous_losses(out_dir: Path, images: set[int]) -> dict[int, torch.Tensor]:
+    """Loss histories of `images` from the loss curve an earlier (interrupted) run wrote, so that a
+    resumed run's curve still covers the chunks it does not attack again."""
+    try:
+        with open(out_dir / "loss_curve.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        columns = {i: [float(r[f"image_{i}"]) for r in rows] for i in images if rows and f"image_{i}" in rows[0]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {i: torch.tensor([v for v in values if v == v]) for i, values in columns.items()}
+
+
 def _loss_table(per_image: dict[int, torch.Tensor]) -> torch.Tensor:
     """[steps, images] in image order; chunks that stopped early are padded with NaN."""
     order = sorted(per_image)
@@ -206,6 +218,7 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
         log(f"out of memory: attack.images_per_batch lowered from {size} to {batcher.batch_size}")
     crafted.execution = {"images_per_batch": size, "final_images_per_batch": batcher.batch_size,
                          "halvings": batcher.halvings}
+    losses = {**previous_losses(out_dir, set(range(len(bases))) - set(losses)), **losses}
     crafted.loss_curve = write_loss_curve(_loss_table(losses), out_dir, sorted(losses)) if losses else {}
     steps = max((c.steps_run for c in crafted.images.values()), default=0)
     log(f"attack: {steps} steps in {crafted.seconds:.1f}s ({crafted.seconds / max(1, steps) * 1000:.0f} ms/step)")
