@@ -358,8 +358,19 @@ def test_many_images_are_attacked_in_chunks(tmp_path, monkeypatch, organism):
     assert batches == [2, 2, 1]  # never more than images_per_batch in one forward
     samples = read_samples(Path(record_path).parent / "samples.jsonl")
     assert sorted(s["image"] for s in samples) == [0, 1, 2, 3, 4] and metrics["images"] == 5
-    header = (Path(record_path).parent / "loss_curve.csv").read_text().splitlines()[0]
-    assert header == "step,image_0,image_1,image_2,image_3,image_4,mean"
+    curve = Path(record_path).parent / "loss_curve.csv"
+    assert curve.read_text().splitlines()[0] == "step,image_0,image_1,image_2,image_3,image_4,mean"
+    # Resume after losing image 3's sample: only its chunk (images 2 and 3) is attacked again, and
+    # the loss curve still covers every image.
+    samples_file = Path(record_path).parent / "samples.jsonl"
+    before = {s["image"]: s for s in read_samples(samples_file)}
+    samples_file.write_text("".join(json.dumps(s) + "\n" for i, s in sorted(before.items()) if i != 3))
+    batches.clear()
+    run_attack_job(tmp_path / "run", "attack.steps=2", "images=5", "heldout_prompts=1", "attack.images_per_batch=2")
+    after = {s["image"]: s for s in read_samples(samples_file)}
+    assert batches == [2] and sorted(after) == [0, 1, 2, 3, 4]
+    assert after[3]["adversarial_png"] == before[3]["adversarial_png"]  # the same chunk gives the same image
+    assert curve.read_text().splitlines()[0] == "step,image_0,image_1,image_2,image_3,image_4,mean"
 
 
 # -- 6. the meme loader is strict where it was lenient ----------------------------------------

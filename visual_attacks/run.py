@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from hydra.utils import instantiate
@@ -124,32 +125,32 @@ class Crafted:
     seconds: float        # of the batched PGD run this image was part of
 
 
-def craft_in_chunks(cfg, case: AttackCase, adapter: VLMAdapter, bases: list, missing: set[int],
-                    pcfg: PGDConfig) -> tuple[dict[int, Crafted], list[dict], float, dict]:
-    """PGD on the bases in chunks of `attack.images_per_batch` images per forward, so that many
-    images fit; only chunks holding a missing image run. A resumed run attacks such a chunk whole
-    again and the caller writes only the missing samples: the same chunk gives bit-identical images
-    on the CPU, a smaller one could round differently. Out of memory halves the chunk (down to one
-    image, then a one-line error naming what to lower)."""
+def craft_in_chunks(cfg, case: AttackCase, adapter: VLMAdapter, bases: list, missing: set[int], pcfg: PGDConfig,
+                    checks: list[dict], execution: dict) -> Iterator[dict[int, Crafted]]:
+    """PGD on the bases in chunks of `attack.images_per_batch` images per forward, yielding each
+    chunk's images as soon as they are crafted (so the caller saves and judges them and memory
+    holds one chunk, however many images). Only chunks holding a missing image run: a resumed
+    run attacks such a chunk whole again and the caller writes only the missing samples, since
+    the same chunk gives bit-identical images on the CPU and a smaller one could round
+    differently. Out of memory halves the chunk, down to one image, then a one-line error names
+    what to lower; `execution` gets the size used in the end."""
     size = cfg.attack.images_per_batch
-    chunks = [list(range(s, min(s + size, len(bases)))) for s in range(0, len(bases), size)]
     batcher = HalvingBatcher(size)
-    crafted: dict[int, Crafted] = {}
-    checks: list[dict] = []
-    start = time.perf_counter()
-    for chunk in chunks:
+    for first in range(0, len(bases), size):
+        chunk = list(range(first, min(first + size, len(bases))))
         if not missing.intersection(chunk):
             continue
+        crafted: dict[int, Crafted] = {}
         for i, (result, reason) in zip(chunk, batcher.run(lambda idx: _craft(cfg, case, adapter, bases, idx, pcfg, checks), chunk)):
             if result is None:
                 raise UserError(f"out of memory attacking one image ({reason.split('(', 1)[-1].rstrip(')')}); lower "
                                 f"attack.prompts_per_step (now {cfg.attack.prompts_per_step}) or set "
                                 f"placement.gradient_checkpointing=true")
             crafted[i] = result
-    if batcher.halvings:
-        tqdm.write(f"out of memory: attack.images_per_batch lowered from {size} to {batcher.batch_size}", file=sys.stderr)
-    execution = {"images_per_batch": size, "final_images_per_batch": batcher.batch_size, "halvings": batcher.halvings}
-    return crafted, checks, time.perf_counter() - start, execution
+        if batcher.halvings > execution["halvings"]:
+            tqdm.write(f"out of memory: attack.images_per_batch lowered from {size} to {batcher.batch_size}", file=sys.stderr)
+        execution.update(final_images_per_batch=batcher.batch_size, halvings=batcher.halvings)
+        yield crafted
 
 
 def _craft(cfg, case: AttackCase, adapter: VLMAdapter, bases: list, indices, pcfg: PGDConfig,
@@ -187,15 +188,44 @@ def _craft(cfg, case: AttackCase, adapter: VLMAdapter, bases: list, indices, pcf
             for k in range(len(indices))]
 
 
-def _loss_table(crafted: dict[int, Crafted]) -> torch.Tensor:
-    """[steps, images] of the images attacked in this run, in image order; chunks that stopped early
-    are padded with NaN (no iterate was scored there)."""
-    order = sorted(crafted)
-    steps = max(crafted[i].losses.shape[0] for i in order)
-    table = torch.full((steps, len(order)), float("nan"))
+def _loss_table(losses: dict[int, torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+    """([steps, images] in image order, the image numbers). Images whose chunk stopped early are
+    padded with NaN (no iterate was scored there)."""
+    order = sorted(losses)
+    table = torch.full((max(len(losses[i]) for i in order), len(order)), float("nan"))
     for col, i in enumerate(order):
-        table[: crafted[i].losses.shape[0], col] = crafted[i].losses
-    return table
+        table[: len(losses[i]), col] = losses[i]
+    return table, order
+
+
+def previous_losses(out_dir: Path, images: set[int]) -> dict[int, torch.Tensor]:
+    """Loss histories of `images` from the loss curve an earlier (interrupted) run wrote, so that a
+    resumed run's curve still covers the chunks it does not attack again."""
+    try:
+        with open(out_dir / "loss_curve.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        columns = {i: [float(r[f"image_{i}"]) for r in rows] for i in images if rows and f"image_{i}" in rows[0]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {i: torch.tensor([v for v in values if v == v]) for i, values in columns.items()}
+
+
+def judge_and_record(case: AttackCase, adapter: VLMAdapter, base, i: int, crafted: Crafted, record: RunRecord) -> None:
+    """Save image `i`'s clean and adversarial pixels as PNGs, judge both reloaded, write its sample."""
+    out_dir = record.out_dir
+    clean_png = save_png(crafted.clean, out_dir / "images")
+    adv_png = save_png(crafted.adversarial, out_dir / "images")
+    clean_img, adv_img = reload_png(clean_png), reload_png(adv_png)
+    clean_j, adv_j = case.judge(adapter, clean_img, base), case.judge(adapter, adv_img, base)
+    stealth = stealth_metrics(pil_to_pixels(clean_img)[None], pil_to_pixels(adv_img)[None])[0]
+    record.add_sample({
+        "image": i, "key": base.key, "status": "ok", "clean_png": str(clean_png.relative_to(out_dir)),
+        "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": crafted.best_loss,
+        "steps_run": crafted.steps_run, "attack_seconds": crafted.seconds, "stealth": stealth,
+        "clean": clean_j.rates, "adversarial": adv_j.rates, "utility": case.utility(clean_j, adv_j, base),
+        "outputs": {"clean": clean_j.rows, "adversarial": adv_j.rows}, "base": base.info,
+    })
+    record.checkpoint()
 
 
 def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
@@ -217,24 +247,21 @@ def run_attack(cfg, adapter: VLMAdapter, record: RunRecord, log=print) -> dict:
     done = record.done_keys(("image",))
     missing = {i for i in range(len(bases)) if (i,) not in done}
     if missing:
-        crafted, checks, seconds, execution = craft_in_chunks(cfg, case, adapter, bases, missing, pcfg)
-        curve = write_loss_curve(_loss_table(crafted), out_dir, sorted(crafted))
-        for i in sorted(missing):
-            clean_png = save_png(crafted[i].clean, out_dir / "images")
-            adv_png = save_png(crafted[i].adversarial, out_dir / "images")
-            clean_img, adv_img = reload_png(clean_png), reload_png(adv_png)
-            clean_j, adv_j = case.judge(adapter, clean_img, bases[i]), case.judge(adapter, adv_img, bases[i])
-            stealth = stealth_metrics(pil_to_pixels(clean_img)[None], pil_to_pixels(adv_img)[None])[0]
-            record.add_sample({
-                "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(clean_png.relative_to(out_dir)),
-                "adversarial_png": str(adv_png.relative_to(out_dir)), "best_loss": crafted[i].best_loss,
-                "steps_run": crafted[i].steps_run, "attack_seconds": crafted[i].seconds, "stealth": stealth,
-                "clean": clean_j.rates, "adversarial": adv_j.rates, "utility": case.utility(clean_j, adv_j, bases[i]),
-                "outputs": {"clean": clean_j.rows, "adversarial": adv_j.rows}, "base": bases[i].info,
-            })
-            record.checkpoint()
+        checks: list[dict] = []
+        size = cfg.attack.images_per_batch
+        execution = {"images_per_batch": size, "final_images_per_batch": size, "halvings": 0}
+        losses = previous_losses(out_dir, set(range(len(bases))) - missing)
+        seconds, steps = 0.0, 0
+        for crafted in craft_in_chunks(cfg, case, adapter, bases, missing, pcfg, checks, execution):
+            losses.update({i: c.losses for i, c in crafted.items()})
+            table, images = _loss_table(losses)
+            curve = write_loss_curve(table, out_dir, images)
+            # Images crafted in one PGD run share its seconds; a halved chunk ran several.
+            seconds += sum({c.seconds for c in crafted.values()})
+            steps = max(steps, *(c.steps_run for c in crafted.values()))
+            for i in sorted(missing.intersection(crafted)):
+                judge_and_record(case, adapter, bases[i], i, crafted[i], record)
         record.update(artifacts={"loss_curve": curve}, held_out_checks=checks, execution=execution)
-        steps = max(c.steps_run for c in crafted.values())
         log(f"attack: {steps} steps in {seconds:.1f}s ({seconds / max(1, steps) * 1000:.0f} ms/step)")
     return summarize(record.samples, case.group_by)
 
