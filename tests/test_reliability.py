@@ -289,14 +289,19 @@ def test_concurrent_jobs_in_one_sweep_folder_while_the_leaderboard_reads(tmp_pat
     assert not (busy / "samples.jsonl").exists()
     assert twin.returncode == 2 and "another job is writing" in twin.stderr
     # Batches of one keep each job writing samples for a few seconds while the leaderboard reads.
+    # stderr goes to files: a pipe nobody reads until the end fills up with progress bars on a slow
+    # machine, and the jobs block writing to it.
+    logs = [open(tmp_path / f"{name}.stderr", "w+") for name in ("a", "b")]
     jobs = [subprocess.Popen([*EVAL, "task=goat_all", "batch_size=1", f"hydra.run.dir={sweep / name}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+                             stdout=subprocess.DEVNULL, stderr=log, text=True) for name, log in zip(("a", "b"), logs)]
     reads = 0
     while any(j.poll() is None for j in jobs):
         summary = write_leaderboard([sweep], tmp_path / "board")  # must never trip over a half-written file
         assert not summary["problems"], summary["problems"]
         reads += 1
-    assert all(j.returncode == 0 for j in jobs), [j.stderr.read()[-2000:] for j in jobs]
+    assert all(j.returncode == 0 for j in jobs), [(log.seek(0), log.read()[-2000:])[1] for log in logs]
+    for log in logs:
+        log.close()
     write_leaderboard([sweep], tmp_path / "board")
     rows = json.loads((tmp_path / "board" / "leaderboard.json").read_text())["goat_bench"]
     # Both jobs run the same config: one row, each sample once; 500 memes per folder.
