@@ -28,8 +28,10 @@ def builder_presets() -> dict[str, str]:
 
 
 def checkpoint_presets() -> dict[str, dict]:
-    """The presets of real checkpoints (model.name_or_path)."""
-    return {name: m for name, m in model_presets().items() if m.get("name_or_path")}
+    """The presets of real checkpoints (model.name_or_path), served models aside (no checkpoint to
+    load: tests/test_served_*.py compose and check their presets)."""
+    return {name: m for name, m in model_presets().items() if m.get("name_or_path")
+            and not getattr(adapter_class(m["adapter"]), "takes_model_config", False)}
 
 
 def load_builtin(builder: str, seed: int = 0, dtype: str = "float32", device: str = "cpu", **execution):
