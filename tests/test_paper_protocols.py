@@ -24,7 +24,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def preset(group: str, name: str) -> dict:
     """A preset with the schema's defaults under it, as Hydra composes it."""
-    from mmsafety.config import AttackConfig
+    from visual_attacks.config import AttackConfig
 
     data = {k: v for k, v in yaml.safe_load((CONF / group / f"{name}.yaml").read_text()).items() if k != "defaults"}
     return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(AttackConfig), data), enum_to_str=True)
