@@ -39,9 +39,10 @@ def pgd_config(attack) -> PGDConfig:
     )
 
 
-def attack_state_path(out_dir: Path, first_image: int) -> Path:
-    """Where the attack state of the chunk starting at `first_image` is saved."""
-    return out_dir / ("attack_state.pt" if first_image == 0 else f"attack_state_from_image{first_image}.pt")
+def attack_state_path(out_dir: Path, indices) -> Path:
+    """Where the attack state of the chunk of images `indices` is saved: one file per chunk, named by
+    its images, so a chunk halved after running out of memory never resumes another chunk's state."""
+    return out_dir / f"attack_state_images{indices[0]}-{indices[-1]}.pt"
 
 
 def attack_checkpoint(path: Path, attack, objective) -> Checkpoint | None:
@@ -148,7 +149,7 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
         result = pgd(objective, clean.to(adapter.device), pcfg, on_step, monitor=chunk_monitor,
                      monitor_every=attack.check_every,
                      select=getattr(objective, "validation", None),  # universal objectives: a fixed validation batch
-                     checkpoint=attack_checkpoint(attack_state_path(out_dir, indices[0]), attack, objective))
+                     checkpoint=attack_checkpoint(attack_state_path(out_dir, indices), attack, objective))
     finally:
         bar.close()
     seconds = time.perf_counter() - begin
