@@ -182,3 +182,18 @@ class FaultProxy:
             writer.close()
         except ConnectionError:
             pass
+
+
+# The variable that holds the test key for the client while a keyed server runs.
+KEY_ENV = "MMSAFETY_TEST_KEY"
+
+
+@contextmanager
+def keyed_served_organism():
+    """`served_organism()` with its key in KEY_ENV for the client while the server runs."""
+    os.environ[KEY_ENV] = TEST_KEY
+    try:
+        with served_organism() as base_url:
+            yield base_url
+    finally:
+        os.environ.pop(KEY_ENV, None)

@@ -5,7 +5,6 @@ killed with SIGKILL and started again re-pays nothing it had received."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,9 +15,8 @@ import pytest
 
 from goat_bench.cli import run_eval
 from mmsafety.records import read_samples
-from tests.served_support import ROOT, TEST_KEY, FaultProxy, served_organism, child_env
+from tests.served_support import KEY_ENV, ROOT, TEST_KEY, FaultProxy, child_env, keyed_served_organism
 
-KEY_ENV = "MMSAFETY_TEST_KEY"
 # One fault per meme on its first request (in order of arrival), then the real server answers; the
 # "500!" memes fail on every attempt and "empty" memes are answered with an empty string.
 SCHEDULE = ["429", "500", "stall", "drop", "malformed", "nochoices", "empty", "500!", "ok", "ok"]
@@ -26,12 +24,8 @@ SCHEDULE = ["429", "500", "stall", "drop", "malformed", "nochoices", "empty", "5
 
 @pytest.fixture(scope="module")
 def server():
-    os.environ[KEY_ENV] = TEST_KEY
-    try:
-        with served_organism() as base_url:
-            yield base_url
-    finally:
-        os.environ.pop(KEY_ENV, None)
+    with keyed_served_organism() as base_url:
+        yield base_url
 
 
 def port_of(base_url: str) -> int:

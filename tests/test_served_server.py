@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,20 +22,15 @@ from mmsafety.models.openai_compatible import OpenAICompatibleAdapter
 from mmsafety.served.encoding import data_url, encode_image
 from mmsafety.served.errors import BudgetExhausted
 from mmsafety.synthetic import memes, scenes
-from tests.served_support import TEST_KEY, FaultProxy, served_organism
+from tests.served_support import KEY_ENV, TEST_KEY, FaultProxy, keyed_served_organism
 
-KEY_ENV = "MMSAFETY_TEST_KEY"
 pytestmark = pytest.mark.slow  # starts mmsafety-serve once (about 15 s on 2 busy cores); the tests then take 1-7 s each
 
 
 @pytest.fixture(scope="module")
 def server():
-    os.environ[KEY_ENV] = TEST_KEY
-    try:
-        with served_organism() as base_url:
-            yield base_url
-    finally:
-        os.environ.pop(KEY_ENV, None)
+    with keyed_served_organism() as base_url:
+        yield base_url
 
 
 def served_adapter(base_url: str, cache_dir: Path, **extra) -> OpenAICompatibleAdapter:
