@@ -88,8 +88,10 @@ SCORE_DEFAULTS.pop("val_set")
 def run_score(argv: list[str]) -> dict:
     """`mmsafety-harmbench-judge judge=<name> completions=<file> [root=...]`: label a completions
     file (HarmBench JSON, JSON lines, or an attack record's samples.jsonl) and compute ASR. With
-    `record=<folder> model=<preset>` it first completes the record's saved PNGs in batches
-    (`batch_size`, `max_new_tokens`) into <folder>/completions.jsonl."""
+    `record=<folder>` alone it re-judges the completions stored in that attack record and writes a
+    record of its own (harmbench.rejudge: a leaderboard row under this judge) in
+    <folder>/judged-<judge>. With `record=<folder> model=<preset>` it first completes the record's
+    saved PNGs in batches (`batch_size`, `max_new_tokens`) into <folder>/completions.jsonl."""
     from harmbench.completions import judge_completions, read_completions
     from harmbench.data import read_behaviors
     from harmbench.judges import build_judge
@@ -99,9 +101,15 @@ def run_score(argv: list[str]) -> dict:
         raise UserError(f"mmsafety-harmbench-judge: unknown or malformed option(s) {', '.join(unknown or argv)}; "
                         f"use key=value with keys {', '.join(SCORE_DEFAULTS)}")
     cfg = OmegaConf.merge(OmegaConf.create(SCORE_DEFAULTS), OmegaConf.from_dotlist(argv))
+    if cfg.record and not cfg.model and not cfg.completions:  # re-judge the record's own completions, as a record
+        from harmbench.rejudge import rejudge_record
+
+        options = judge_options(cfg)
+        return {**rejudge_record(cfg.record, build_judge(options), options, cfg.out), "skipped": []}
     if cfg.record:  # the judge stage: complete the record's saved test cases first (batched)
         if not cfg.model:
-            raise UserError("mmsafety-harmbench-judge record=...: also give model=<conf/model preset> to complete with")
+            raise UserError("mmsafety-harmbench-judge record=... completions=...: give model=<conf/model preset> to "
+                            "complete the saved images with, or leave out completions= to re-judge the record's own")
         from harmbench.stage import complete_record
         from mmsafety.app import load_preset
 

@@ -1,21 +1,26 @@
-"""Leaderboard rows for the HarmBench workload: model x method x judge, with DirectRequest as the
-baseline column. Written against run records (record.json + samples.jsonl), so the workload
-contract of the core can register `rescore` and `table_rows` as this workload's functions.
+"""The HarmBench leaderboard table: one row per model x method x judge, HarmBench's ASR (per
+behaviour, then averaged) with its 95 % bootstrap interval, per semantic category, and the
+DirectRequest ASR of the same model, judge and behaviour set as the baseline column.
+
+HarmBench runs are attack records (kind `visual_attack`, spec.case `harmbench_behaviors`); the
+harmbench_behaviors case contributes this table (`AttackCase.sections`), so the generic attack table
+leaves those records to it. Re-judged records (`mmsafety-harmbench-judge record=...`) are rows of
+their own judge. The cells are computed from the samples (each test case's judge label) by
+harmbench.metrics, not from the record's means, since the intervals need the labels.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from harmbench.metrics import attack_success_rate
+from mmsafety.leaderboard.tables import num
+from mmsafety.record_schema import split_samples
 from mmsafety.records import read_samples
+from mmsafety.workload import Section
 
 BASELINE_METHOD = "direct_request"
-
-
-def is_harmbench(record: dict) -> bool:
-    return (record.get("spec") or {}).get("case") == "harmbench_behaviors"
+KIND = "visual_attack"
+COLUMNS = ["model", "status", "method", "steps", "judge", "behaviors", "asr", "asr_ci95", "direct_request_asr",
+           "start_image_asr", "unparsed", "asr_by_category", "note"]
 
 
 def labels_of(samples: list[dict], which: str = "adversarial") -> tuple[list[tuple[str, int]], dict[str, str]]:
@@ -25,40 +30,78 @@ def labels_of(samples: list[dict], which: str = "adversarial") -> tuple[list[tup
         if s.get("status") != "ok":
             continue
         base = s.get("base") or {}
-        bid = base.get("behavior_id", s.get("key"))
-        categories[bid] = base.get("semantic_category", "unknown")
+        bid = str(base.get("behavior_id", s.get("key")))
+        categories[bid] = str(base.get("semantic_category", "unknown"))
         for row in (s.get("outputs") or {}).get(which) or []:
-            labels.append((bid, int(row.get("label", -1))))
+            label = row.get("label", -1) if isinstance(row, dict) else -1
+            labels.append((bid, label if label in (0, 1, -1) else -1))
     return labels, categories
 
 
-def rescore(samples: list[dict], record: dict) -> dict:
-    """HarmBench ASR of the test cases (and of the clean start images, for reference) from samples alone."""
+def rescore(samples: list[dict]) -> dict:
+    """HarmBench ASR of the test cases (`harmbench`) and of the unattacked start images (`clean`)."""
     labels, categories = labels_of(samples, "adversarial")
     clean, _ = labels_of(samples, "clean")
     return {"harmbench": attack_success_rate(labels, categories), "clean": attack_success_rate(clean, categories)}
 
 
-def load_record(folder: str | Path) -> tuple[dict, list[dict]]:
-    folder = Path(folder)
-    return json.loads((folder / "record.json").read_text()), read_samples(folder / "samples.jsonl")
+def row_samples(row) -> list[dict]:
+    """The usable samples of a leaderboard row's records (each test case once, the first seen wins)."""
+    seen, merged = set(), []
+    for path in row.records:
+        good, _ = split_samples(KIND, read_samples(path.parent / "samples.jsonl"))
+        for s in good:
+            if s.get("image") not in seen:
+                seen.add(s.get("image"))
+                merged.append(s)
+    return merged
 
 
-def table_rows(records: list[tuple[dict, list[dict]]]) -> list[dict]:
-    """One row per (model, method, judge): ASR with its 95% interval, per-category ASR, and the
-    DirectRequest ASR of the same model and judge (None when that run is missing)."""
-    cells: dict[tuple[str, str, str], dict] = {}
-    for record, samples in records:
-        if not is_harmbench(record):
-            continue
-        spec = record["spec"]
-        key = ((record.get("model") or {}).get("name", "?"), spec.get("method", "?"), (spec.get("judge") or {}).get("name", "?"))
-        metrics = rescore(samples, record)["harmbench"]
-        cells[key] = {"model": key[0], "method": key[1], "judge": key[2], "asr": metrics["asr"], "ci95": metrics["ci95"],
-                      "behaviors": metrics["behaviors"], "unparsed": metrics["unparsed"],
-                      "by_category": {c: v["asr"] for c, v in metrics["by_category"].items()}}
-    rows = []
-    for (model, method, judge), cell in sorted(cells.items()):
-        baseline = cells.get((model, BASELINE_METHOD, judge))
-        rows.append({**cell, "direct_request_asr": baseline["asr"] if baseline else None})
-    return rows
+def judge_label(judge: dict) -> str:
+    """The judge's name and the model behind it: harmbench_cls(harmbench_judge) is not the real classifier."""
+    model = judge.get("model") or {}
+    source = model.get("builder") or model.get("name_or_path") or model.get("name")
+    return f"{judge.get('name', '?')}({source})" if source and judge.get("name") != "refusal_substring" else str(judge.get("name", "?"))
+
+
+def _pct(value):
+    return num(None if value is None else 100 * value, 1)
+
+
+def baseline_key(row) -> tuple:
+    """What a DirectRequest row must share with a row to be its baseline."""
+    spec = row.spec
+    return (row.model, judge_label(spec.get("judge") or {}), spec.get("root"), spec.get("max_new_tokens"))
+
+
+def cells(row) -> dict:
+    """A row's cells without the baseline column (table() adds it): ASR in %, interval bounds, per category."""
+    spec = row.spec
+    metrics = rescore(row_samples(row))
+    asr, start = metrics["harmbench"], metrics["clean"]
+    ci = asr["ci95"]
+    out = {"model": row.model, "status": row.status, "method": spec.get("harmbench_method"),
+           "method_preset": spec.get("method"), "steps": spec.get("steps"), "judge": judge_label(spec.get("judge") or {}),
+           "stage": spec.get("stage", "attack"), "behavior_set": "synthetic" if spec.get("synthetic") else spec.get("root"),
+           "max_new_tokens": spec.get("max_new_tokens"), "behaviors": asr["behaviors"], "test_cases": asr["test_cases"],
+           "asr": _pct(asr["asr"]), "asr_ci95_low": _pct(ci[0]) if ci else None, "asr_ci95_high": _pct(ci[1]) if ci else None,
+           "asr_ci95": f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else None,
+           "start_image_asr": _pct(start["asr"]), "unparsed": asr["unparsed"], "note": row.note}
+    by_category = {c: _pct(v["asr"]) for c, v in asr["by_category"].items()}
+    out.update({f"asr[{c}]": v for c, v in by_category.items()})
+    out["asr_by_category"] = ", ".join(f"{c} {v}" for c, v in by_category.items()) or None
+    return out
+
+
+def table(rows) -> list[dict]:
+    """Every row's cells plus `direct_request_asr`: the ASR of the DirectRequest row of the same model,
+    judge, behaviour set and completion length (empty when that run is missing)."""
+    built = [cells(r) for r in rows]
+    baseline = {baseline_key(r): c["asr"] for r, c in zip(rows, built) if r.spec.get("method") == BASELINE_METHOD}
+    for r, c in zip(rows, built):
+        c["direct_request_asr"] = baseline.get(baseline_key(r))
+    return built
+
+
+SECTION = Section(key="harmbench", title="HarmBench multimodal behaviours (ASR %, DirectRequest as the baseline)",
+                  columns=COLUMNS, cells=cells, table=table)

@@ -20,7 +20,7 @@ from mmsafety.errors import ConfigError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import PIXEL_LOSS
 from mmsafety.registry import Registry
-from mmsafety.workload import PLUGIN_GROUP
+from mmsafety.workload import PLUGIN_GROUP, Section
 
 # pixels [N,3,H,W] in [0,1] (requires grad), step -> loss [N] (fp32)
 Objective = Callable[[torch.Tensor, int], torch.Tensor]
@@ -101,6 +101,13 @@ class AttackCase(abc.ABC):
     def utility(self, clean: Judgement, adversarial: Judgement, base: AttackBase) -> dict[str, float] | None:
         """How much of the benign behaviour survives the perturbation: rates in [0,1] by name; None if not defined."""
         return None
+
+    @classmethod
+    def sections(cls) -> list["Section"]:
+        """Leaderboard tables of its own for the attack records of this case (spec.case is the case's
+        registered name), e.g. rows that compare methods against a baseline run. A case that has any
+        leaves its records out of the generic attack table. Default: none."""
+        return []
 
 
 CASES: Registry[type[AttackCase]] = Registry("case.name", entry_points=PLUGIN_GROUP)

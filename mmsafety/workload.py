@@ -48,6 +48,12 @@ class Section:
     `cells(row)` turns a leaderboard row of this workload into its flat cells (plain values: each
     writer escapes for its format); `figures(rows, tables)` draws plots from them; `images(row)` names
     image files to show as thumbnails in HTML (alt text, path).
+
+    Two optional fields let a section show part of its workload's rows, or cells that depend on other
+    rows: `accepts(row)` says whether a row belongs in this table (default: every row of the workload);
+    `table(rows)` builds the whole table from the accepted rows, for a column such as a baseline taken
+    from another row: one dict per row, in the rows' order, as thumbnails line up with rows (default:
+    `cells` of each row).
     """
 
     key: str
@@ -56,6 +62,8 @@ class Section:
     cells: Callable[["Row"], dict]
     figures: Callable[[list["Row"], list[dict]], list[Figure]] = lambda rows, table: []
     images: Callable[["Row"], list[tuple[str, Path]]] | None = None
+    accepts: Callable[["Row"], bool] = lambda row: True
+    table: Callable[[list["Row"]], list[dict]] | None = None
 
 
 @dataclass

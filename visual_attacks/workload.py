@@ -10,6 +10,7 @@ and their objectives.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from mmsafety.attack_case import CASES, OBJECTIVES
 from mmsafety.config import validate_common
@@ -74,9 +75,20 @@ class VisualAttack(Workload):
                           indent=2)
 
     def sections(self):
+        """The generic attack table, then each registered case's own tables (AttackCase.sections),
+        which take that case's records; the generic table keeps the records of every other case."""
         from visual_attacks.leaderboard import SECTION
 
-        return [SECTION]
+        own = {name: case.sections() for name, case in CASES.items()}
+        own = {name: found for name, found in own.items() if found}
+
+        def generic(row) -> bool:
+            return row.spec.get("case", "tool_call") not in own
+
+        def of_case(name: str, section):
+            return replace(section, accepts=lambda row: row.spec.get("case") == name and section.accepts(row))
+
+        return [replace(SECTION, accepts=generic)] + [of_case(name, s) for name, found in own.items() for s in found]
 
 
 WORKLOADS.add("visual_attack", VisualAttack())

@@ -15,10 +15,12 @@ def num(value, digits: int = 2):
 
 
 def section_tables(rows: list[Row]) -> list[tuple[Section, list[Row], list[dict]]]:
-    """(section, its rows, its table) for every section of every registered workload, in registry order."""
+    """(section, its rows, its table) for every section of every registered workload, in registry order.
+    A section's rows are the workload's rows it accepts; its table is `section.table(rows)` when the
+    section builds the whole table (a baseline column), else `section.cells` of each row."""
     out = []
     for name, workload in WORKLOADS.items():
-        mine = [r for r in rows if r.workload == name]
         for section in workload.sections():
-            out.append((section, mine, [section.cells(r) for r in mine]))
+            mine = [r for r in rows if r.workload == name and section.accepts(r)]
+            out.append((section, mine, section.table(mine) if section.table else [section.cells(r) for r in mine]))
     return out
