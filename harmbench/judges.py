@@ -117,8 +117,47 @@ def load_causal_lm(source: str, device: str = "cpu"):
     return model.to(device), tokenizer
 
 
+class ServedClassifier(CausalLMClassifier):
+    """The same protocol with the classifier behind an OpenAI-compatible endpoint (vLLM, mmsafety-serve):
+    each prompt goes as one text-only chat message, temperature 0, one new token. The server must pass the
+    text through without a chat template of its own (mmsafety-serve's causal_lm adapter does; for vLLM give
+    `--chat-template` a template that emits the message text). The generation is clipped to
+    `max_generation_tokens` with `tokenizer` (a local copy of the classifier's tokenizer) when one is given;
+    without it, generations go unclipped."""
+
+    def __init__(self, adapter, tokenizer=None, max_generation_tokens: int = 512, contextual: bool = True):
+        self.adapter, self.tokenizer = adapter, tokenizer
+        self.max_generation_tokens, self.max_new_tokens, self.contextual = max_generation_tokens, 1, contextual
+
+    def clip(self, generation: str) -> str:
+        return generation if self.tokenizer is None else super().clip(generation)
+
+    def answers(self, prompts: Sequence[str]) -> list[str]:
+        return self.adapter.generate(None, list(prompts), max_new_tokens=self.max_new_tokens)
+
+
+def _served_adapter(options: dict):
+    """The served model of `options['model']` when its adapter takes a model node (openai_compatible):
+    base_url, name_or_path (the served name), api_key_env, ... as in conf/model/openai_compatible.yaml."""
+    from mmsafety.models.registry import adapter_class
+
+    model = options.get("model") or {}
+    if not model.get("adapter") or not getattr(adapter_class(model["adapter"]), "takes_model_config", False):
+        return None
+    return adapter_class(model["adapter"]).from_config(model)
+
+
 @judges.register("harmbench_cls")
 def harmbench_cls(options: dict) -> CausalLMClassifier:
+    served = _served_adapter(options)
+    if served is not None:
+        tokenizer = (options.get("model") or {}).get("tokenizer")
+        if tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(_model_source({"model": {"name_or_path": tokenizer}}, "judge.model.tokenizer"))
+        return ServedClassifier(served, tokenizer or None, max_generation_tokens=int(options.get("max_generation_tokens", 512)),
+                                contextual=bool(options.get("contextual", True)))
     model, tokenizer = load_causal_lm(_model_source(options, "judge"), options.get("device", "cpu"))
     return CausalLMClassifier(model, tokenizer, batch_size=int(options.get("batch_size", 8)),
                               max_generation_tokens=int(options.get("max_generation_tokens", 512)),
@@ -164,7 +203,11 @@ def vlm_judge(options: dict) -> VLMJudge:
 
     model = options.get("model") or {}
     if not model.get("adapter"):
-        raise ConfigError("judge=vlm_judge needs judge.model.adapter (e.g. llava) and a builder or name_or_path")
+        raise ConfigError("judge=vlm_judge needs judge.model.adapter (e.g. llava, or openai_compatible with base_url) "
+                          "and a builder or name_or_path")
+    served = _served_adapter(options)
+    if served is not None:
+        return VLMJudge(served, int(options.get("batch_size", 8)), question=options.get("question", VLM_JUDGE_QUESTION))
     adapter = adapter_class(model["adapter"]).load(_model_source(options, "judge"), LoadOptions(),
                                                   resolve_placement(options.get("device", "cpu"), "float32"))
     return VLMJudge(adapter, int(options.get("batch_size", 8)), question=options.get("question", VLM_JUDGE_QUESTION))

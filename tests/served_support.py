@@ -189,11 +189,11 @@ KEY_ENV = "MMSAFETY_TEST_KEY"
 
 
 @contextmanager
-def keyed_served_organism():
-    """`served_organism()` with its key in KEY_ENV for the client while the server runs."""
+def keyed_served_organism(*args: str):
+    """`served_organism(*args)` with its key in KEY_ENV for the client while the server runs."""
     os.environ[KEY_ENV] = TEST_KEY
     try:
-        with served_organism() as base_url:
+        with served_organism(*args) as base_url:
             yield base_url
     finally:
         os.environ.pop(KEY_ENV, None)

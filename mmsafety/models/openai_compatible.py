@@ -95,6 +95,12 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
         if top_logprobs is not None:
             sampling.update(logprobs=True, top_logprobs=top_logprobs)
         pairs = []
+        if images is None:  # text-only requests (a served text model, e.g. a judge classifier)
+            for prompt in prompts:
+                wire = {"model": s.model, "messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+                        **sampling}
+                pairs.append((wire, lambda wire=wire: wire))
+            return pairs
         for image, prompt in zip(_as_pil(images), prompts):
             fmt = {"format": s.image_format, **({"quality": s.jpeg_quality} if s.image_format == "jpeg" else {})}
             key_image = {"type": "image", "sha256": pixel_fingerprint(image), **fmt}
@@ -115,7 +121,7 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
         from mmsafety.served.client import NOT_RUN, Failure
         from mmsafety.served.errors import BudgetExhausted
 
-        if len(images) != len(prompts):
+        if images is not None and len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts: give one image per prompt")
         responses = self.client.complete(self._requests(images, prompts, max_tokens, top_logprobs))
         if any(r is NOT_RUN for r in responses):
@@ -126,7 +132,8 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
     # -- capabilities -----------------------------------------------------------------
     def generate(self, images, prompts: Sequence[str], max_new_tokens: int = 64) -> list[str]:
         """Answers at model.temperature (0: greedy) with at most model.max_tokens (default
-        `max_new_tokens`) tokens. Raises SampleErrors when some requests failed after retries."""
+        `max_new_tokens`) tokens; `images=None` sends text-only requests (a served text model).
+        Raises SampleErrors when some requests failed after retries."""
         from mmsafety.served.errors import SampleErrors
 
         responses, reasons = self._complete(images, list(prompts), self.settings.max_tokens or max_new_tokens)

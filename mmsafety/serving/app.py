@@ -2,7 +2,7 @@
 and GET /v1/models, with images as base64 data URLs, `logprobs`/`top_logprobs` and `usage`.
 
 One request carries one image and the text of its messages (the adapter applies its own chat
-template); `n` > 1 and streaming are refused with 400. Errors use the OpenAI error body, so the
+template), or no image for a text-only adapter (`text_only`, e.g. a judge classifier); `n` > 1 and streaming are refused with 400. Errors use the OpenAI error body, so the
 official client raises its usual exceptions.
 """
 
@@ -62,6 +62,7 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
     measure a client against a slow server). `logprobs=False` behaves like a server that never
     returns them."""
     reports_logprobs = logprobs and can_report_logprobs(adapter)
+    text_only = getattr(adapter, "text_only", False)  # e.g. a judge classifier (mmsafety.models.causal_lm)
 
     def run(images, prompts, max_tokens, top_logprobs):
         return generate_with_logprobs(adapter, images, prompts, max_tokens, top_logprobs if reports_logprobs else None)
@@ -107,8 +108,9 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
             prompt, images = parse_messages(body.get("messages"))
         except (ValueError, AttributeError, TypeError) as e:
             return _error(400, str(e), "invalid_request_error")
-        if len(images) != 1:
-            return _error(400, f"send exactly one image per request (got {len(images)})", "invalid_request_error")
+        if len(images) != (0 if text_only else 1):
+            wanted = "no image: this model reads text only" if text_only else "exactly one image per request"
+            return _error(400, f"send {wanted} (got {len(images)})", "invalid_request_error")
         max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 64)
         top = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
         if top is not None and not 0 <= top <= 20:
@@ -116,7 +118,7 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
         if delay_s:
             await asyncio.sleep(delay_s)
         try:
-            gen, batch_size = await batcher.submit(Job(images[0], prompt, max_tokens, top))
+            gen, batch_size = await batcher.submit(Job(images[0] if images else None, prompt, max_tokens, top))
         except Exception as e:
             return _error(500, f"the model failed: {type(e).__name__}: {e}", "server_error")
         choice = {"index": 0, "message": {"role": "assistant", "content": gen.text},
