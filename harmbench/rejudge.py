@@ -22,7 +22,7 @@ from harmbench.judges import JudgeInput
 from harmbench.leaderboard import KIND, rescore
 from mmsafety.errors import UserError
 from mmsafety.record_schema import record_problems, split_samples
-from mmsafety.records import RunRecord, read_samples
+from mmsafety.records import RunRecord, atomic_write_text, read_samples
 from mmsafety.safe_json import loads_object
 
 WHICH = ("clean", "adversarial")
@@ -67,7 +67,7 @@ def _image(path: Path) -> Image.Image | None:
 
 def rejudge_record(source_dir: str | Path, judge, judge_options: dict, out_dir: str | Path | None = None) -> dict:
     """Label the source record's stored completions with `judge` (built from `judge_options`, which go
-    into the new record's spec) and write the new record in `out_dir`. Returns HarmBench's ASR of the
+    into the new record's spec) and write the new record and `asr.json` in `out_dir`. Returns HarmBench's ASR of the
     new labels (harmbench.leaderboard.rescore) plus `out`."""
     from mmsafety.workload import WORKLOADS
 
@@ -107,5 +107,7 @@ def rejudge_record(source_dir: str | Path, judge, judge_options: dict, out_dir: 
         run.write("completed")
     finally:
         run.close()
-    report = rescore(run.samples)
-    return {**report["harmbench"], "judge": judge_options["name"], "start_image": report["clean"], "out": str(out)}
+    scores = rescore(run.samples)
+    report = {**scores["harmbench"], "judge": judge_options["name"], "start_image": scores["clean"]}
+    atomic_write_text(out / "asr.json", json.dumps(report, indent=2))  # as for a completions file
+    return {**report, "out": str(out)}

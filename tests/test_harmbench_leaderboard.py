@@ -99,3 +99,14 @@ def test_a_missing_baseline_run_leaves_the_column_empty(harmbench_runs, tmp_path
     write_leaderboard([harmbench_runs / "pgd"], tmp_path)
     board = json.loads((tmp_path / "leaderboard.json").read_text())
     assert len(board["harmbench"]) == 2 and all(r["direct_request_asr"] is None for r in board["harmbench"])
+
+
+def test_rejudging_a_folder_that_is_not_a_harmbench_run_is_one_line(tmp_path):
+    from harmbench.cli import run_score
+    from mmsafety.errors import UserError
+
+    with pytest.raises(UserError, match="no readable record.json"):
+        run_score(["judge=refusal_substring", f"record={tmp_path}"])
+    (tmp_path / "record.json").write_text(json.dumps({"kind": "goat_bench", "status": "completed"}))
+    with pytest.raises(UserError, match="not a HarmBench attack record"):
+        run_score(["judge=refusal_substring", f"record={tmp_path}"])
