@@ -87,6 +87,12 @@ def cells(row) -> dict:
            "asr": _pct(asr["asr"]), "asr_ci95_low": _pct(ci[0]) if ci else None, "asr_ci95_high": _pct(ci[1]) if ci else None,
            "asr_ci95": f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else None,
            "start_image_asr": _pct(start["asr"]), "unparsed": asr["unparsed"], "note": row.note}
+    recorded = ((row.metrics or {}).get("asr") or {}).get("harmful")
+    if not asr["test_cases"] and recorded is not None:
+        # Samples this table cannot read (a judge-stage record's PNG paths point into another run's
+        # folder): the record's own mean, which is HarmBench's ASR with one test case per behaviour.
+        out.update(asr=_pct(recorded), behaviors=(row.metrics or {}).get("images"),
+                   note="; ".join(filter(None, [row.note, "ASR from the record's metrics; no interval"])))
     by_category = {c: _pct(v["asr"]) for c, v in asr["by_category"].items()}
     out.update({f"asr[{c}]": v for c, v in by_category.items()})
     out["asr_by_category"] = ", ".join(f"{c} {v}" for c, v in by_category.items()) or None

@@ -110,3 +110,24 @@ def test_rejudging_a_folder_that_is_not_a_harmbench_run_is_one_line(tmp_path):
     (tmp_path / "record.json").write_text(json.dumps({"kind": "goat_bench", "status": "completed"}))
     with pytest.raises(UserError, match="not a HarmBench attack record"):
         run_score(["judge=refusal_substring", f"record={tmp_path}"])
+
+
+@pytest.mark.slow
+def test_a_record_whose_samples_the_table_cannot_read_shows_its_own_mean(harmbench_runs, tmp_path):
+    """A judge-stage record names PNGs in another run's folder (absolute paths, which the record schema
+    keeps out of scoring): the row falls back to the record's mean, without an interval, and says so."""
+    import shutil
+
+    run = tmp_path / "pgd"
+    shutil.copytree(harmbench_runs / "pgd", run, ignore=shutil.ignore_patterns("judged-*"))
+    samples = read_samples(run / "samples.jsonl")
+    for s in samples:
+        s["adversarial_png"] = str((run / s["adversarial_png"]).resolve())
+    (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    from mmsafety.leaderboard import write_leaderboard
+
+    write_leaderboard([run], tmp_path / "board")
+    [row] = json.loads((tmp_path / "board" / "leaderboard.json").read_text())["harmbench"]
+    recorded = json.loads((run / "record.json").read_text())["metrics"]["asr"]["harmful"]
+    assert row["asr"] == pct(recorded) == pct(reference(harmbench_runs / "pgd")["asr"])
+    assert row["asr_ci95"] is None and "no interval" in row["note"]
