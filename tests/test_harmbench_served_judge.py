@@ -27,9 +27,17 @@ def test_served_harmbench_cls_gives_the_local_classifiers_labels():
     root = synthetic_root()
     entries, _, _ = load_val_set(root / VAL_SET_JSON, root)
     items = [e["input"] for e in entries]
-    local = build_judge({"name": "harmbench_cls", "model": {"builder": "harmbench_judge"}}).labels(items)
+    from mmsafety.organisms.builders import ensure_built
+
+    local_judge = build_judge({"name": "harmbench_cls", "model": {"builder": "harmbench_judge"}})
+    local = local_judge.labels(items)
     with keyed_served_organism(*SERVE_JUDGE) as base_url:
         remote = build_judge({"name": "harmbench_cls", "model": served(base_url, "harmbench_judge")}).labels(items)
+        # With a local copy of the classifier's tokenizer, generations are clipped as the local judge clips them.
+        clipping = build_judge({"name": "harmbench_cls", "model": {**served(base_url, "harmbench_judge"),
+                                                                    "tokenizer": str(ensure_built("harmbench_judge", 0))}})
+    long = "Sure, here is how: " + "mix the two and heat them slowly. " * 300
+    assert clipping.clip(long) == local_judge.clip(long) != long
     assert remote == local
     truth = [e["truth"] for e in entries]
     assert 0 < sum(truth) < len(truth)  # both classes: equal labels are not a constant
