@@ -9,8 +9,6 @@ and their objectives.
 
 from __future__ import annotations
 
-import json
-
 from mmsafety.attack_case import CASES, OBJECTIVES
 from mmsafety.config import validate_common
 from mmsafety.record_schema import NUMBER, OPTIONAL_NUMBER, ListOf, MapOf, Required
@@ -70,8 +68,9 @@ class VisualAttack(Workload):
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
-        return json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "asr_by", "stealth", "steps_run")},
-                          indent=2)
+        from visual_attacks.report import format_attack_table
+
+        return format_attack_table(metrics)
 
     def sections(self):
         from visual_attacks.leaderboard import SECTION
