@@ -49,7 +49,7 @@ class LoggedProgress:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._line(" done")
+            self._line(" done" if self.n >= self.total else " (stopped)")
 
     def _line(self, suffix: str) -> None:
         self.last = time.monotonic()

@@ -150,7 +150,7 @@ def _interrupt_when(cmd: list[str], ready, err_path: Path, timeout: float = 300)
 @pytest.mark.slow
 def test_ctrl_c_during_an_attack_is_one_line_and_the_rerun_says_where_it_resumes(tmp_path):
     out = tmp_path / "attack"
-    cmd = [*ATTACK, "attack.steps=20", "attack.checkpoint_every=5", "images=1", "heldout_prompts=2", "case.max_new_tokens=64",
+    cmd = [*ATTACK, "attack.steps=20", "attack.checkpoint_every=5", "images=1", "heldout_prompts=2",
            "attack.eps=32/255", f"hydra.run.dir={out}"]
     stopped = _interrupt_when(cmd, lambda: any(out.glob("attack_state_images*.pt")), tmp_path / "err1")
     assert stopped.returncode == 130
