@@ -137,7 +137,10 @@ def test_slurm_launcher_off_a_cluster_is_one_line_and_writes_nothing(tmp_path):
 def _interrupt_when(cmd: list[str], ready, err_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Start `cmd`, send SIGINT (Ctrl-C) once `ready()`, and return its exit status and output."""
     with open(err_path, "w") as err:
-        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=err, text=True)
+        # Ctrl-C's default action even when pytest runs in the background (a shell starts background
+        # jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt).
+        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=err, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + timeout
         while time.time() < deadline and proc.poll() is None and not ready():
             time.sleep(0.05)
