@@ -67,9 +67,14 @@ class LoggedProgress:
 
 
 def progress(total: int, desc: str, unit: str):
-    """A tqdm bar (tqdm.auto: a widget in notebooks) when interactive, else LoggedProgress."""
+    """A tqdm bar when interactive (in a notebook a widget, or text where ipywidgets is not installed,
+    rather than tqdm.auto's "IProgress not found" warning), else LoggedProgress."""
+    import importlib.util
+
     if not interactive():
         return LoggedProgress(total, desc, unit)
-    from tqdm.auto import tqdm
-
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
     return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0)
