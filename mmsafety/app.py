@@ -187,9 +187,11 @@ def _run_app(workload_name: str) -> int:
         except (UserError, OSError) as e:
             if isinstance(e, OSError) and e.errno not in STORAGE_ERRORS:
                 raise  # not a full or read-only disk: the traceback is the useful report
-            message = str(e) if isinstance(e, UserError) else describe_os_error(e, HydraConfig.get().runtime.output_dir)
+            sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+            message = str(e) if isinstance(e, UserError) else describe_os_error(
+                e, HydraConfig.get().runtime.output_dir, "hydra.sweep.dir" if sweep else "hydra.run.dir")
             job_log(f"error: {message}")
-            if HydraConfig.get().mode != RunMode.MULTIRUN:
+            if not sweep:
                 sys.exit(2)
             failed.append(HydraConfig.get().job.num)  # the other jobs go on; this one's record says failed
 
