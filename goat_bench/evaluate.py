@@ -6,8 +6,6 @@ import math
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from goat_bench.data import MemeSample, load_task, with_images
 from goat_bench.metrics import overall, task_metrics
 from goat_bench.parsing import parse_answer
@@ -19,6 +17,7 @@ from mmsafety.models.base import ModelAdapter
 from mmsafety.models.context import answer_length, too_long
 from mmsafety.oom import HalvingBatcher
 from mmsafety.paths import cache_dir
+from mmsafety.progress import progress
 from mmsafety.records import RunRecord
 from mmsafety.served.errors import SampleErrors
 from mmsafety.shards import shard_of
@@ -121,7 +120,7 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     todo.sort(key=lambda s: (len(s.text), s.task, s.id))
     correct = scored = 0
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="meme", desc=f"{cfg.model.name} {scoring}", dynamic_ncols=True, mininterval=1.0)
+    bar = progress(len(todo), f"{cfg.model.name} {scoring}", "meme")
     pending: list[tuple[MemeSample, object]] = []
     # Out of memory halves the batch (kept for the rest of the run); a meme alone too big is skipped.
     batcher = HalvingBatcher(cfg.batch_size)
@@ -145,8 +144,8 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
             correct, scored = correct + ok, scored + 1
             record.add_sample({"task": s.task, "id": s.id, "status": "ok", "label": s.label, **result,
                                "correct": ok, "notes": s.notes})
-        bar.update(len(pending))
-        bar.set_postfix(acc=f"{100 * correct / max(1, scored):.1f}%")
+        bar.set_postfix(acc=f"{100 * correct / max(1, scored):.1f}%", refresh=False)
+        bar.update(len(pending))  # one refresh per batch, with the new accuracy
         pending.clear()
         if hasattr(adapter, "served_record"):
             record.update(served=adapter.served_record())

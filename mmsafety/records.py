@@ -122,11 +122,14 @@ class RunRecord:
         previous = self._read_previous()
         sha = config_sha256(config)
         if previous and previous.get("config_sha256") != sha:
-            from mmsafety.errors import UserError
+            if previous.get("status") == "failed" and not read_samples(self.samples_path):
+                previous = None  # failed before its first sample (e.g. no GPU): the corrected command starts over
+            else:
+                from mmsafety.errors import UserError
 
-            self._lock.close()
-            raise UserError(f"{self.out_dir} holds a run with a different config; pass hydra.run.dir=NEW_DIR, "
-                            f"or delete that folder to start over")
+                self._lock.close()
+                raise UserError(f"{self.out_dir} holds a run with a different config; pass hydra.run.dir=NEW_DIR, "
+                                f"or delete that folder to start over")
         self.data: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "run_id": previous.get("run_id") if previous else uuid.uuid4().hex,

@@ -29,6 +29,9 @@ def test_notebook_runs(name, parameters, plots, tmp_path, organism):
                                       cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
     outputs = [o for c in done["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+    streamed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "IProgress not found" not in streamed  # progress bars draw as widgets (ipywidgets installed)
+    assert "deprecated" not in streamed
     assert sum(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs) >= plots
     if name.startswith("goat"):
         assert (tmp_path / "goat" / "leaderboard" / "leaderboard.html").is_file()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 from mmsafety.attack_case import AttackBase, AttackCase
 from mmsafety.config import pixel_amount, plain
@@ -23,6 +22,7 @@ from mmsafety.errors import UserError
 from mmsafety.models.base import PixelLoss
 from mmsafety.models.pixels import pixels_to_pil
 from mmsafety.oom import HalvingBatcher
+from mmsafety.progress import progress
 from mmsafety.records import atomic_write_bytes
 from visual_attacks.config_checks import check_l2_budget
 from visual_attacks.pgd import OPTIMIZERS, Checkpoint, PGDConfig, pgd
@@ -136,7 +136,7 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
     clean = clean_pixels(adapter, chunk)
     check_l2_budget(pcfg.norm, pcfg.eps, tuple(clean.shape[1:]))
     objective = case.objective(adapter, chunk, clean, attack)
-    bar = tqdm(total=pcfg.steps, unit="step", desc=f"{attack.name} eps={attack.eps}", dynamic_ncols=True, mininterval=1.0)
+    bar = progress(pcfg.steps, f"{attack.name} eps={attack.eps}", "step")
 
     def on_step(step, loss, best):
         bar.update(1)

@@ -9,12 +9,13 @@ judge are the baseline in every report.
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from mmsafety.attack_case import AttackCase
+from mmsafety.cli.job_log import say_once
 from mmsafety.attack_case import build_case as build_registered_case
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.pixels import pixels_to_pil
@@ -46,9 +47,12 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
               "sample_key": ["image"], "group_by": list(case.group_by)},
     )
     for note in notes:
-        log(note)
+        say_once(note, log)  # once per process, not once per job of a sweep
     done = record.done_keys(("image",))
     missing = {i for i in range(len(bases)) if (i,) not in done}
+    resumed = resume_point(out_dir, len(bases) - len(missing), len(bases))
+    if resumed:
+        log(resumed)
     if missing:
         checks = []
 
@@ -57,7 +61,7 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
             rates = [case.judge(adapter, pixels_to_pil(x.cpu()), bases[i]).rates for i, x in zip(indices, best_x)]
             mean = {k: sum(r[k] for r in rates) / len(rates) for k in rates[0]}
             checks.append({"step": step, "images": [indices[0], indices[-1] + 1], "rates": mean})
-            tqdm.write(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}", file=sys.stderr)
+            log(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}")
 
         crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=log)
         for i in sorted(missing):
@@ -73,6 +77,22 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
         for state in out_dir.glob("attack_state*.pt"):  # every sample is written: nothing left to resume
             state.unlink(missing_ok=True)
     return summarize(record.samples, case.group_by)
+
+
+def resume_point(out_dir: Path, done: int, total: int) -> str | None:
+    """Where a rerun of an interrupted attack starts: the images already judged, and the step of
+    each chunk's saved attack state (attack.checkpoint_every). None for a fresh run."""
+    states = []
+    for path in sorted(out_dir.glob("attack_state_images*.pt")):
+        try:
+            step = torch.load(path, map_location="cpu", weights_only=False)["step"]
+        except Exception:  # the attack itself reports a state it cannot load
+            step = "an unreadable state"
+        states.append(f"{path.stem.removeprefix('attack_state_')} from step {step}")
+    if not done and not states:
+        return None
+    where = f"; {', '.join(states)} (saved attack state)" if states else ""
+    return f"resuming: {done} of {total} images already attacked and judged{where}"
 
 
 def _mean(values: list[float]) -> float | None:

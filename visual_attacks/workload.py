@@ -9,7 +9,6 @@ and their objectives.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 from mmsafety.attack_case import CASES, OBJECTIVES
@@ -71,8 +70,9 @@ class VisualAttack(Workload):
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
-        return json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "asr_by", "stealth", "steps_run")},
-                          indent=2)
+        from visual_attacks.report import format_attack_table
+
+        return format_attack_table(metrics)
 
     def sections(self):
         """The generic attack table, then each registered case's own tables (AttackCase.sections),

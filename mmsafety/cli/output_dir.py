@@ -13,12 +13,13 @@ from mmsafety.errors import UserError
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
-def describe_os_error(error: OSError, out_dir) -> str:
-    """One line for a failed read or write (disk full, permissions, ...) that names the fix."""
+def describe_os_error(error: OSError, out_dir, key: str = "hydra.run.dir") -> str:
+    """One line for a failed read or write (disk full, permissions, ...) that names the fix (`key`:
+    the override that moves the output, hydra.sweep.dir under -m)."""
     where = error.filename or out_dir
     return (f"{error.strerror or error} ({where}); the record keeps every sample written so far: "
             f"free space or fix permissions and run the same command again to resume, "
-            f"or pass hydra.run.dir=ANOTHER_DIR")
+            f"or pass {key}=ANOTHER_DIR")
 
 
 def check_output_dir(target: Path, key: str) -> None:

@@ -33,5 +33,9 @@ def register() -> None:
         workload.register_schemas(ConfigStore.instance())
     if not OmegaConf.has_resolver("slug"):
         OmegaConf.register_new_resolver("slug", slug)
+    if not OmegaConf.has_resolver("config_hash"):
+        from mmsafety.cli.run_identity import config_hash
+
+        OmegaConf.register_new_resolver("config_hash", config_hash)
     if not OmegaConf.has_resolver("shard_suffix"):
         OmegaConf.register_new_resolver("shard_suffix", shard_suffix)

@@ -29,3 +29,13 @@ def override_variants(overrides: list[str]) -> list[list[str]]:
 
 def is_hydra_override(raw: str) -> bool:
     return raw.startswith(("hydra.", "hydra/", "+hydra", "++hydra"))
+
+
+def every_job(overrides: list[str]) -> list[list[str]]:
+    """Each job of the sweep as its plain override list, in Hydra's order (the basic sweeper's
+    cartesian product: job i of the list is job number i)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]

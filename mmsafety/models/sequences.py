@@ -75,7 +75,7 @@ def cached_choice_logprobs(model, prompt_ids: Sequence[list[int]], choice_ids: S
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     need_cache = any(len(tokens) > 1 for k, tokens in enumerate(choice_ids) if k != lead)
     out = model.model(input_ids=ids, attention_mask=mask, position_ids=positions, **vision, use_cache=need_cache)
-    cache = out.past_key_values
+    cache = out.cache  # transformers 5's name (`past_key_values` is deprecated and warns on every eval)
     # Log-probabilities after the prompt's last token, then after each carried token.
     logp = model.lm_head(out.last_hidden_state[:, -1 - carried.shape[1]:]).float().log_softmax(-1)
     first = logp[:, 0]
@@ -94,7 +94,7 @@ def cached_choice_logprobs(model, prompt_ids: Sequence[list[int]], choice_ids: S
             rest = torch.tensor(tokens, device=device).expand(n, -1)
             step = len(tokens) - 1
             hidden = model.model(
-                input_ids=rest[:, :-1], past_key_values=cache, use_cache=True,
+                input_ids=rest[:, :-1], cache=cache, use_cache=True,
                 attention_mask=torch.cat([mask, mask.new_ones(n, step)], dim=1),
                 position_ids=last_position + torch.arange(1, step + 1, device=device),
             ).last_hidden_state
