@@ -234,3 +234,42 @@ def test_two_surrogates_of_different_input_sizes_craft_one_canvas_end_to_end(tmp
             assert adv.size == (scenes.SCENE_SIZE, scenes.SCENE_SIZE)  # the canvas, not PaliGemma's 32 px
         assert 0 < s["stealth"]["linf"] <= record["spec"]["eps"] + 1e-6
     assert metrics["images"] == 2
+
+
+# --- attack=ensemble_clip (M-Attack) ------------------------------------------------------------
+
+def test_ensemble_clip_preset_is_m_attacks_recipe():
+    """VILA-Lab/M-Attack config/ensemble_3models.yaml and generate_adversarial_samples.py (attack 'fgsm'):
+    epsilon 16, alpha 1 (of 255), 300 steps, sign steps from the clean image, the last iterate, three
+    surrogates, source and target RandomResizedCrop at scale [0.5, 0.9], images at 224 px."""
+    from mmsafety.app import compose_config, validate_job
+
+    cfg = compose_config("attack", ["attack=ensemble_clip"])
+    a = cfg.attack
+    assert (a.eps, a.step_size, a.steps, a.optimizer, a.random_start, a.keep_best) == ("16/255", "1/255", 300, "sign", False, False)
+    assert a.objective == "clip_image_embed" and cfg.case.name == "clip_caption"
+    assert [s.seed for s in a.surrogates] == [0, 1, 2] and all(s.model == "tiny_open_clip" for s in a.surrogates)
+    assert list(a.target_crop_scale) == [0.5, 0.9] and list(a.eot.crop_scale) == [0.5, 0.9]
+    assert (a.eot.samples, a.eot.p, a.eot.pad, a.eot.rescale, a.eot.noise_std, a.eot.jpeg_quality) == (1, 1.0, 0.0, 1.0, 0.0, None)
+    assert a.canvas_max_side == 224
+    validate_job("visual_attack", cfg)
+
+
+@pytest.mark.slow  # three tiny CLIP towers, 12 steps (about 10 s on 2 cores)
+def test_ensemble_clip_moves_every_towers_embedding_toward_the_target_image():
+    from mmsafety.app import compose_config
+    from tests.helpers import load_builtin
+    from visual_attacks.cases import ClipCaptionCase
+    from visual_attacks.craft import ensemble_objective, pgd_config
+
+    attack = compose_config("attack", ["attack=ensemble_clip", "attack.steps=12", "attack.step_size=2/255"]).attack
+    case = ClipCaptionCase(images=2)
+    towers = [Surrogate(f"tiny_open_clip (seed {s})", 1.0, load_builtin("tiny_open_clip", seed=s)) for s in (0, 1, 2)]
+    clean, objective = ensemble_objective(case, towers[0], case.bases(), attack, towers)
+    result = pgd(objective, clean, pgd_config(attack))
+    with torch.no_grad():
+        for s in objective.surrogates:
+            before = s.objective.validation(surrogate_view(s.adapter, clean))
+            after = s.objective.validation(surrogate_view(s.adapter, result.pixels))
+            assert (after < before).all(), (s.name, before, after)
+    assert (result.pixels - clean).abs().max() <= 16 / 255 + 1e-6

@@ -11,7 +11,7 @@ from omegaconf import MISSING
 
 from mmsafety.config import ModelConfig, PlacementConfig, pixel_amount
 from mmsafety.errors import ConfigError
-from visual_attacks.eot import EOTConfig, check_eot
+from visual_attacks.eot import EOTConfig, check_eot, pair
 
 
 class Norm(Enum):
@@ -52,6 +52,7 @@ class AttackConfig:
     surrogates: List[Any] = field(default_factory=list)
     canvas_max_side: int = 448  # ensembles: the canvas is the base image's size, its longest side capped here
     eot: EOTConfig = field(default_factory=EOTConfig)  # expectation over transformation (eot.samples=0: off)
+    target_crop_scale: Optional[List[float]] = None  # objective=clip_image_embed: random crop of the target, kept area [lo, hi] (M-Attack: [0.5, 0.9]); null: whole target
 
 
 @dataclass
@@ -100,6 +101,10 @@ def validate_attack(attack) -> None:
     if attack.get("canvas_max_side", 1) < 1:
         raise ConfigError(f"attack.canvas_max_side={attack.canvas_max_side}: must be >= 1 (pixels, e.g. 448)")
     check_eot(attack.get("eot"))
+    if attack.get("target_crop_scale") is not None:
+        lo, hi = pair("attack.target_crop_scale", attack.target_crop_scale, "[0.5, 0.9]")
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"attack.target_crop_scale=[{lo:g}, {hi:g}]: need 0 < lo <= hi <= 1, e.g. [0.5, 0.9]")
     for key in ("early_stop_every", "select_every", "clean_answer_tokens"):
         if attack.get(key, 1) < 1:
             raise ConfigError(f"attack.{key}={attack[key]}: must be >= 1")

@@ -3,7 +3,7 @@ over random differentiable transforms of the image, so the perturbation survives
 the image on its way to a deployed model (a crop, a rescale, re-encoding as JPEG).
 
 The transforms are kornia's augmentations, each applied with probability `p` per image:
-random resized crop (`crop_scale`: smallest kept area), shift-and-shrink with padding (`pad`:
+random resized crop (`crop_scale`: [lo, hi] of the kept area), shift-and-shrink with padding (`pad`:
 largest shift and shrink as a fraction of the side), a down-then-up rescale (`rescale`: smallest
 factor), Gaussian noise (`noise_std`), and kornia's differentiable JPEG (`jpeg_quality`: [lo, hi]).
 
@@ -29,7 +29,7 @@ from mmsafety.errors import ConfigError
 class EOTConfig:
     samples: int = 0                   # transforms averaged per step (0: EOT off)
     p: float = 0.5                     # probability that each transform is applied to an image
-    crop_scale: float = 0.8            # random resized crop keeps an area in [crop_scale, 1] (1: off)
+    crop_scale: Optional[List[float]] = field(default_factory=lambda: [0.8, 1.0])  # random resized crop's kept area [lo, hi]; null: off
     pad: float = 0.1                   # shift and shrink by up to this fraction of the side, padding with zeros (0: off)
     rescale: float = 0.5               # downscale by a factor in [rescale, 1], then back up (1: off)
     noise_std: float = 0.02            # Gaussian noise std in pixel units (0: off)
@@ -44,8 +44,10 @@ def check_eot(eot) -> None:
         raise ConfigError(f"attack.eot.samples={eot.samples}: must be >= 0 (0 turns EOT off, e.g. 4)")
     if not 0 <= eot.p <= 1:
         raise ConfigError(f"attack.eot.p={eot.p}: a probability, must be in [0, 1]")
-    if not 0 < eot.crop_scale <= 1:
-        raise ConfigError(f"attack.eot.crop_scale={eot.crop_scale}: the smallest kept area, must be in (0, 1]")
+    if eot.crop_scale is not None:
+        lo, hi = pair("attack.eot.crop_scale", eot.crop_scale, "[0.8, 1.0]")
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"attack.eot.crop_scale=[{lo:g}, {hi:g}]: need 0 < lo <= hi <= 1, e.g. [0.8, 1.0]")
     if not 0 <= eot.pad < 0.5:
         raise ConfigError(f"attack.eot.pad={eot.pad}: a fraction of the side, must be in [0, 0.5)")
     if not 0 < eot.rescale <= 1:
@@ -59,11 +61,15 @@ def check_eot(eot) -> None:
         raise ConfigError(f"attack.eot.jpeg_quality=[{lo}, {hi}]: need 1 <= lo <= hi <= 100, e.g. [50, 95]")
 
 
+def pair(key: str, value, example: str) -> tuple[float, float]:
+    values = list(value)
+    if len(values) != 2:
+        raise ConfigError(f"{key}={values}: give [lo, hi], e.g. {example}")
+    return float(values[0]), float(values[1])
+
+
 def jpeg_range(eot) -> tuple[float, float]:
-    quality = list(eot.jpeg_quality)
-    if len(quality) != 2:
-        raise ConfigError(f"attack.eot.jpeg_quality={quality}: give [lo, hi], e.g. [50, 95]")
-    return float(quality[0]), float(quality[1])
+    return pair("attack.eot.jpeg_quality", eot.jpeg_quality, "[50, 95]")
 
 
 def eot_enabled(eot) -> bool:
@@ -75,8 +81,9 @@ def describe(eot) -> str | None:
     if not eot_enabled(eot):
         return None
     parts = []
-    if eot.crop_scale < 1:
-        parts.append(f"crop {eot.crop_scale:g}-1")
+    if eot.crop_scale is not None:
+        lo, hi = pair("attack.eot.crop_scale", eot.crop_scale, "[0.8, 1.0]")
+        parts.append(f"crop {lo:g}-{hi:g}")
     if eot.pad > 0:
         parts.append(f"pad {eot.pad:g}")
     if eot.rescale < 1:
@@ -116,8 +123,9 @@ def build_transforms(eot, size: tuple[int, int]) -> torch.nn.Module:
     import kornia.augmentation as K
 
     steps: list[torch.nn.Module] = []
-    if eot.crop_scale < 1:
-        steps.append(K.RandomResizedCrop(size, scale=(eot.crop_scale, 1.0), ratio=(3 / 4, 4 / 3), p=eot.p))
+    if eot.crop_scale is not None:
+        scale = pair("attack.eot.crop_scale", eot.crop_scale, "[0.8, 1.0]")
+        steps.append(K.RandomResizedCrop(size, scale=scale, ratio=(3 / 4, 4 / 3), p=eot.p))
     if eot.pad > 0:
         steps.append(K.RandomAffine(degrees=0.0, translate=(eot.pad, eot.pad), scale=(1 - eot.pad, 1.0),
                                     padding_mode="zeros", p=eot.p))
