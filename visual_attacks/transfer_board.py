@@ -1,0 +1,115 @@
+"""The transfer workload's leaderboard section: the transfer matrix.
+
+Each transfer record is one cell: rows are the surrogate (or ensemble) an image was crafted on,
+columns are victim x deploy transform, one matrix per case, target and budget (eps and steps); a
+cell is the attack success on the victim with the victim's clean baseline beside it. The table
+holds one line per cell (every format: JSON, CSV, Markdown, HTML); the HTML page and the
+leaderboard folder add a heat map per matrix.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mmsafety.leaderboard.plots import png_of, pyplot
+from mmsafety.leaderboard.tables import num
+from mmsafety.workload import Figure, Section
+from visual_attacks.leaderboard import eps_label
+
+COLUMNS = ["case", "target", "eps", "steps", "surrogate", "victim", "deploy", "status", "cell", "asr", "clean_baseline",
+           "images", "note"]
+
+
+def surrogate_label(spec: dict) -> str:
+    """`organism (seed 0) + organism (seed 1)` for an ensemble; `+ EOT` when crafted with EOT."""
+    names = [str(n) for n in spec.get("surrogates") or []] or ["?"]
+    return " + ".join(names) + (" + EOT" if spec.get("eot") else "")
+
+
+def cell_text(asr, clean) -> str | None:
+    """`62.5 (clean 0.0)`: success % on the victim, its clean baseline % after the same transform."""
+    if asr is None:
+        return None
+    return f"{asr:.1f} (clean {clean:.1f})" if clean is not None else f"{asr:.1f}"
+
+
+def cells(row) -> dict:
+    spec, m = row.spec, row.metrics
+    headline = spec.get("headline", "syntax")
+    asr, clean = m.get("asr", {}), m.get("clean_baseline", {})
+    asr_pct = num(100 * asr[headline], 1) if asr.get(headline) is not None else None
+    clean_pct = num(100 * clean[headline], 1) if clean.get(headline) is not None else None
+    return {
+        "case": spec.get("case"), "target": spec.get("target") or spec.get("caption") or "",
+        "eps": eps_label(spec.get("eps")) if spec.get("norm") != "none" else "unconstrained", "steps": spec.get("steps"),
+        "surrogate": surrogate_label(spec), "victim": spec.get("victim") or row.model,
+        "deploy": (spec.get("deploy") or {}).get("name", "png"), "status": row.status,
+        "cell": cell_text(asr_pct, clean_pct), "asr": asr_pct, "clean_baseline": clean_pct,
+        "success_measure": headline, "images": m.get("images"), "source_run": spec.get("source_run"),
+        "deploy_steps": (spec.get("deploy") or {}).get("steps"), "note": row.note,
+    }
+
+
+def matrices(table: list[dict]) -> dict[tuple, dict]:
+    """The table's cells grouped into matrices by (case, target, eps, steps): for each, its row
+    labels (surrogates), column labels (victim, deploy) and cells {(row, column): table line}."""
+    out: dict[tuple, dict] = {}
+    for line in table:
+        key = (line["case"], line["target"], line["eps"], line["steps"])
+        m = out.setdefault(key, {"rows": [], "columns": [], "cells": {}})
+        column = (line["victim"], line["deploy"])
+        if line["surrogate"] not in m["rows"]:
+            m["rows"].append(line["surrogate"])
+        if column not in m["columns"]:
+            m["columns"].append(column)
+        m["cells"][(line["surrogate"], column)] = line
+    for m in out.values():
+        m["rows"].sort()
+        m["columns"].sort()
+    return out
+
+
+def heat_map(key: tuple, matrix: dict) -> bytes:
+    """Success % per surrogate (rows) and victim x deploy (columns), the clean baseline in each cell."""
+    import numpy as np
+
+    rows, columns = matrix["rows"], matrix["columns"]
+    values = np.full((len(rows), len(columns)), np.nan)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(columns):
+            line = matrix["cells"].get((r, c))
+            if line is not None and line["asr"] is not None:
+                values[i, j] = line["asr"]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(columns), 1.4 + 0.6 * len(rows)), dpi=110)
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for i, r in enumerate(rows):
+        for j, c in enumerate(columns):
+            line = matrix["cells"].get((r, c))
+            if line is None or line["asr"] is None:
+                ax.text(j, i, "—", ha="center", va="center", fontsize=8, color="gray")
+                continue
+            clean = "" if line["clean_baseline"] is None else f"\nclean {line['clean_baseline']:.0f}"
+            ax.text(j, i, f"{line['asr']:.0f}{clean}", ha="center", va="center", fontsize=8,
+                    color="white" if line["asr"] < 60 else "black")
+    ax.set_xticks(range(len(columns)), [f"{v}\n{d}" for v, d in columns], fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set(xlabel="victim / deploy transform", ylabel="crafted on")
+    case, target, eps, steps = key
+    ax.set_title(f"Transfer: {case} · {target} · eps {eps} · {steps} steps (success %)", fontsize=8)
+    fig.colorbar(image, ax=ax, label="attack success (%)", fraction=0.046, pad=0.04)
+    return png_of(fig)
+
+
+def figure_name(key: tuple) -> str:
+    return "transfer_" + re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(str(k) for k in key)).strip("-")
+
+
+def figures(rows, table: list[dict]) -> list[Figure]:
+    found = matrices(table)
+    return [Figure(figure_name(key), f"Transfer matrix: {key[0]} · {key[1]} · eps {key[2]} · {key[3]} steps",
+                   heat_map(key, matrix)) for key, matrix in sorted(found.items(), key=lambda kv: str(kv[0]))]
+
+
+SECTION = Section(key="transfer", title="Transfer (success % on the victim, clean baseline in brackets)",
+                  columns=COLUMNS, cells=cells, figures=figures)
