@@ -35,7 +35,8 @@ from visual_attacks.workload import VisualAttack
 
 # Spec fields of the source attack record that say what was crafted (copied into the transfer record).
 CRAFT_FIELDS = ("case", "target", "target_text", "caption", "attack", "objective", "norm", "eps", "step_size", "steps",
-                "prompts_per_step", "images", "heldout_prompts", "headline", "group_by", "surrogate_weights", "eot")
+                "prompts_per_step", "images", "heldout_prompts", "headline", "group_by", "surrogate_weights", "eot",
+                "synthetic")
 
 
 @dataclass
@@ -177,6 +178,11 @@ class TransferJudge(Workload):
 
     def summary(self, metrics: dict) -> str:
         return json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "asr_by", "stealth")}, indent=2)
+
+    def data_source(self, spec: dict) -> str:
+        """Where the judged images came from: the source attack's data source (its spec fields are copied)."""
+        source = getattr(WORKLOADS.get("visual_attack"), "data_source", None)
+        return source(spec) if source is not None else ""
 
     def sections(self):
         from visual_attacks.transfer_board import SECTION
