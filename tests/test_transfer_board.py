@@ -14,12 +14,13 @@ from visual_attacks.transfer_board import matrices
 
 
 def transfer_record(folder: Path, surrogates: list[str], victim: str, deploy: str, asr: float, clean: float,
-                    eps: float = 16 / 255, eot: str | None = None) -> None:
+                    eps: float = 16 / 255, eot: str | None = None, weights: list | None = None) -> None:
     folder.mkdir(parents=True)
     spec = {"workload": "transfer", "stage": "judge", "source_run": f"/runs/{'+'.join(surrogates)}-{eps}",
             "surrogates": surrogates, "victim": victim, "deploy": {"name": deploy, "steps": []}, "case": "tool_call",
             "target": "send_email", "norm": "linf", "eps": eps, "steps": 300, "headline": "syntax", "group_by": [],
-            "sample_key": ["image"], **({"eot": eot} if eot else {})}
+            "sample_key": ["image"], **({"eot": eot} if eot else {}),
+            **({"surrogate_weights": weights} if weights else {})}
     metrics = {"images": 8, "asr": {"syntax": asr}, "clean_baseline": {"syntax": clean}, "stealth": {"ssim": 0.5},
                "attack_seconds": 1.0}
     record = {"kind": "transfer", "status": "completed", "config": {}, "model": {"name": victim, "weights_sha256": None},
@@ -40,9 +41,11 @@ def test_the_matrix_is_in_every_format_with_the_victims_clean_baseline(tmp_path)
         transfer_record(runs / f"j{i}", list(surrogates), victim, deploy, asr, clean)
     transfer_record(runs / "eot", ["organism (seed 0)"], "organism (seed 2)", "jpeg_75", 0.375, 0.0, eot="kornia")
     transfer_record(runs / "eps32", ["organism (seed 0)"], "organism (seed 2)", "png", 1.0, 0.0, eps=32 / 255)
+    transfer_record(runs / "weighted", ["organism (seed 0)", "organism (seed 1)"], "organism (seed 2)", "png", 0.5, 0.0,
+                    eps=32 / 255, weights=[2, 1])
     out = tmp_path / "board"
     summary = write_leaderboard([runs], out)
-    assert summary["rows"]["transfer"] == 7 and not summary["problems"]
+    assert summary["rows"]["transfer"] == 8 and not summary["problems"]
 
     table = json.loads((out / "leaderboard.json").read_text())["transfer"]
     by_cell = {(line["surrogate"], line["victim"], line["deploy"], line["eps"]): line for line in table}
@@ -50,6 +53,7 @@ def test_the_matrix_is_in_every_format_with_the_victims_clean_baseline(tmp_path)
     assert (ensemble["asr"], ensemble["clean_baseline"], ensemble["cell"]) == (25.0, 0.0, "25.0 (clean 0.0)")
     assert by_cell[("organism (seed 0) + EOT", "organism (seed 2)", "jpeg_75", "16/255")]["asr"] == 37.5
     assert by_cell[("organism (seed 0)", "organism (seed 2)", "png", "32/255")]["asr"] == 100.0
+    assert by_cell[("2 x organism (seed 0) + 1 x organism (seed 1)", "organism (seed 2)", "png", "32/255")]["asr"] == 50.0
 
     grouped = matrices(table)  # one matrix per case, target and budget
     assert sorted(k[2] for k in grouped) == ["16/255", "32/255"]

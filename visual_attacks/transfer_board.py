@@ -21,8 +21,12 @@ COLUMNS = ["case", "target", "eps", "steps", "surrogate", "victim", "deploy", "s
 
 
 def surrogate_label(spec: dict) -> str:
-    """`organism (seed 0) + organism (seed 1)` for an ensemble; `+ EOT` when crafted with EOT."""
+    """`organism (seed 0) + organism (seed 1)` for an ensemble (`2 x organism (seed 0) + ...` when the
+    weights differ); `+ EOT` when crafted with EOT."""
     names = [str(n) for n in spec.get("surrogates") or []] or ["?"]
+    weights = spec.get("surrogate_weights")
+    if isinstance(weights, list) and len(weights) == len(names) and len({str(w) for w in weights}) > 1:
+        names = [f"{w:g} x {n}" if isinstance(w, (int, float)) else f"{w} x {n}" for w, n in zip(weights, names)]
     return " + ".join(names) + (" + EOT" if spec.get("eot") else "")
 
 
@@ -69,6 +73,11 @@ def matrices(table: list[dict]) -> dict[tuple, dict]:
     return out
 
 
+def short(percent: float) -> str:
+    """12.5 -> "12.5", 50.0 -> "50": a heat-map cell's number, no rounding hidden."""
+    return f"{percent:.1f}".rstrip("0").rstrip(".")
+
+
 def heat_map(key: tuple, matrix: dict) -> bytes:
     """Success % per surrogate (rows) and victim x deploy (columns), the clean baseline in each cell."""
     import numpy as np
@@ -81,7 +90,8 @@ def heat_map(key: tuple, matrix: dict) -> bytes:
             if line is not None and line["asr"] is not None:
                 values[i, j] = line["asr"]
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(columns), 1.4 + 0.6 * len(rows)), dpi=110)
+    label_width = 0.06 * max(len(r) for r in rows)  # inches for the longest row label, at font size 7
+    fig, ax = plt.subplots(figsize=(2.4 + label_width + 1.5 * len(columns), 1.6 + 0.6 * len(rows)), dpi=110)
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for i, r in enumerate(rows):
         for j, c in enumerate(columns):
@@ -89,8 +99,8 @@ def heat_map(key: tuple, matrix: dict) -> bytes:
             if line is None or line["asr"] is None:
                 ax.text(j, i, "—", ha="center", va="center", fontsize=8, color="gray")
                 continue
-            clean = "" if line["clean_baseline"] is None else f"\nclean {line['clean_baseline']:.0f}"
-            ax.text(j, i, f"{line['asr']:.0f}{clean}", ha="center", va="center", fontsize=8,
+            clean = "" if line["clean_baseline"] is None else f"\nclean {short(line['clean_baseline'])}"
+            ax.text(j, i, f"{short(line['asr'])}{clean}", ha="center", va="center", fontsize=8,
                     color="white" if line["asr"] < 60 else "black")
     ax.set_xticks(range(len(columns)), [f"{v}\n{d}" for v, d in columns], fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
