@@ -123,3 +123,17 @@ def run_cli_judge(*args: str) -> subprocess.CompletedProcess:
     command = "import sys; from visual_attacks.cli import judge_main; sys.exit(judge_main())"
     return subprocess.run([sys.executable, "-c", command, *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+def test_a_served_victim_judges_the_jpeg_bytes_as_the_local_model_does(source, organism, tmp_path):
+    from tests.served_support import KEY_ENV, keyed_served_organism
+
+    jpeg = build_deploy({"name": "jpeg_75", "steps": [{"kind": "jpeg", "quality": 75}]})
+    local = judge_saved_attack(source, organism, log=lambda line: None, deploy=jpeg)
+    with keyed_served_organism() as base_url:
+        metrics, record_path = run_judge_job(tmp_path / "served", source, "model=openai_compatible",
+                                             f"model.base_url={base_url}", f"model.api_key_env={KEY_ENV}",
+                                             f"model.cache_path={tmp_path / 'cache.sqlite'}", "deploy=jpeg_75")
+    assert (metrics["asr"], metrics["clean_baseline"]) == (local["asr"], local["clean_baseline"])
+    spec = json.loads(Path(record_path).read_text())["spec"]
+    assert spec["victim"] == "served-organism" and spec["deploy"]["name"] == "jpeg_75"
