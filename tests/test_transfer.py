@@ -137,3 +137,27 @@ def test_a_served_victim_judges_the_jpeg_bytes_as_the_local_model_does(source, o
     assert (metrics["asr"], metrics["clean_baseline"]) == (local["asr"], local["clean_baseline"])
     spec = json.loads(Path(record_path).read_text())["spec"]
     assert spec["victim"] == "served-organism" and spec["deploy"]["name"] == "jpeg_75"
+
+
+def test_mmsafety_attack_judges_its_own_pngs_under_a_deploy_transform(organism, tmp_path):
+    run_attack_job(tmp_path / "run", "attack.steps=2", "attack.check_every=1", "images=1", "heldout_prompts=2",
+                   "deploy=jpeg_50")
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["spec"]["deploy"] == {"name": "jpeg_50", "steps": [{"kind": "jpeg", "quality": 50, "subsampling": "4:2:0"}]}
+    assert record["held_out_checks"][0]["step"] == 1  # the check during the attack ran (deployed too)
+    [sample] = read_samples(tmp_path / "run" / "samples.jsonl")
+    jpeg = build_deploy(record["spec"]["deploy"])
+    rejudged = judge_saved_attack(tmp_path / "run", organism, log=lambda line: None, deploy=jpeg)
+    assert rejudged == record["metrics"]
+    seen = []
+    generate = organism.generate
+    organism_images = lambda images, prompts, **kw: seen.extend(images) or generate(images, prompts, **kw)  # noqa: E731
+    try:
+        organism.generate = organism_images
+        judge_saved_attack(tmp_path / "run", organism, log=lambda line: None, deploy=jpeg)
+    finally:
+        del organism.generate
+    saved = Image.open(tmp_path / "run" / sample["adversarial_png"]).convert("RGB")
+    buf = io.BytesIO()
+    saved.save(buf, format="JPEG", quality=50)
+    assert np.array_equal(np.asarray(seen[-1]), np.asarray(Image.open(buf).convert("RGB")))
