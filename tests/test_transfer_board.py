@@ -18,7 +18,7 @@ def transfer_record(folder: Path, surrogates: list[str], victim: str, deploy: st
     folder.mkdir(parents=True)
     spec = {"workload": "transfer", "stage": "judge", "source_run": f"/runs/{'+'.join(surrogates)}-{eps}",
             "surrogates": surrogates, "victim": victim, "deploy": {"name": deploy, "steps": []}, "case": "tool_call",
-            "target": "send_email", "norm": "linf", "eps": eps, "steps": 300, "headline": "syntax", "group_by": [],
+            "target": "send_email", "attack": "tool_call", "norm": "linf", "eps": eps, "steps": 300, "headline": "syntax", "group_by": [],
             "sample_key": ["image"], **({"eot": eot} if eot else {}),
             **({"surrogate_weights": weights} if weights else {})}
     metrics = {"images": 8, "asr": {"syntax": asr}, "clean_baseline": {"syntax": clean}, "stealth": {"ssim": 0.5},
@@ -56,10 +56,11 @@ def test_the_matrix_is_in_every_format_with_the_victims_clean_baseline(tmp_path)
     assert by_cell[("2 x organism (seed 0) + 1 x organism (seed 1)", "organism (seed 2)", "png", "32/255")]["asr"] == 50.0
 
     grouped = matrices(table)  # one matrix per case, target and budget
-    assert sorted(k[2] for k in grouped) == ["16/255", "32/255"]
-    m16 = grouped[("tool_call", "send_email", "16/255", 300)]
+    assert sorted(k[3] for k in grouped) == ["16/255", "32/255"]
+    m16 = grouped[("tool_call", "send_email", "tool_call", "16/255", 300)]
     assert m16["rows"] == ["organism (seed 0)", "organism (seed 0) + EOT", "organism (seed 0) + organism (seed 1)"]
     assert ("organism (seed 2)", "jpeg_75") in m16["columns"] and len(m16["columns"]) == 3
+    assert m16["cells"][("organism (seed 0)", ("organism (seed 2)", "jpeg_75"))] == {"asr": 12.5, "clean_baseline": 0.0, "runs": 1}
 
     with open(out / "leaderboard.csv", newline="") as f:
         lines = [r for r in csv.DictReader(f) if r["table"] == "transfer"]
@@ -69,8 +70,17 @@ def test_the_matrix_is_in_every_format_with_the_victims_clean_baseline(tmp_path)
     page = (out / "leaderboard.html").read_text()
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     heat_maps = sorted(p.name for p in out.glob("transfer_*.png"))
-    assert heat_maps == ["transfer_tool_call-send_email-16-255-300.png", "transfer_tool_call-send_email-32-255-300.png"]
+    assert heat_maps == ["transfer_tool_call-send_email-tool_call-16-255-300.png", "transfer_tool_call-send_email-tool_call-32-255-300.png"]
     assert page.count('alt="transfer_tool_call') == 2
+
+
+def test_runs_that_land_in_one_cell_are_pooled_over_their_images_not_dropped():
+    line = {"case": "tool_call", "target": "send_email", "attack": "tool_call", "eps": "16/255", "steps": 300,
+            "surrogate": "organism (seed 0)", "victim": "organism (seed 2)", "deploy": "png"}
+    table = [{**line, "asr": 50.0, "clean_baseline": 0.0, "images": 8},
+             {**line, "asr": 20.0, "clean_baseline": 10.0, "images": 2}]  # e.g. the same attack with another seed
+    [matrix] = matrices(table).values()
+    assert matrix["cells"][("organism (seed 0)", ("organism (seed 2)", "png"))] == {"asr": 44.0, "clean_baseline": 2.0, "runs": 2}
 
 
 def test_a_sweep_folder_becomes_one_judge_job_per_attack_job(tmp_path):
