@@ -48,6 +48,11 @@ def test_self_transfer_with_png_gives_exactly_the_source_runs_rates(source, tmp_
     judged = {s["image"]: s for s in read_samples(Path(record_path).with_name("samples.jsonl"))}
     for s in read_samples(source / "samples.jsonl"):  # the same answers, image by image
         assert judged[s["image"]]["outputs"] == s["outputs"] and judged[s["image"]]["adversarial"] == s["adversarial"]
+    # The same command again resumes: every sample kept (none refused by the record checks), none judged twice.
+    again, _ = run_judge_job(tmp_path / "judge", source, "model=organism", "deploy=png")
+    resumed = json.loads(open(record_path).read())
+    assert again == metrics and resumed["timing"]["resumes"] == 1 and "resume_rejected" not in resumed
+    assert len(read_samples(Path(record_path).with_name("samples.jsonl"))) == 2
 
 
 def test_a_deploy_transform_is_judged_on_the_real_jpeg_bytes(source, organism, monkeypatch):

@@ -16,7 +16,7 @@ from mmsafety.errors import UserError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import require
 from mmsafety.models.pixels import pil_to_pixels
-from mmsafety.records import RunRecord, read_samples
+from mmsafety.records import RunRecord, atomic_write_bytes, read_samples
 from mmsafety.safe_json import loads_object
 from visual_attacks.deploy import PNG, Deploy, decode
 from visual_attacks.png_names import read_verified_png
@@ -74,6 +74,14 @@ def saved_pngs(source: Path, sample: dict) -> tuple[Path, Path]:
     return (source / sample["clean_png"]).resolve(), (source / sample["adversarial_png"]).resolve()
 
 
+def keep_copy(png: Path, out_dir: Path) -> Path:
+    """The verified bytes of a saved PNG, written under `out_dir/images/` with the same name (kept if there)."""
+    copy = out_dir / "images" / png.name
+    if not copy.exists():
+        atomic_write_bytes(copy, read_verified_png(png))
+    return copy
+
+
 def judge_saved_attack(source_run_dir: str | Path, adapter: ModelAdapter, record: RunRecord | None = None,
                        log=print, model_name: str | None = None, deploy: Deploy = PNG) -> dict:
     """Judge the PNGs a craft run saved in `source_run_dir` with `adapter` (any model with the case's
@@ -83,7 +91,8 @@ def judge_saved_attack(source_run_dir: str | Path, adapter: ModelAdapter, record
     whose bytes no longer match the sha256 in its name is refused (UserError), not judged.
 
     With `record`, one sample per judged image goes into it (the same fields as an attack sample, plus
-    `source_run`; PNG paths are absolute; `steps_run` / `attack_seconds` are the craft run's), and a
+    `source_run`; the judged PNGs are copied into the record's `images/` under their own names, since a
+    record's files stay in its folder; `steps_run` / `attack_seconds` are the craft run's), and a
     resumed record skips images it has; `model_name` is the judging model's display name there (default:
     its adapter's name). Without a spec in `record` yet, its spec is the source's with `stage: judge`.
     Returns the metrics (visual_attacks.run.summarize).
@@ -107,11 +116,15 @@ def judge_saved_attack(source_run_dir: str | Path, adapter: ModelAdapter, record
         if (s["image"],) in done:
             continue
         base = AttackBase(s["key"], None, s.get("base", {}))
-        clean_png, adv_png = saved_pngs(source, s)
+        pngs = saved_pngs(source, s)
+        if record is not None:  # the judged files travel with the record (a record's PNGs stay in its folder)
+            pngs = tuple(keep_copy(png, record.out_dir) for png in pngs)
+        judged = judge_pair(case, adapter, base, *pngs, deploy)
+        clean_png, adv_png = (str(p.relative_to(record.out_dir)) if record is not None else str(p) for p in pngs)
         sample = {"image": s["image"], "key": s["key"], "status": "ok", "source_run": str(source),
-                  "clean_png": str(clean_png), "adversarial_png": str(adv_png), "best_loss": s.get("best_loss"),
+                  "clean_png": clean_png, "adversarial_png": adv_png, "best_loss": s.get("best_loss"),
                   "steps_run": s.get("steps_run"), "attack_seconds": s.get("attack_seconds"),
-                  **judge_pair(case, adapter, base, clean_png, adv_png, deploy), "base": s.get("base", {})}
+                  **judged, "base": s.get("base", {})}
         samples.append(sample)
         if record is not None:
             record.add_sample(sample)

@@ -14,7 +14,7 @@ import re
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.workload import Figure, Section
-from visual_attacks.leaderboard import eps_label
+from visual_attacks.leaderboard import eps_label, images
 
 COLUMNS = ["case", "target", "attack", "eps", "steps", "surrogate", "victim", "deploy", "status", "cell", "asr", "clean_baseline",
            "images", "note"]
@@ -137,4 +137,4 @@ def figures(rows, table: list[dict]) -> list[Figure]:
 
 
 SECTION = Section(key="transfer", title="Transfer (success % on the victim, clean baseline in brackets)",
-                  columns=COLUMNS, cells=cells, figures=figures)
+                  columns=COLUMNS, cells=cells, figures=figures, images=images)
