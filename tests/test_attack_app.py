@@ -50,7 +50,8 @@ def test_artifacts_are_saved_and_named_by_content(eps32):
     for s in samples:
         for key in ("clean_png", "adversarial_png"):
             path = out / s[key]
-            assert path.stem == hashlib.sha256(path.read_bytes()).hexdigest()
+            # 0003-adversarial-<sha256>.png: the role and the image index, then the bytes' sha256
+            assert path.name == f"{s['image']:04d}-{key.removesuffix('_png')}-{hashlib.sha256(path.read_bytes()).hexdigest()}.png"
             with Image.open(path) as im:
                 assert im.mode == "RGB" and im.format == "PNG"
         assert {"syntax", "argument", "exact"} <= set(s["adversarial"])

@@ -38,7 +38,10 @@ def test_judging_another_models_pngs_writes_a_judge_record(crafted, tiny_llava, 
     record.close()
     samples = read_samples(tmp_path / "judge" / "samples.jsonl")
     source = read_samples(crafted / "samples.jsonl")
-    assert [s["adversarial_png"] for s in samples] == [str((crafted / s["adversarial_png"]).resolve()) for s in source]
+    # The judged PNGs travel with the judge's record, under their own names (a record's files stay in its folder).
+    assert [s["adversarial_png"] for s in samples] == [s["adversarial_png"] for s in source]
+    assert all((tmp_path / "judge" / s["adversarial_png"]).read_bytes() == (crafted / s["adversarial_png"]).read_bytes()
+               for s in source)
     assert all(s["source_run"] == str(crafted.resolve()) for s in samples)
     spec = json.loads((tmp_path / "judge" / "record.json").read_text())["spec"]
     assert spec["stage"] == "judge" and spec["source_model"]["name"] == "organism"

@@ -11,6 +11,7 @@ from omegaconf import MISSING
 
 from mmsafety.config import ModelConfig, PlacementConfig, pixel_amount
 from mmsafety.errors import ConfigError
+from visual_attacks.deploy import DeployConfig
 from visual_attacks.eot import EOTConfig, check_eot, pair
 
 
@@ -68,6 +69,7 @@ class AttackAppConfig:
     attack: AttackConfig = MISSING
     target: TargetConfig = MISSING
     case: Any = MISSING        # what the attack aims at: a conf/case/ entry whose `name` is a registered case
+    deploy: DeployConfig = MISSING  # what the saved PNGs go through before the model judges them (conf/deploy/)
     placement: PlacementConfig = MISSING
     images: int = 8            # base images to attack
     heldout_prompts: int = 32  # prompts the attack never saw, per image

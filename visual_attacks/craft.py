@@ -7,7 +7,6 @@ judged by this model or by any other that has the capabilities the case's judge 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from visual_attacks.config_checks import check_l2_budget
 from visual_attacks.ensemble import EnsembleObjective, Surrogate, surrogate_view
 from visual_attacks.eot import EOTransforms, eot_enabled
 from visual_attacks.pgd import OPTIMIZERS, Checkpoint, PGDConfig, pgd
+from visual_attacks.png_names import png_name
 
 
 def pgd_config(attack) -> PGDConfig:
@@ -58,12 +58,14 @@ def attack_checkpoint(path: Path, attack, objective) -> Checkpoint | None:
     return Checkpoint(path, attack.checkpoint_every)
 
 
-def save_png(pixels: torch.Tensor, folder: Path) -> Path:
-    """Lossless 8-bit PNG named by the sha256 of its bytes (same image, same name, anywhere)."""
+def save_png(pixels: torch.Tensor, folder: Path, index: int, role: str) -> Path:
+    """Lossless 8-bit PNG of base image `index` (`role`: clean | adversarial), named
+    `0003-adversarial-<sha256 of its bytes>.png` (visual_attacks.png_names): the judge refuses it
+    once its bytes no longer match the name."""
     buf = io.BytesIO()
     pixels_to_pil(pixels).save(buf, format="PNG")
     data = buf.getvalue()
-    path = folder / f"{hashlib.sha256(data).hexdigest()}.png"
+    path = folder / png_name(data, index, role)
     if not path.exists():
         atomic_write_bytes(path, data)
     return path
@@ -252,7 +254,8 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
             clean, adversarial, best_loss, image_losses, steps_run, seconds = result
             losses[i] = image_losses
             if i in wanted:
-                crafted.images[i] = CraftedImage(save_png(clean, images_dir), save_png(adversarial, images_dir),
+                crafted.images[i] = CraftedImage(save_png(clean, images_dir, i, "clean"),
+                                                 save_png(adversarial, images_dir, i, "adversarial"),
                                                  best_loss, steps_run, seconds)
     crafted.seconds = time.perf_counter() - start
     if batcher.halvings:

@@ -22,6 +22,7 @@ from mmsafety.models.base import ModelAdapter
 from mmsafety.models.pixels import pixels_to_pil
 from mmsafety.records import RunRecord
 from visual_attacks.craft import craft, pgd_config, save_png, write_loss_curve  # noqa: F401  (stable names)
+from visual_attacks.deploy import build_deploy
 from visual_attacks.judge import judge_pair, reload_png  # noqa: F401  (stable names)
 from visual_attacks.ensemble import Surrogate
 from visual_attacks.eot import describe as describe_eot
@@ -40,6 +41,7 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
     """Craft and judge on `adapter`; `case`: the case already built from `cfg` (built here if None)."""
     case = case if case is not None else build_case(cfg)
     pcfg = pgd_config(cfg.attack)
+    deploy = build_deploy(cfg.get("deploy"))  # none in the config: the saved PNGs unchanged
     out_dir = record.out_dir
     bases = case.bases()
     notes = [] if lpips_available() else [lpips_note()]
@@ -49,7 +51,7 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
         spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": cfg.attack.objective, **case.spec(),
               "headline": case.headline, "norm": pcfg.norm, "eps": pcfg.eps, "step_size": pcfg.step_size,
               "steps": pcfg.steps, "prompts_per_step": cfg.attack.prompts_per_step, "images": len(bases), "notes": notes,
-              "sample_key": ["image"], "group_by": list(case.group_by),
+              "sample_key": ["image"], "group_by": list(case.group_by), "deploy": deploy.spec(),
               # What the transfer matrix labels its rows with: the crafting model(s) and the transforms.
               "surrogates": [s.display_name for s in specs] or [display_name(cfg.model)],
               "surrogate_weights": [s.weight for s in specs] or [1.0],
@@ -67,8 +69,8 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
         checks = []
 
         def held_out_check(step, best_x, indices):
-            """The best images so far, rounded to 8 bits as a PNG would store them, judged like the final ones."""
-            rates = [case.judge(adapter, pixels_to_pil(x.cpu()), bases[i]).rates for i, x in zip(indices, best_x)]
+            """The best images so far, rounded to 8 bits as a PNG would store them, deployed and judged like the final ones."""
+            rates = [case.judge(adapter, deploy.image(pixels_to_pil(x.cpu())), bases[i]).rates for i, x in zip(indices, best_x)]
             mean = {k: sum(r[k] for r in rates) / len(rates) for k in rates[0]}
             checks.append({"step": step, "images": [indices[0], indices[-1] + 1], "rates": mean})
             log(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}")
@@ -81,7 +83,7 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
         del surrogates  # their weights are not needed to judge
         for i in sorted(missing):
             image = crafted.images[i]
-            judged = judge_pair(case, adapter, bases[i], image.clean_png, image.adversarial_png)
+            judged = judge_pair(case, adapter, bases[i], image.clean_png, image.adversarial_png, deploy)
             record.add_sample({
                 "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(image.clean_png.relative_to(out_dir)),
                 "adversarial_png": str(image.adversarial_png.relative_to(out_dir)), "best_loss": image.best_loss,

@@ -37,21 +37,24 @@ class VisualAttack(Workload):
 
     def register_schemas(self, store) -> None:
         from visual_attacks.config import register_schemas
+        from visual_attacks.deploy import register_schema
 
         register_schemas(store)
+        register_schema(store)
 
     def validate(self, cfg):
         """Everything that can be checked without a model, so a sweep fails before its first job.
         Returns the case, built once (its targets and prompt sets; no images are drawn yet)."""
         from visual_attacks.config import validate_attack
         from visual_attacks.config_checks import check_attack_config
+        from visual_attacks.deploy import build_deploy
         from visual_attacks.run import build_case
-
         from visual_attacks.surrogates import check_surrogates, surrogate_specs
 
         validate_common(cfg)
         validate_attack(cfg.attack)
         check_attack_config(cfg)  # images, heldout_prompts, images_per_batch, L-inf budget
+        build_deploy(cfg.deploy)  # step kinds and parameters
         case = build_case(cfg)
         check_surrogates(surrogate_specs(cfg.attack), OBJECTIVES.get(cfg.attack.objective).needs,
                          f"visual_attack with the craft stage (attack.objective={cfg.attack.objective})")

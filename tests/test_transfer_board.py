@@ -1,0 +1,97 @@
+"""The transfer matrix on the leaderboard: one line per transfer record (surrogate x victim x deploy,
+per case, target and budget) in every format, a heat map per matrix in the HTML page, hostile
+names escaped. Records are written by hand here (fast); tests/test_transfer.py makes real ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from mmsafety.leaderboard.export import write_leaderboard
+from visual_attacks.cli import expand_sweep_folder
+from visual_attacks.transfer_board import matrices
+
+
+def transfer_record(folder: Path, surrogates: list[str], victim: str, deploy: str, asr: float, clean: float,
+                    eps: float = 16 / 255, eot: str | None = None, weights: list | None = None) -> None:
+    folder.mkdir(parents=True)
+    spec = {"workload": "transfer", "stage": "judge", "source_run": f"/runs/{'+'.join(surrogates)}-{eps}",
+            "surrogates": surrogates, "victim": victim, "deploy": {"name": deploy, "steps": []}, "case": "tool_call",
+            "target": "send_email", "attack": "tool_call", "norm": "linf", "eps": eps, "steps": 300, "headline": "syntax", "group_by": [],
+            "sample_key": ["image"], **({"eot": eot} if eot else {}),
+            **({"surrogate_weights": weights} if weights else {})}
+    metrics = {"images": 8, "asr": {"syntax": asr}, "clean_baseline": {"syntax": clean}, "stealth": {"ssim": 0.5},
+               "attack_seconds": 1.0}
+    record = {"kind": "transfer", "status": "completed", "config": {}, "model": {"name": victim, "weights_sha256": None},
+              "spec": spec, "metrics": metrics, "counts": {"ok": 8}, "timing": {"seconds": 1.0}}
+    (folder / "record.json").write_text(json.dumps(record))
+
+
+def test_the_matrix_is_in_every_format_with_the_victims_clean_baseline(tmp_path):
+    runs = tmp_path / "runs"
+    cells = {  # (surrogates, victim, deploy) -> (asr, clean)
+        (("organism (seed 0)",), "organism (seed 2)", "png"): (0.5, 0.0),
+        (("organism (seed 0)",), "organism (seed 2)", "jpeg_75"): (0.125, 0.0),
+        (("organism (seed 0)", "organism (seed 1)"), "organism (seed 2)", "png"): (0.75, 0.0),
+        (("organism (seed 0)", "organism (seed 1)"), "organism (seed 2)", "jpeg_75"): (0.25, 0.0),
+        (("organism (seed 0)",), "<script>alert(1)</script>", "png"): (0.0, 0.25),
+    }
+    for i, ((surrogates, victim, deploy), (asr, clean)) in enumerate(cells.items()):
+        transfer_record(runs / f"j{i}", list(surrogates), victim, deploy, asr, clean)
+    transfer_record(runs / "eot", ["organism (seed 0)"], "organism (seed 2)", "jpeg_75", 0.375, 0.0, eot="kornia")
+    transfer_record(runs / "eps32", ["organism (seed 0)"], "organism (seed 2)", "png", 1.0, 0.0, eps=32 / 255)
+    transfer_record(runs / "weighted", ["organism (seed 0)", "organism (seed 1)"], "organism (seed 2)", "png", 0.5, 0.0,
+                    eps=32 / 255, weights=[2, 1])
+    out = tmp_path / "board"
+    summary = write_leaderboard([runs], out)
+    assert summary["rows"]["transfer"] == 8 and not summary["problems"]
+
+    table = json.loads((out / "leaderboard.json").read_text())["transfer"]
+    by_cell = {(line["surrogate"], line["victim"], line["deploy"], line["eps"]): line for line in table}
+    ensemble = by_cell[("organism (seed 0) + organism (seed 1)", "organism (seed 2)", "jpeg_75", "16/255")]
+    assert (ensemble["asr"], ensemble["clean_baseline"], ensemble["cell"]) == (25.0, 0.0, "25.0 (clean 0.0)")
+    assert by_cell[("organism (seed 0) + EOT", "organism (seed 2)", "jpeg_75", "16/255")]["asr"] == 37.5
+    assert by_cell[("organism (seed 0)", "organism (seed 2)", "png", "32/255")]["asr"] == 100.0
+    assert by_cell[("2 x organism (seed 0) + 1 x organism (seed 1)", "organism (seed 2)", "png", "32/255")]["asr"] == 50.0
+
+    grouped = matrices(table)  # one matrix per case, target and budget
+    assert sorted(k[3] for k in grouped) == ["16/255", "32/255"]
+    m16 = grouped[("tool_call", "send_email", "tool_call", "16/255", 300)]
+    assert m16["rows"] == ["organism (seed 0)", "organism (seed 0) + EOT", "organism (seed 0) + organism (seed 1)"]
+    assert ("organism (seed 2)", "jpeg_75") in m16["columns"] and len(m16["columns"]) == 3
+    assert m16["cells"][("organism (seed 0)", ("organism (seed 2)", "jpeg_75"))] == {"asr": 12.5, "clean_baseline": 0.0, "runs": 1}
+
+    with open(out / "leaderboard.csv", newline="") as f:
+        lines = [r for r in csv.DictReader(f) if r["table"] == "transfer"]
+    assert {r["cell"] for r in lines} >= {"50.0 (clean 0.0)", "12.5 (clean 0.0)", "75.0 (clean 0.0)"}
+    md = (out / "leaderboard.md").read_text()
+    assert "## Transfer" in md and r"| organism \(seed 0\) \+ organism \(seed 1\) | organism \(seed 2\) | jpeg\_75 |" in md
+    page = (out / "leaderboard.html").read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    heat_maps = sorted(p.name for p in out.glob("transfer_*.png"))
+    assert heat_maps == ["transfer_tool_call-send_email-tool_call-16-255-300.png", "transfer_tool_call-send_email-tool_call-32-255-300.png"]
+    assert page.count('alt="transfer_tool_call') == 2
+
+
+def test_runs_that_land_in_one_cell_are_pooled_over_their_images_not_dropped():
+    line = {"case": "tool_call", "target": "send_email", "attack": "tool_call", "eps": "16/255", "steps": 300,
+            "surrogate": "organism (seed 0)", "victim": "organism (seed 2)", "deploy": "png"}
+    table = [{**line, "asr": 50.0, "clean_baseline": 0.0, "images": 8},
+             {**line, "asr": 20.0, "clean_baseline": 10.0, "images": 2}]  # e.g. the same attack with another seed
+    [matrix] = matrices(table).values()
+    assert matrix["cells"][("organism (seed 0)", ("organism (seed 2)", "png"))] == {"asr": 44.0, "clean_baseline": 2.0, "runs": 2}
+
+
+def test_a_sweep_folder_becomes_one_judge_job_per_attack_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    for name, kind in (("0-a", "visual_attack"), ("1-b", "visual_attack"), ("2-eval", "goat_bench")):
+        (sweep / name).mkdir(parents=True)
+        (sweep / name / "record.json").write_text(json.dumps({"kind": kind}))
+    args = expand_sweep_folder([f"attack_run={sweep}", "deploy=png,jpeg_75", f"hydra.run.dir={tmp_path / 'out'}"])
+    assert args == ["-m", f"attack_run='{sweep / '0-a'}','{sweep / '1-b'}'", "deploy=png,jpeg_75",
+                    f"hydra.sweep.dir={tmp_path / 'out'}"]
+    single = [f"attack_run={sweep / '0-a'}", "model=organism"]
+    assert expand_sweep_folder(single) == single  # one attack job: one job, as given
+    empty = [f"attack_run={tmp_path}/nothing-here"]
+    assert expand_sweep_folder(empty) == empty  # left for the job's own one-line refusal
