@@ -73,6 +73,13 @@ class VisualAttack(Workload):
         return json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "asr_by", "stealth", "steps_run")},
                           indent=2)
 
+    def data_source(self, spec: dict) -> str:
+        """A case says whether its base images were generated (the meme case's `synthetic`); the
+        tool-call and CLIP-caption cases always attack generated scenes (visual_attacks.cases.scene_bases)."""
+        if isinstance(spec.get("synthetic"), bool):
+            return super().data_source(spec)
+        return "synthetic" if spec.get("case", "tool_call") in ("tool_call", "clip_caption") else ""
+
     def sections(self):
         from visual_attacks.leaderboard import SECTION
 
