@@ -55,7 +55,8 @@ def hover(row) -> dict[str, str]:
         return {c: f"reported by {row.source}" for c in ["overall", *TASKS]}
     out = {}
     for task, m in row.metrics.get("per_task", {}).items():
-        ci = m.get("ci95", {}) if isinstance(m, dict) else {}
+        ci = m.get("ci95") if isinstance(m, dict) else None
+        ci = ci if isinstance(ci, dict) else {}  # not in the record's checked shape: anything may be there
         acc, f1 = _interval(ci.get("accuracy")), _interval(ci.get("macro_f1"))
         if acc or f1:
             out[task] = f"95% bootstrap interval: accuracy {acc or '?'}, macro-F1 {f1 or '?'} (n={m.get('n', '?')})"

@@ -160,8 +160,11 @@ def loss_curves(rows) -> bytes | None:
 def hover(row) -> dict[str, str]:
     m = row.metrics
     headline = row.spec.get("headline", "syntax")
-    rates = ", ".join(f"{k} {100 * v:.1f}%" for k, v in (m.get("asr") or {}).items() if isinstance(v, (int, float)))
-    utility = ", ".join(f"{k} {100 * v:.1f}%" for k, v in (m.get("utility") or {}).items() if isinstance(v, (int, float)))
+    def rates_of(value) -> str:  # `utility` is not in the record's checked shape: anything may be there
+        items = value.items() if isinstance(value, dict) else []
+        return ", ".join(f"{k} {100 * v:.1f}%" for k, v in items if isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    rates, utility = rates_of(m.get("asr")), rates_of(m.get("utility"))
     out = {"asr": f"success measure {headline}; every measure: {rates or '?'}"}
     if utility:
         out["clean_baseline"] = f"benign behaviour kept: {utility}"
@@ -180,7 +183,8 @@ def samples(row) -> list[SampleView]:
                 views.append(SampleView(key, f"{s.get('status')}: {s.get('reason', '')}"))
                 continue
             images = [(k, folder / s[k]) for k in ("clean_png", "adversarial_png") if isinstance(s.get(k), str)]
-            outputs = (s.get("outputs") or {}).get("adversarial") or []
+            outputs = s.get("outputs") if isinstance(s.get("outputs"), dict) else {}  # unchecked by the shape
+            outputs = outputs.get("adversarial") if isinstance(outputs.get("adversarial"), list) else []
             exchanges = [(str(o.get("prompt", "")), str(o.get("output", "")), "success" if o.get(headline) else "—")
                          for o in outputs if isinstance(o, dict)]
             rate = (s.get("adversarial") or {}).get(headline)
