@@ -78,7 +78,8 @@ def f1_figure(goat_rows: list[dict]):
         xs = [t + (i - (len(rows) - 1) / 2) * width for t in range(len(TASKS))]
         ys = [r[f"{t}_f1"] or 0 for t in TASKS]
         reported = r["status"] == "reported"
-        label = f"{r['model']}" + (" (reported)" if reported else f" ({r['scoring']}, {r.get('data') or 'data ?'})")
+        model = r["model"] if len(r["model"]) <= 40 else r["model"][:37] + "..."  # a legend line, not a page
+        label = model + (" (reported)" if reported else f" ({r['scoring']}, {r.get('data') or 'data ?'})")
         ax.bar(xs, ys, width, label=label, hatch="//" if reported else None, alpha=0.6 if reported else 0.9)
     ax.set_xticks(range(len(TASKS)), TASKS, fontsize=8)
     ax.set(ylabel="macro-F1 (%)", ylim=(0, 105), title="GOAT-Bench macro-F1 per task")

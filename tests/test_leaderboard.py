@@ -300,11 +300,18 @@ def test_page_renders_in_headless_chromium(sweep_page):
 
 
 @pytest.fixture(scope="module")
-def crowded_page(sweep_page, eval_runs, tmp_path_factory):
-    """Everything that widens a page: the sweep, the paper's rows with the synthetic ones, hostile memes
-    with every sample list open, a 300-character model name without a space, a long error."""
-    sweep, _ = sweep_page
+def crowded_page(eval_runs, tmp_path_factory, organism):
+    """Everything that widens a page: attack rows with thumbnails (one bounded, one unconstrained), the
+    paper's rows with the synthetic ones, hostile memes with every sample list open, a 300-character
+    model name without a space, a long error."""
     root = tmp_path_factory.mktemp("crowded")
+    run(ATTACK, "model=organism", "attack.eps=16/255", "attack.steps=3", "images=2", "heldout_prompts=2",
+        f"hydra.run.dir={root / 'attack'}")
+    shutil.copytree(root / "attack", root / "unconstrained")
+    record = json.loads((root / "unconstrained" / "record.json").read_text())
+    record["spec"].update(norm="none", eps=1.0, attack="pgd_unconstrained")
+    record["model"]["name"] = "y" * 300
+    (root / "unconstrained" / "record.json").write_text(json.dumps(record))
     hostile_meme_run(eval_runs, root / "memes")
     shutil.copytree(eval_runs / "whole", root / "long")
     record = json.loads((root / "long" / "record.json").read_text())
@@ -312,7 +319,10 @@ def crowded_page(sweep_page, eval_runs, tmp_path_factory):
     record.update(status="failed", error="RuntimeError: " + "a-very-long-unbroken-token" * 20 + " " + HOSTILE_MEME)
     (root / "long" / "record.json").write_text(json.dumps(record))
     out = root / "board"
-    write_leaderboard([sweep, root / "memes", root / "long"], out, with_paper=True, compare_synthetic=True)
+    write_leaderboard([root / "attack", root / "unconstrained", root / "memes", root / "long"], out,
+                      with_paper=True, compare_synthetic=True)
+    page = (out / "leaderboard.html").read_text()
+    assert ">unconstrained</td>" in page and page.count('alt="adversarial_png"') >= 2 + 2  # table and browser
     return out / "leaderboard.html"
 
 

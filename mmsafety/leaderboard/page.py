@@ -58,11 +58,11 @@ body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
 h2{margin:1.4em 0 .3em}p.caption{margin:.2em 0;color:#8a5a00}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:12px;max-width:100%}
 th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;white-space:nowrap}
-thead th{background:#f3f3f3;cursor:pointer;user-select:none}
+thead th{background:#f3f3f3;cursor:pointer;user-select:none;white-space:normal}
 thead th[aria-sort=ascending]::after{content:" \\25B2"}thead th[aria-sort=descending]::after{content:" \\25BC"}
 td:first-child,th:first-child{text-align:left}
 td.c-model,td.c-note,td.c-error{white-space:normal;overflow-wrap:anywhere;text-align:left}
-td.c-model{max-width:16em;min-width:6em}td.c-note{max-width:22em;min-width:8em}
+td.c-model{max-width:16em;min-width:6em}td.c-images{white-space:normal;min-width:52px}td.c-note{max-width:22em;min-width:8em}
 td[title]{text-decoration:underline dotted #999}
 tr.group th{background:#e8eef7;text-align:left;font-weight:600}
 tr.reported td{color:#666;font-style:italic}tr.partial td{background:#fff8e0}tr.failed td{background:#fde8e8}
@@ -112,7 +112,8 @@ def _row_thumbs(block: Block, row) -> str | None:
 def table_html(block: Block) -> str:
     columns = block.columns
     with_thumbs = block.section.images is not None
-    head = "".join(f'<th data-column="{html.escape(c)}">{html.escape(c)}</th>' for c in columns)
+    # A header may break after an underscore (clean_<wbr>baseline): narrow columns, not a wide table.
+    head = "".join(f'<th data-column="{html.escape(c)}">{html.escape(c).replace("_", "_<wbr>")}</th>' for c in columns)
     head += '<th data-column="images">images</th>' if with_thumbs else ""
     width = len(columns) + with_thumbs
     groups: dict[tuple, list[str]] = {}
