@@ -93,6 +93,12 @@ def budget_series(rows, table: list[dict]) -> dict[str, list[tuple[float, float]
     return {label: sorted(points) for label, (_, points) in zip(labels, groups.values())}
 
 
+def legend_below(ax) -> None:
+    """The legend under the x-axis label, never over the lines: in two columns when it is long."""
+    entries = len(ax.get_legend_handles_labels()[1])
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2 if entries > 3 else 1, frameon=False)
+
+
 def asr_figure(rows, table: list[dict]):
     """The budget plot (matplotlib figure), or None when no run has a budget and a success rate."""
     series = budget_series(rows, table)
@@ -108,7 +114,7 @@ def asr_figure(rows, table: list[dict]):
     if max(xs) > 4 * max(1e-9, min(xs)):
         ax.set_xscale("log", base=2)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    legend_below(ax)
     return fig
 
 
@@ -148,7 +154,7 @@ def loss_figure(rows):
     if all(v > 0 for _, curves in drawn for values in curves for v in values):
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    legend_below(ax)
     return fig
 
 
