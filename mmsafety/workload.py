@@ -60,10 +60,28 @@ class Section:
     title: str
     columns: list[str]
     cells: Callable[["Row"], dict]
+    # Optional page layout (defaults keep a section as it was). `group_by`: cells whose values head groups
+    # of rows (one sortable block each, e.g. case and target). `hover(row)`: text shown on hovering a cell,
+    # by column (e.g. a 95% interval). `samples(row)`: the row's per-sample views for the page's sample
+    # browser; None: the core shows the fields of the row's samples.jsonl as they are.
+    group_by: tuple[str, ...] = ()
+    hover: Callable[["Row"], dict[str, str]] | None = None
+    samples: Callable[["Row"], list["SampleView"]] | None = None
     figures: Callable[[list["Row"], list[dict]], list[Figure]] = lambda rows, table: []
     images: Callable[["Row"], list[tuple[str, Path]]] | None = None
     accepts: Callable[["Row"], bool] = lambda row: True
     table: Callable[[list["Row"]], list[dict]] | None = None
+
+
+@dataclass
+class SampleView:
+    """One sample in the page's sample browser: its key, a verdict, images (alt text, path) and
+    exchanges (prompt or caption, the model's answer, that answer's verdict). Plain text: the page escapes it."""
+
+    key: str
+    verdict: str = ""
+    images: list[tuple[str, Path]] = field(default_factory=list)
+    exchanges: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +138,13 @@ class Workload(abc.ABC):
     def sample_value_problems(self, sample: dict) -> list[str]:
         """Checks of a well-typed sample's values that a shape cannot express (one line each)."""
         return []
+
+    def data_source(self, spec: dict) -> str:
+        """Where a record's samples came from, from its spec: "synthetic" (generated data, a harness
+        check), "real" (a dataset on disk) or "" when the spec does not say. The leaderboard marks
+        every row with it and keeps synthetic rows apart from the papers' rows."""
+        synthetic = spec.get("synthetic")
+        return "synthetic" if synthetic is True else "real" if synthetic is False else ""
 
     def sections(self) -> list[Section]:
         """Its leaderboard tables."""

@@ -4,8 +4,10 @@ formats, merged from its samples by its own rescore, with no edit to the core.""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 
 import pytest
 
@@ -51,10 +53,12 @@ def test_a_toy_workload_shows_in_every_format(toy, tmp_path):
         ("coin_flips", "penny", "0.75"), ("coin_flips", "dime", "0.2"), ("coin_flips", "a fair coin", "0.5")}
 
     md = (out / "leaderboard.md").read_text()
-    assert "## Coin flips (toy workload)" in md and "| penny | completed | 4 | 0.75 |" in md
+    assert "## Coin flips (toy workload)" in md and "| penny | unknown | completed | 4 | 0.75 |" in md
 
     page = (out / "leaderboard.html").read_text()
-    assert "<h2>Coin flips (toy workload)</h2>" in page and "<td>penny</td><td>completed</td><td>4</td><td>0.75</td>" in page
+    assert "<h2>Coin flips (toy workload)</h2>" in page
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", page.split("penny</td>", 1)[1])[:4]
+    assert cells == ["unknown", "completed", "4", "0.75"]  # the core's data column: the toy's spec does not say
     assert 'alt="toy_heads"' in page and (out / "toy_heads.png").exists()
 
 
@@ -77,3 +81,23 @@ def test_the_toy_needs_are_checked_against_an_adapter_class(toy):
     toy_needs_generation = {"the coin narrator": frozenset({"generate"})}
     with pytest.raises(ConfigError, match="coin_flips with the coin narrator needs a model that can generate"):
         check_capabilities(cfg, "coin_flips", toy_needs_generation)
+
+
+def test_a_workload_without_sample_views_gets_the_generic_sample_browser(toy, tmp_path):
+    """The core shows any workload's samples.jsonl fields in the page's sample browser, escaped."""
+    hostile = "</textarea><script>alert('x')</script><img src=x onerror=alert(1)> \" ' </details>"
+    record = RunRecord(tmp_path / "runs" / "penny", "coin_flips", {"model": "penny"}, seeds={"seed": 0})
+    record.update(model={"name": "penny"}, spec={"coin": "fair?", "synthetic": True})
+    for i in range(3):
+        record.add_sample({"flip": f"flip-{i}", "status": "ok", "heads": i % 2, "said": hostile})
+    record.update(metrics=CoinFlips().rescore(record.samples, record.data))
+    record.write("completed")
+    record.close()
+    write_leaderboard([tmp_path / "runs"], tmp_path / "out")
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    browser = page.split("<h2>Samples</h2>", 1)[1]
+    assert browser.count('<div class="sample">') == 3 and "<b>flip-0</b>" in browser
+    assert '<div class="q">said</div>' in browser and '<div class="q">heads</div><div class="a">1</div>' in browser
+    assert "<script>alert" not in page and "<img src=x" not in page and page.count("</details>") == 1
+    assert html.escape(json.dumps(hostile)) in browser  # the field's value, as JSON text
+    assert 'class="c-data d-synthetic">synthetic</td>' in page  # the spec said synthetic: the row is marked

@@ -84,6 +84,13 @@ class VisualAttack(Workload):
 
         return format_attack_table(metrics)
 
+    def data_source(self, spec: dict) -> str:
+        """A case says whether its base images were generated (the meme case's `synthetic`); the
+        tool-call and CLIP-caption cases always attack generated scenes (visual_attacks.cases.scene_bases)."""
+        if isinstance(spec.get("synthetic"), bool):
+            return super().data_source(spec)
+        return "synthetic" if spec.get("case", "tool_call") in ("tool_call", "clip_caption") else ""
+
     def sections(self):
         """The generic attack table, then each registered case's own tables (AttackCase.sections),
         which take that case's records; the generic table keeps the records of every other case."""

@@ -40,6 +40,8 @@ class Row:
     artifacts: list[dict] = field(default_factory=list)  # per record: folder, the record, its first sample
     reported: bool = False      # a row copied from a paper, not run here
     source: str = ""
+    data: str = ""              # where the samples came from: synthetic, real, reported ("" unknown)
+    error: str = ""             # a failed record's error
 
     @property
     def status(self) -> str:
@@ -50,6 +52,11 @@ class Row:
         if any(s != "completed" for s in self.statuses) or self.shards:
             return "partial"
         return "completed"
+
+    @property
+    def status_label(self) -> str:
+        """The status as every format shows it: a sharded row missing shards says how many it has."""
+        return f"{self.status} (shards {self.shards})" if self.shards and not self.reported else self.status
 
 
 def find_records(paths: list[Path]) -> list[Path]:
@@ -65,7 +72,23 @@ def find_records(paths: list[Path]) -> list[Path]:
 def _identity(record: dict) -> str:
     spec = {k: v for k, v in record.get("spec", {}).items() if k not in NOT_IDENTITY}
     model = record.get("model", {})
-    return json.dumps([record.get("kind"), model.get("name"), model.get("weights_sha256"), spec], sort_keys=True, default=str)
+    # A record that failed before its spec was written is told apart by its config alone.
+    config = None if spec else record.get("config_sha256")
+    return json.dumps([record.get("kind"), _model_name(record), model.get("weights_sha256"), spec, config],
+                      sort_keys=True, default=str)
+
+
+def _model_name(record: dict) -> str:
+    """The model a record ran, or, when it failed before loading one, the model its config named."""
+    name = record.get("model", {}).get("name")
+    if isinstance(name, str) and name:
+        return name
+    configured = record.get("config", {}).get("model")
+    if isinstance(configured, dict):
+        for key in ("name", "name_or_path", "builder"):
+            if isinstance(configured.get(key), str) and configured[key]:
+                return configured[key]
+    return "?"
 
 
 def _usable_samples(path: Path, kind: str, problems: list[str] | None = None) -> list[dict]:
@@ -93,10 +116,10 @@ def _merge_samples(paths: list[Path], key_fields: list[str], kind: str, problems
 
 def _artifacts(path: Path, record: dict) -> dict:
     """What a workload's leaderboard section may show of a record beyond its metrics (thumbnails,
-    curves): its folder, the record and its first sample."""
+    curves, the sample browser): its folder, the record, its usable samples and the first of them."""
     folder = path.parent
-    first = next(iter(_usable_samples(path, record["kind"])), {})
-    return {"folder": folder, "record": record, "first_sample": first}
+    samples = _usable_samples(path, record["kind"])
+    return {"folder": folder, "record": record, "first_sample": next(iter(samples), {}), "samples": samples}
 
 
 def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
@@ -125,8 +148,13 @@ def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
 def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
     first = members[0][1]
     spec = first.get("spec", {})
-    row = Row(first["kind"], first.get("model", {}).get("name", "?"), spec,
+    row = Row(first["kind"], _model_name(first), spec,
               records=[p for p, _ in members], statuses=[r.get("status", "?") for _, r in members])
+    row.data = WORKLOADS.get(row.workload).data_source(spec)
+    errors = [r["error"] for _, r in members if r.get("status") == "failed" and r.get("error")]
+    row.error = errors[0] if errors else ""
+    if row.error:
+        row.note = row.error
     row.seconds = max(r.get("timing", {}).get("seconds", 0) for _, r in members)
     row.artifacts = [_artifacts(p, r) for p, r in members]
     count = spec.get("shard", {}).get("count", 1)
@@ -162,5 +190,5 @@ def reference_rows(rows: list[Row]) -> list[Row]:
     out = []
     for name in dict.fromkeys(row.workload for row in rows):
         for ref in WORKLOADS.get(name).reported_rows():
-            out.append(Row(name, ref.model, ref.spec, metrics=ref.metrics, reported=True, source=ref.source))
+            out.append(Row(name, ref.model, ref.spec, metrics=ref.metrics, reported=True, source=ref.source, data="reported"))
     return out
