@@ -3,15 +3,16 @@ range checks a type cannot express, each a one-line error that names the key and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
 from mmsafety.config import ModelConfig, PlacementConfig, pixel_amount
 from mmsafety.errors import ConfigError
 from visual_attacks.deploy import DeployConfig
+from visual_attacks.eot import EOTConfig, check_eot, pair
 
 
 class Norm(Enum):
@@ -47,6 +48,12 @@ class AttackConfig:
     check_every: int = 0      # every N steps, judge the best images so far on the held-out checks (0: off)
     checkpoint_every: int = 100  # save the attack state every N steps (a killed job resumes from it; 0: off)
     seed: int = 0
+    # Ensembles (visual_attacks.surrogates): preset names or {model: PRESET, weight: W, seed: S, ...};
+    # empty: craft on model= alone. With surrogates, model= judges and the PNGs are at the canvas size.
+    surrogates: List[Any] = field(default_factory=list)
+    canvas_max_side: int = 448  # ensembles: the canvas is the base image's size, its longest side capped here
+    eot: EOTConfig = field(default_factory=EOTConfig)  # expectation over transformation (eot.samples=0: off)
+    target_crop_scale: Optional[List[float]] = None  # objective=clip_image_embed: random crop of the target, kept area [lo, hi] (M-Attack: [0.5, 0.9]); null: whole target
 
 
 @dataclass
@@ -93,6 +100,13 @@ def validate_attack(attack) -> None:
     OPTIMIZERS.get(attack.optimizer)  # one line listing the registered optimizers
     if attack.get("checkpoint_every", 0) < 0:
         raise ConfigError(f"attack.checkpoint_every={attack.checkpoint_every}: must be >= 0 (0 turns it off)")
+    if attack.get("canvas_max_side", 1) < 1:
+        raise ConfigError(f"attack.canvas_max_side={attack.canvas_max_side}: must be >= 1 (pixels, e.g. 448)")
+    check_eot(attack.get("eot"))
+    if attack.get("target_crop_scale") is not None:
+        lo, hi = pair("attack.target_crop_scale", attack.target_crop_scale, "[0.5, 0.9]")
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"attack.target_crop_scale=[{lo:g}, {hi:g}]: need 0 < lo <= hi <= 1, e.g. [0.5, 0.9]")
     for key in ("early_stop_every", "select_every", "clean_answer_tokens"):
         if attack.get(key, 1) < 1:
             raise ConfigError(f"attack.{key}={attack[key]}: must be >= 1")

@@ -1,4 +1,4 @@
-"""Craft stage: PGD on one model, the clean and adversarial images saved as sha256-named PNGs.
+"""Craft stage: PGD on one model or a weighted ensemble (optionally under EOT), the clean and adversarial images saved as sha256-named PNGs.
 
 The files are the contract with the judge stage (visual_attacks.judge): a PNG saved here can be
 judged by this model or by any other that has the capabilities the case's judge needs.
@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from mmsafety.attack_case import AttackBase, AttackCase
 from mmsafety.config import pixel_amount, plain
 from mmsafety.errors import UserError
 from mmsafety.models.base import PixelLoss
-from mmsafety.models.pixels import pixels_to_pil
+from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
 from mmsafety.oom import HalvingBatcher
 from mmsafety.records import atomic_write_bytes
 from visual_attacks.config_checks import check_l2_budget
+from visual_attacks.ensemble import EnsembleObjective, Surrogate, surrogate_view
+from visual_attacks.eot import EOTransforms, eot_enabled
 from visual_attacks.pgd import OPTIMIZERS, Checkpoint, PGDConfig, pgd
 from visual_attacks.png_names import png_name
 
@@ -130,14 +133,46 @@ def clean_pixels(adapter: PixelLoss, bases: list[AttackBase]) -> torch.Tensor:
     return adapter.to_input_pixels([base.image for base in bases]).mul(255).round().div(255)
 
 
+def canvas_pixels(bases: list[AttackBase], max_side: int) -> torch.Tensor:
+    """The bases on the ensemble's canvas: [N,3,H,W] in [0,1] on the 8-bit grid, at the first base's
+    size with its longest side capped at `max_side` (the images of one batched run share a size;
+    attack.images_per_batch=1 keeps each image's own)."""
+    width, height = bases[0].image.size
+    scale = min(1.0, max_side / max(width, height))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    images = [b.image.convert("RGB") for b in bases]
+    return torch.stack([pil_to_pixels(im if im.size == size else im.resize(size, Image.Resampling.BICUBIC))
+                        for im in images])
+
+
+def ensemble_objective(case: AttackCase, adapter: PixelLoss, chunk: list[AttackBase], attack,
+                       surrogates: list[Surrogate] | None) -> tuple[torch.Tensor, EnsembleObjective]:
+    """The clean canvas and the objective of an ensemble (or EOT) attack. Without surrogates the job's
+    model is the one surrogate and the canvas is its input size, as in a single-model attack."""
+    if surrogates:
+        canvas = canvas_pixels(chunk, attack.canvas_max_side)
+    else:
+        canvas = clean_pixels(adapter, chunk)
+        surrogates = [Surrogate(adapter.name, 1.0, adapter)]
+    built = [Surrogate(s.name, s.weight, s.adapter,
+                       case.objective(s.adapter, chunk, surrogate_view(s.adapter, canvas).detach(), attack))
+             for s in surrogates]
+    eot = getattr(attack, "eot", None)
+    return canvas, EnsembleObjective(built, EOTransforms(eot, attack.seed) if eot_enabled(eot) else None)
+
+
 def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], indices, attack,
-                  monitor: Callable | None, out_dir: Path) -> list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, int, float]]:
+                  monitor: Callable | None, out_dir: Path, surrogates: list[Surrogate] | None = None,
+                  ) -> list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, int, float]]:
     """One batched PGD run over `bases[indices]`: per image (clean, adversarial, best loss, losses, steps, seconds)."""
     pcfg = pgd_config(attack)
     chunk = [bases[i] for i in indices]
-    clean = clean_pixels(adapter, chunk)
+    if surrogates or eot_enabled(getattr(attack, "eot", None)):
+        clean, objective = ensemble_objective(case, adapter, chunk, attack, surrogates)
+    else:
+        clean = clean_pixels(adapter, chunk)
+        objective = case.objective(adapter, chunk, clean, attack)
     check_l2_budget(pcfg.norm, pcfg.eps, tuple(clean.shape[1:]))
-    objective = case.objective(adapter, chunk, clean, attack)
     bar = tqdm(total=pcfg.steps, unit="step", desc=f"{attack.name} eps={attack.eps}", dynamic_ncols=True, mininterval=1.0)
 
     def on_step(step, loss, best):
@@ -183,7 +218,8 @@ def _loss_table(per_image: dict[int, torch.Tensor]) -> torch.Tensor:
 
 
 def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack, out_dir: Path, indices,
-          monitor: Callable[[int, torch.Tensor, list[int]], None] | None = None, log=print) -> Crafted:
+          monitor: Callable[[int, torch.Tensor, list[int]], None] | None = None, log=print,
+          surrogates: list[Surrogate] | None = None) -> Crafted:
     """Attack the bases in chunks of `attack.images_per_batch` per batched PGD run and save the PNGs of
     `indices` under out_dir/images; only chunks holding one of `indices` run.
 
@@ -192,7 +228,10 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
     batched PGD run, so the same chunk gives bit-identical images on the CPU, while a smaller one
     could round differently. Out of memory halves the chunk (down to one image,
     then a one-line error naming what to lower). `monitor(step, best_x, image_indices)` runs every
-    attack.check_every steps.
+    attack.check_every steps. `surrogates`: craft one perturbation on their weighted ensemble
+    (visual_attacks.ensemble), on a canvas of the bases' own size (attack.canvas_max_side); `adapter`
+    then only places the canvas (its device). With attack.eot.samples > 0 each step averages over
+    random transforms (visual_attacks.eot).
     """
     size = attack.images_per_batch
     wanted = set(indices)
@@ -205,7 +244,8 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
     for chunk in chunks:
         if not wanted.intersection(chunk):
             continue
-        runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor, out_dir), chunk)
+        runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor, out_dir, surrogates),
+                           chunk)
         for i, (result, reason) in zip(chunk, runs):
             if result is None:
                 raise UserError(f"out of memory attacking one image ({reason.split('(', 1)[-1].rstrip(')')}); lower "

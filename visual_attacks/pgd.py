@@ -1,7 +1,9 @@
 """Projected gradient descent on pixels in [0,1], against any differentiable objective.
 
 `pgd(objective, clean, config)` minimises `objective(pixels, step) -> loss [B]` (one loss
-per image) inside a budget around `clean`. Each step moves the image by `step_size` times a
+per image) inside a budget around `clean`. An objective that also has
+`loss_and_grad(pixels, step) -> (loss [B], grad)` takes its own gradient (visual_attacks.ensemble:
+one surrogate's backward after another, so their graphs are never alive together). Each step moves the image by `step_size` times a
 direction from the gradient (`OPTIMIZERS`, set by `attack.optimizer`), then projects:
 
 - norm `linf`: clip to [x0-eps, x0+eps], then clamp to [0,1];
@@ -184,9 +186,12 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
         if checkpoint is not None and checkpoint.every and step > first_step and step % checkpoint.every == 0:
             checkpoint.save({"x": x, "best_x": best_x, "best_loss": best_loss, "optimizer": state,
                              "losses": losses, "step": step})
-        x.requires_grad_(True)
-        loss = objective(x, step)
-        grad, = torch.autograd.grad(loss.sum(), x)
+        if hasattr(objective, "loss_and_grad"):  # e.g. an ensemble that takes each surrogate's gradient in turn
+            loss, grad = objective.loss_and_grad(x.detach(), step)
+        else:
+            x.requires_grad_(True)
+            loss = objective(x, step)
+            grad, = torch.autograd.grad(loss.sum(), x)
         with torch.no_grad():
             loss = loss.detach().float()
             losses.append(loss)

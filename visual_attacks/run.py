@@ -1,5 +1,6 @@
-"""One attack job on one model: the craft stage (visual_attacks.craft) then the judge stage
-(visual_attacks.judge), with one sample per attacked image in the record.
+"""One attack job: the craft stage (visual_attacks.craft) then the judge stage
+(visual_attacks.judge), with one sample per attacked image in the record. The job's model judges; it also crafts unless
+`attack.surrogates` names an ensemble to craft on (visual_attacks.surrogates).
 
 What to attack, the loss and the judge come from the configured attack case (conf/case/).
 Every success rate comes from the saved 8-bit PNG, reloaded from disk and passed through
@@ -22,7 +23,10 @@ from mmsafety.records import RunRecord
 from visual_attacks.craft import craft, pgd_config, save_png, write_loss_curve  # noqa: F401  (stable names)
 from visual_attacks.deploy import build_deploy
 from visual_attacks.judge import judge_pair, reload_png  # noqa: F401  (stable names)
+from visual_attacks.ensemble import Surrogate
+from visual_attacks.eot import describe as describe_eot
 from visual_attacks.stealth import lpips_available, lpips_note
+from visual_attacks.surrogates import display_name, load_surrogate, surrogate_specs
 
 
 def build_case(cfg) -> AttackCase:
@@ -40,12 +44,18 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
     out_dir = record.out_dir
     bases = case.bases()
     notes = [] if lpips_available() else [lpips_note()]
+    specs = surrogate_specs(cfg.attack)
     record.update(
         model={"name": cfg.model.name, "id": adapter.model_id, "adapter": adapter.name, "weights_sha256": adapter.weights_sha256},
         spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": cfg.attack.objective, **case.spec(),
               "headline": case.headline, "norm": pcfg.norm, "eps": pcfg.eps, "step_size": pcfg.step_size,
               "steps": pcfg.steps, "prompts_per_step": cfg.attack.prompts_per_step, "images": len(bases), "notes": notes,
-              "sample_key": ["image"], "group_by": list(case.group_by), "deploy": deploy.spec()},
+              "sample_key": ["image"], "group_by": list(case.group_by), "deploy": deploy.spec(),
+              # What the transfer matrix labels its rows with: the crafting model(s) and the transforms.
+              "surrogates": [s.display_name for s in specs] or [display_name(cfg.model)],
+              "surrogate_weights": [s.weight for s in specs] or [1.0],
+              "eot": describe_eot(cfg.attack.get("eot")),
+              **({"canvas_max_side": cfg.attack.canvas_max_side} if specs else {})},
     )
     for note in notes:
         log(note)
@@ -61,7 +71,12 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
             checks.append({"step": step, "images": [indices[0], indices[-1] + 1], "rates": mean})
             tqdm.write(f"step {step}: held-out {case.headline} {mean[case.headline]:.1%}", file=sys.stderr)
 
-        crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=log)
+        # With surrogates, model= judges and they craft (one of them may be model= itself, loaded once).
+        surrogates = [Surrogate(spec.display_name, spec.weight, load_surrogate(spec, cfg.placement, cfg.model, adapter))
+                      for spec in specs] or None
+        crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=log,
+                        surrogates=surrogates)
+        del surrogates  # their weights are not needed to judge
         for i in sorted(missing):
             image = crafted.images[i]
             judged = judge_pair(case, adapter, bases[i], image.clean_png, image.adversarial_png, deploy)

@@ -23,7 +23,8 @@ class VisualAttack(Workload):
     sample_key = ("image",)
     spec_shape = {"group_by": ListOf(str), "eps": OPTIONAL_NUMBER, "steps": OPTIONAL_NUMBER, "headline": str,
                   "case": str, "target": (str, type(None)), "caption": str, "attack": (str, type(None)),
-                  "objective": (str, type(None)), "norm": (str, type(None))}
+                  "objective": (str, type(None)), "norm": (str, type(None)),
+                  "surrogates": ListOf(str), "surrogate_weights": ListOf(NUMBER), "eot": (str, type(None))}
     metrics_shape = {"images": int, "asr": MapOf(OPTIONAL_NUMBER), "clean_baseline": MapOf(OPTIONAL_NUMBER),
                      "stealth": MapOf(OPTIONAL_NUMBER), "attack_seconds": NUMBER}
     sample_shapes = {
@@ -48,15 +49,20 @@ class VisualAttack(Workload):
         from visual_attacks.config_checks import check_attack_config
         from visual_attacks.deploy import build_deploy
         from visual_attacks.run import build_case
+        from visual_attacks.surrogates import check_surrogates, surrogate_specs
 
         validate_common(cfg)
         validate_attack(cfg.attack)
         check_attack_config(cfg)  # images, heldout_prompts, images_per_batch, L-inf budget
         build_deploy(cfg.deploy)  # step kinds and parameters
-        return build_case(cfg)
+        case = build_case(cfg)
+        check_surrogates(surrogate_specs(cfg.attack), OBJECTIVES.get(cfg.attack.objective).needs,
+                         f"visual_attack with the craft stage (attack.objective={cfg.attack.objective})")
+        return case
 
     def needs(self, cfg) -> dict[str, frozenset[str]]:
-        craft = set(OBJECTIVES.get(cfg.attack.objective).needs)
+        # With attack.surrogates they craft (validate checks them) and model= only judges.
+        craft = set() if cfg.attack.get("surrogates") else set(OBJECTIVES.get(cfg.attack.objective).needs)
         judge = CASES.get(cfg.case.name).judge_needs
         if cfg.attack.check_every:
             craft |= judge  # the held-out checks judge on the crafting model

@@ -69,6 +69,11 @@ class OpenClipAdapter(Embeds, ScoresChoices, PixelLoss):
             values = torch.stack([self.real_transform(im.convert("RGB")) for im in images])
         return F.normalize(self.model.encode_image(values.to(self.device, self.dtype)).float(), dim=-1)
 
+    def image_embeddings(self, images: Images) -> torch.Tensor:
+        """Unit-norm image embeddings [B, D] (fp32): PIL images through the real transform, a pixel
+        tensor [B,3,H,W] in [0,1] through the differentiable preprocessing (gradients flow)."""
+        return self._image_features(images)
+
     def _text_features(self, texts: Sequence[str]) -> torch.Tensor:
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if missing:
