@@ -70,10 +70,10 @@ def main() -> None:
     parser.add_argument("--eot", nargs="+", default=["off", "on"], choices=["off", "on"])
     parser.add_argument("--deploy", nargs="+", default=["png", "jpeg_75"])
     parser.add_argument("--victim-seed", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--heldout-prompts", type=int, default=8)
-    parser.add_argument("--prompts-per-step", type=int, default=4)
+    parser.add_argument("--prompts-per-step", type=int, default=2)
     parser.add_argument("--eot-samples", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage", choices=["both", "craft", "judge"], default="both",
