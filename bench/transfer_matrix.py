@@ -3,8 +3,9 @@ seeds 0+1 as an ensemble, each with and without EOT, at each budget; judge every
 held-out organism seed 2 under each deploy transform. Prints the matrix (success % on seed 2, with seed
 2's clean baseline under the same transform) and appends it to bench/results/transfer_matrix.jsonl.
 
-    nice -n 15 python bench/transfer_matrix.py                       # the README's settings
-    nice -n 15 python bench/transfer_matrix.py --steps 300 --images 4 --heldout-prompts 16
+    nice -n 15 python bench/transfer_matrix.py --stage craft         # the README's settings, then:
+    nice -n 15 python bench/transfer_matrix.py --stage judge --victim-seed 2
+    nice -n 15 python bench/transfer_matrix.py --steps 300 --images 4 --heldout-prompts 16 --out runs/tm300
 
 Each craft and each judgement is an ordinary job folder under --out (default runs/transfer_matrix), so a
 killed run resumes where it stopped, and `mmsafety-leaderboard runs=runs/transfer_matrix` draws the same
@@ -16,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from bench._common import save
-from visual_attacks.cli import run_attack_job, run_judge_job
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import save  # noqa: E402
+from visual_attacks.cli import run_attack_job, run_judge_job  # noqa: E402
 
 SURROGATES = {
     "seed 0": [],
