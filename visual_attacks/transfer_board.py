@@ -137,4 +137,5 @@ def figures(rows, table: list[dict]) -> list[Figure]:
 
 
 SECTION = Section(key="transfer", title="Transfer (success % on the victim, clean baseline in brackets)",
-                  columns=COLUMNS, cells=cells, figures=figures, images=images)
+                  columns=COLUMNS, cells=cells, figures=figures, images=images,
+                  group_by=("case", "target", "attack", "eps", "steps"))  # one block per matrix
