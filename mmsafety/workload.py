@@ -40,6 +40,16 @@ class Figure:
 
 
 @dataclass
+class Pivot:
+    """A derived view of a section's table that Markdown, HTML and JSON show after it (e.g. a matrix
+    whose rows and columns are two of the table's fields): a heading, column names, one dict per line."""
+
+    title: str
+    columns: list[str]
+    rows: list[dict]
+
+
+@dataclass
 class Section:
     """One leaderboard table of a workload.
 
@@ -71,6 +81,8 @@ class Section:
     images: Callable[["Row"], list[tuple[str, Path]]] | None = None
     accepts: Callable[["Row"], bool] = lambda row: True
     table: Callable[[list["Row"]], list[dict]] | None = None
+    # Derived views of the written table (its cells, as every format has them), shown after it.
+    pivots: Callable[[list[dict]], list[Pivot]] | None = None
 
 
 @dataclass

@@ -67,7 +67,17 @@ def test_the_matrix_is_in_every_format_with_the_victims_clean_baseline(tmp_path)
     assert {r["cell"] for r in lines} >= {"50.0 (clean 0.0)", "12.5 (clean 0.0)", "75.0 (clean 0.0)"}
     md = (out / "leaderboard.md").read_text()
     assert "## Transfer" in md and r"| organism \(seed 0\) \+ organism \(seed 1\) | organism \(seed 2\) | jpeg\_75 |" in md
+    # The matrix itself (rows: surrogate; columns: victim / deploy) in Markdown, HTML and JSON.
+    pivots = {p["title"]: p for p in json.loads((out / "leaderboard.json").read_text())["transfer_pivots"]}
+    p16 = pivots["Transfer matrix: tool_call · send_email · tool_call · eps 16/255 · 300 steps"]
+    assert p16["columns"][0] == "crafted on" and "organism (seed 2) / jpeg_75" in p16["columns"]
+    by_row = {line["crafted on"]: line for line in p16["rows"]}
+    assert by_row["organism (seed 0) + organism (seed 1)"]["organism (seed 2) / jpeg_75"] == "25.0 (clean 0.0)"
+    assert by_row["organism (seed 0) + EOT"]["organism (seed 2) / png"] is None  # never judged: an empty cell
+    assert r"| crafted on | &lt;script&gt;alert\(1\)&lt;/script&gt; / png |" in md and "<script>" not in md
+    assert r"| organism \(seed 0\) + EOT |" not in md and r"| organism \(seed 0\) \+ EOT |  |" in md
     page = (out / "leaderboard.html").read_text()
+    assert page.count('<table class="pivot">') == 2 and "<td>25.0 (clean 0.0)</td>" in page
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     heat_maps = sorted(p.name for p in out.glob("transfer_*.png"))
     assert heat_maps == ["transfer_tool_call-send_email-tool_call-16-255-300.png", "transfer_tool_call-send_email-tool_call-32-255-300.png"]

@@ -13,7 +13,7 @@ import re
 
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
-from mmsafety.workload import Figure, Section
+from mmsafety.workload import Figure, Pivot, Section
 from visual_attacks.leaderboard import eps_label, images
 
 COLUMNS = ["case", "target", "attack", "eps", "steps", "surrogate", "victim", "deploy", "status", "cell", "asr", "clean_baseline",
@@ -136,6 +136,26 @@ def figures(rows, table: list[dict]) -> list[Figure]:
                    heat_map(key, matrix)) for key, matrix in sorted(found.items(), key=lambda kv: str(kv[0]))]
 
 
+def pivots(table: list[dict]) -> list[Pivot]:
+    """Each matrix as a table: one line per surrogate (or ensemble), one column per victim / deploy
+    transform, each cell `success (clean baseline)` pooled as in the heat map."""
+    out = []
+    for key, matrix in sorted(matrices(table).items(), key=lambda kv: str(kv[0])):
+        names = {column: f"{victim} / {deploy}" for column in matrix["columns"] for victim, deploy in [column]}
+        lines = []
+        for row in matrix["rows"]:
+            line = {"crafted on": row}
+            for column, name in names.items():
+                cell = matrix["cells"].get((row, column))
+                text = cell_text(cell["asr"], cell["clean_baseline"]) if cell else None
+                line[name] = f"{text} ({cell['runs']} runs)" if text and cell["runs"] > 1 else text
+            lines.append(line)
+        title = "Transfer matrix: {} · {} · {} · eps {} · {} steps".format(*key)
+        out.append(Pivot(title, ["crafted on", *names.values()], lines))
+    return out
+
+
 SECTION = Section(key="transfer", title="Transfer (success % on the victim, clean baseline in brackets)",
                   columns=COLUMNS, cells=cells, figures=figures, images=images,
-                  group_by=("case", "target", "attack", "eps", "steps"))  # one block per matrix
+                  group_by=("case", "target", "attack", "eps", "steps"),  # one block per matrix
+                  pivots=pivots)

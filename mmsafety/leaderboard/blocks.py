@@ -32,6 +32,11 @@ class Block:
     caption: str = ""
 
     @property
+    def pivots(self) -> list:
+        """The section's derived views of this table (Section.pivots), e.g. the transfer matrix."""
+        return self.section.pivots(self.table) if self.section.pivots and self.table else []
+
+    @property
     def columns(self) -> list[str]:
         """The section's shown columns with the core's `data` column after the first (the model)."""
         columns = list(self.section.columns)

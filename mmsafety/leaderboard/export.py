@@ -15,6 +15,7 @@ import html
 import io
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from mmsafety.leaderboard.blocks import Block, blocks
@@ -48,7 +49,9 @@ def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool
     atomic_write_text(out / "leaderboard.csv", to_csv(shown))
     atomic_write_text(out / "leaderboard.json", json.dumps(
         # Every installed workload's tables, empty ones too: readers can count on the keys.
-        {**{block.key: block.table for block in every}, "problems": problems},
+        {**{block.key: block.table for block in every},
+         **{f"{block.key}_pivots": [asdict(p) for p in block.pivots] for block in shown if block.pivots},
+         "problems": problems},
         indent=2, ensure_ascii=False, default=str))
     atomic_write_text(out / "leaderboard.md", to_markdown(shown, problems))
     atomic_write_text(out / "leaderboard.html", to_html(shown, figures, problems))
@@ -79,8 +82,10 @@ def md_cell(value) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text)
 
 
-def _md_table(rows: list[dict], columns: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+def _md_table(rows: list[dict], columns: list[str], escape_header: bool = False) -> list[str]:
+    """`escape_header`: the column names are data (a pivot's victims), not the section's own names."""
+    header = [md_cell(c) for c in columns] if escape_header else columns
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(md_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return lines
 
@@ -97,6 +102,8 @@ def to_markdown(tables: list[Block], problems: list[str]) -> str:
             if group_by:
                 lines += ["### " + md_cell(" · ".join(f"{g} {'' if v is None else v}" for g, v in zip(group_by, group))), ""]
             lines += _md_table(table, block.columns) + [""]
+        for pivot in block.pivots:
+            lines += ["### " + md_cell(pivot.title), ""] + _md_table(pivot.rows, pivot.columns, escape_header=True) + [""]
     if problems:
         lines += ["## Problems", ""] + [f"- {md_cell(p)}" for p in problems] + [""]
     return "\n".join(lines)

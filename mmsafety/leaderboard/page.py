@@ -132,6 +132,14 @@ def table_html(block: Block) -> str:
     return f'<table class="sortable"><thead><tr>{head}</tr></thead>{"".join(bodies)}</table>'
 
 
+def pivot_html(pivot) -> str:
+    """A derived view (Section.pivots) as a plain table: every header and cell escaped."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in pivot.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if r.get(c) is None else str(r.get(c)))}</td>"
+                                    for c in pivot.columns) + "</tr>" for r in pivot.rows)
+    return f'<table class="pivot"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
 def _browser(block: Block) -> str:
     workload = block.rows[0].workload if block.rows else None
     key_fields = tuple(WORKLOADS.get(workload).sample_key) if workload in WORKLOADS else ()
@@ -160,6 +168,8 @@ def to_html(blocks: list[Block], figures: dict, problems: list[str]) -> str:
         if block.caption:
             parts.append(f'<p class="caption">{html.escape(block.caption)}</p>')
         parts.append(table_html(block))
+        for pivot in block.pivots:
+            parts.append(f"<h3>{html.escape(pivot.title)}</h3>" + pivot_html(pivot))
     for figure in figures.values():
         parts.append(f'<figure><img alt="{html.escape(figure.name)}" src="{data_uri(figure.png)}">'
                      f'<figcaption>{html.escape(figure.caption)}</figcaption></figure>')
