@@ -319,3 +319,33 @@ def test_attack_killed_mid_run_resumes_bit_identically(tmp_path):
     assert steps_seen[0] == 6  # it resumed: steps 0-5 were not run again
     assert torch.equal(resumed.pixels, reference.pixels) and torch.equal(resumed.losses, reference.losses)
     assert torch.equal(resumed.best_loss, reference.best_loss)
+
+
+def test_a_saved_attack_state_is_resumed_only_by_the_config_that_saved_it(tmp_path):
+    """A failed run with no samples may be taken over by a corrected command (another config): its saved
+    attack state (another budget, target or image set) must not be resumed, nor reported as the resume
+    point; it is read without unpickling code (weights_only)."""
+    from visual_attacks.pgd import Checkpoint, PGDConfig, pgd, read_state
+    from visual_attacks.run import resume_point
+
+    cfg = PGDConfig(norm="linf", eps=0.3, optimizer="adam", step_size=0.01, steps=6, keep_best=False)
+    x0 = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "attack_state_images0-0.pt"
+    steps_seen = []
+
+    def objective(pixels, step):
+        steps_seen.append(step)
+        return (pixels - 0.9).pow(2).flatten(1).mean(1)
+
+    pgd(objective, x0, cfg, checkpoint=Checkpoint(path, 3, config_sha256="config-a"))
+    saved = read_state(path)
+    assert saved["config_sha256"] == "config-a" and saved["step"] > 0
+    assert f"from step {saved['step']}" in resume_point(tmp_path, 0, 1, "config-a")
+    assert resume_point(tmp_path, 0, 1, "config-b") is None  # another config: a fresh run, not a resume
+    steps_seen.clear()
+    pgd(objective, x0, cfg, checkpoint=Checkpoint(path, 3, config_sha256="config-b"))
+    assert steps_seen[0] == 0  # started from step 0, not from config-a's iterate
+    assert read_state(path)["config_sha256"] == "config-b"
+    steps_seen.clear()
+    pgd(objective, x0, cfg, checkpoint=Checkpoint(path, 3, config_sha256="config-b"))
+    assert steps_seen and steps_seen[0] == read_state(path)["step"] > 0  # its own state is resumed

@@ -48,14 +48,15 @@ def attack_state_path(out_dir: Path, indices) -> Path:
     return out_dir / f"attack_state_images{indices[0]}-{indices[-1]}.pt"
 
 
-def attack_checkpoint(path: Path, attack, objective) -> Checkpoint | None:
+def attack_checkpoint(path: Path, attack, objective, config_sha256: str | None = None) -> Checkpoint | None:
     """The attack state saved every `attack.checkpoint_every` steps in the run folder, so a killed or
-    preempted job resumes mid-attack instead of from step 0 (0: off)."""
+    preempted job resumes mid-attack instead of from step 0 (0: off); only a state the same job config
+    saved is resumed."""
     if not attack.checkpoint_every:
         return None
     if hasattr(objective, "state_dict"):
-        return Checkpoint(path, attack.checkpoint_every, objective.state_dict, objective.load_state_dict)
-    return Checkpoint(path, attack.checkpoint_every)
+        return Checkpoint(path, attack.checkpoint_every, objective.state_dict, objective.load_state_dict, config_sha256)
+    return Checkpoint(path, attack.checkpoint_every, config_sha256=config_sha256)
 
 
 def save_png(pixels: torch.Tensor, folder: Path, index: int, role: str) -> Path:
@@ -163,7 +164,7 @@ def ensemble_objective(case: AttackCase, adapter: PixelLoss, chunk: list[AttackB
 
 def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], indices, attack,
                   monitor: Callable | None, out_dir: Path, surrogates: list[Surrogate] | None = None,
-                  ) -> list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, int, float]]:
+                  config_sha256: str | None = None) -> list[tuple[torch.Tensor, torch.Tensor, float, torch.Tensor, int, float]]:
     """One batched PGD run over `bases[indices]`: per image (clean, adversarial, best loss, losses, steps, seconds)."""
     pcfg = pgd_config(attack)
     chunk = [bases[i] for i in indices]
@@ -186,7 +187,7 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
         result = pgd(objective, clean.to(adapter.device), pcfg, on_step, monitor=chunk_monitor,
                      monitor_every=attack.check_every,
                      select=getattr(objective, "validation", None),  # universal objectives: a fixed validation batch
-                     checkpoint=attack_checkpoint(attack_state_path(out_dir, indices), attack, objective))
+                     checkpoint=attack_checkpoint(attack_state_path(out_dir, indices), attack, objective, config_sha256))
     finally:
         bar.close()
     seconds = time.perf_counter() - begin
@@ -219,7 +220,7 @@ def _loss_table(per_image: dict[int, torch.Tensor]) -> torch.Tensor:
 
 def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack, out_dir: Path, indices,
           monitor: Callable[[int, torch.Tensor, list[int]], None] | None = None, log=print,
-          surrogates: list[Surrogate] | None = None) -> Crafted:
+          surrogates: list[Surrogate] | None = None, config_sha256: str | None = None) -> Crafted:
     """Attack the bases in chunks of `attack.images_per_batch` per batched PGD run and save the PNGs of
     `indices` under out_dir/images; only chunks holding one of `indices` run.
 
@@ -244,7 +245,8 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
     for chunk in chunks:
         if not wanted.intersection(chunk):
             continue
-        runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor, out_dir, surrogates),
+        runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor, out_dir, surrogates,
+                                                         config_sha256),
                            chunk)
         for i, (result, reason) in zip(chunk, runs):
             if result is None:

@@ -92,20 +92,30 @@ class Checkpoint:
     every: int
     objective_state: Callable[[], dict] = dict
     load_objective_state: Callable[[dict], None] = lambda state: None
+    # The job's config sha256: a state saved by another config (a failed run whose folder a corrected
+    # command took over) is not resumed, so an iterate from another budget or target never leaks in.
+    config_sha256: str | None = None
 
     def save(self, state: dict) -> None:
         from mmsafety.records import atomic_write_bytes
 
         buf = io.BytesIO()
-        torch.save({**state, "objective": self.objective_state()}, buf)
+        torch.save({**state, "objective": self.objective_state(), "config_sha256": self.config_sha256}, buf)
         atomic_write_bytes(self.path, buf.getvalue())
 
     def load(self, device) -> dict | None:
-        if not self.path.exists():
+        state = read_state(self.path, device)
+        if state is None or state.pop("config_sha256", None) != self.config_sha256:
             return None
-        state = torch.load(self.path, map_location=device, weights_only=False)
         self.load_objective_state(state.pop("objective"))
         return state
+
+
+def read_state(path: Path, device="cpu") -> dict | None:
+    """A saved attack state: tensors, numbers and containers only (weights_only: no pickled code runs)."""
+    if not path.exists():
+        return None
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 def _project(x: torch.Tensor, x0: torch.Tensor, cfg: PGDConfig) -> torch.Tensor:

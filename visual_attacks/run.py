@@ -12,20 +12,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from mmsafety.attack_case import AttackCase
-from mmsafety.cli.job_log import say_once
 from mmsafety.attack_case import build_case as build_registered_case
+from mmsafety.cli.job_log import say_once
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.pixels import pixels_to_pil
 from mmsafety.records import RunRecord
 from visual_attacks.craft import craft, pgd_config, save_png, write_loss_curve  # noqa: F401  (stable names)
 from visual_attacks.deploy import build_deploy
-from visual_attacks.judge import judge_pair, reload_png  # noqa: F401  (stable names)
 from visual_attacks.ensemble import Surrogate
 from visual_attacks.eot import describe as describe_eot
+from visual_attacks.judge import judge_pair, reload_png  # noqa: F401  (stable names)
+from visual_attacks.pgd import read_state
 from visual_attacks.stealth import lpips_available, lpips_note
 from visual_attacks.surrogates import display_name, load_surrogate, surrogate_specs
 
@@ -62,7 +62,7 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
         say_once(note, log)  # once per process, not once per job of a sweep
     done = record.done_keys(("image",))
     missing = {i for i in range(len(bases)) if (i,) not in done}
-    resumed = resume_point(out_dir, len(bases) - len(missing), len(bases))
+    resumed = resume_point(out_dir, len(bases) - len(missing), len(bases), record.data["config_sha256"])
     if resumed:
         log(resumed)
     if missing:
@@ -79,7 +79,7 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
         surrogates = [Surrogate(spec.display_name, spec.weight, load_surrogate(spec, cfg.placement, cfg.model, adapter))
                       for spec in specs] or None
         crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=log,
-                        surrogates=surrogates)
+                        surrogates=surrogates, config_sha256=record.data["config_sha256"])
         del surrogates  # their weights are not needed to judge
         for i in sorted(missing):
             image = crafted.images[i]
@@ -96,13 +96,16 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
     return summarize(record.samples, case.group_by)
 
 
-def resume_point(out_dir: Path, done: int, total: int) -> str | None:
+def resume_point(out_dir: Path, done: int, total: int, config_sha256: str | None = None) -> str | None:
     """Where a rerun of an interrupted attack starts: the images already judged, and the step of
-    each chunk's saved attack state (attack.checkpoint_every). None for a fresh run."""
+    each chunk's saved attack state (attack.checkpoint_every) that this config saved. None for a fresh run."""
     states = []
     for path in sorted(out_dir.glob("attack_state_images*.pt")):
         try:
-            step = torch.load(path, map_location="cpu", weights_only=False)["step"]
+            state = read_state(path)
+            if state.get("config_sha256") != config_sha256:
+                continue  # another config's (a replaced failed run): the attack starts that chunk afresh
+            step = state["step"]
         except Exception:  # the attack itself reports a state it cannot load
             step = "an unreadable state"
         states.append(f"{path.stem.removeprefix('attack_state_')} from step {step}")
