@@ -105,3 +105,11 @@ def test_a_sweep_folder_becomes_one_judge_job_per_attack_job(tmp_path):
     assert expand_sweep_folder(single) == single  # one attack job: one job, as given
     empty = [f"attack_run={tmp_path}/nothing-here"]
     assert expand_sweep_folder(empty) == empty  # left for the job's own one-line refusal
+
+
+def test_dollar_signs_in_names_are_text_in_the_heat_map_not_math(tmp_path):
+    """A caption or model name with `$...$` (invalid TeX here) must not break the leaderboard."""
+    runs = tmp_path / "runs"
+    transfer_record(runs / "a", ["pay $5 now, \\frac{ $"], "victim $x^$", "png", 0.5, 0.0)
+    summary = write_leaderboard([runs], tmp_path / "board")
+    assert summary["rows"]["transfer"] == 1 and len(list((tmp_path / "board").glob("transfer_*.png"))) == 1

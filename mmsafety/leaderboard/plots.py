@@ -9,6 +9,9 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # Labels come from data (captions, model names): `$...$` must print as text, not parse as math,
+    # which garbles a label or raises on invalid TeX.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
