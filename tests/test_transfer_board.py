@@ -113,3 +113,22 @@ def test_dollar_signs_in_names_are_text_in_the_heat_map_not_math(tmp_path):
     transfer_record(runs / "a", ["pay $5 now, \\frac{ $"], "victim $x^$", "png", 0.5, 0.0)
     summary = write_leaderboard([runs], tmp_path / "board")
     assert summary["rows"]["transfer"] == 1 and len(list((tmp_path / "board").glob("transfer_*.png"))) == 1
+
+
+def test_one_attack_run_spelled_two_ways_is_one_judge_job_and_nested_records_are_not_jobs(tmp_path, monkeypatch):
+    """The judge's folder name hashes attack_run as given: a relative spelling is resolved first, so
+    `runs/x`, `./runs/x` and the absolute path are one job. A record inside an attack run (a HarmBench
+    re-judge's judged-<judge>/) is not an attack job of a sweep."""
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    (run / "record.json").write_text(json.dumps({"kind": "visual_attack"}))
+    monkeypatch.chdir(tmp_path)
+    assert expand_sweep_folder(["attack_run=runs/x"]) == expand_sweep_folder(["attack_run=./runs/x"]) == [f"attack_run='{run}'"]
+    (run / "judged-refusal_substring").mkdir()
+    (run / "judged-refusal_substring" / "record.json").write_text(json.dumps({"kind": "visual_attack"}))
+    other = tmp_path / "runs" / "y"
+    other.mkdir()
+    (other / "record.json").write_text(json.dumps({"kind": "visual_attack"}))
+    from visual_attacks.transfer import attack_runs_under
+
+    assert attack_runs_under(tmp_path / "runs") == [run, other]

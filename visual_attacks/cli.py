@@ -29,7 +29,8 @@ def run_judge_job(out_dir, attack_run, *overrides: str) -> tuple[dict, str]:
     transfer record goes to `out_dir`. Returns the metrics and the record's path."""
     import visual_attacks.transfer  # noqa: F401
 
-    return run_workload_job(JUDGE_WORKLOAD, out_dir, f"attack_run={_quoted(attack_run)}", *overrides)
+    resolved = Path(str(attack_run)).expanduser().resolve()  # one job, one folder: however the path is spelled
+    return run_workload_job(JUDGE_WORKLOAD, out_dir, f"attack_run={_quoted(resolved)}", *overrides)
 
 
 def run_judge_jobs(out_dir, attack_run, *overrides: str) -> list[tuple[dict, str]]:
@@ -54,15 +55,20 @@ def expand_sweep_folder(args: list[str]) -> list[str]:
     out, expanded = [], False
     for arg in args:
         key, _, value = arg.partition("=")
-        if key == "attack_run" and value and "," not in value:
+        if key == "attack_run" and value and "," not in value and "'" not in value and '"' not in value:
             runs = attack_runs_under(value)
-            if runs and (len(runs) > 1 or runs[0] != Path(value).expanduser().resolve()):
+            resolved = Path(value).expanduser().resolve()
+            if runs and (len(runs) > 1 or runs[0] != resolved):
                 print(f"attack_run={value} holds {len(runs)} attack run(s): judging each as its own job (a sweep)",
                       file=sys.stderr)
                 arg, expanded = "attack_run=" + ",".join(_quoted(r) for r in runs), True
+            elif str(resolved) != value:
+                # The config hash in the folder name reads attack_run as written: ./runs/x, runs/x and the
+                # absolute path must be one job (one folder, one resume), as a sweep folder's jobs are.
+                arg = f"attack_run={_quoted(resolved)}"
         out.append(arg)
     if not expanded:
-        return args
+        return out
     out = [("hydra.sweep.dir=" + a.partition("=")[2]) if a.startswith("hydra.run.dir=") else a for a in out]
     return out if any(a in ("-m", "--multirun") for a in out) else ["-m", *out]
 

@@ -78,7 +78,10 @@ def attack_runs_under(path) -> list[Path]:
     folder = Path(str(path)).expanduser().resolve()
     if (folder / "record.json").is_file() or not folder.is_dir():
         return [folder]
-    return sorted(p.parent for p in folder.rglob("record.json") if _kind_of(p) == "visual_attack")
+    runs = {p.parent for p in folder.rglob("record.json") if _kind_of(p) == "visual_attack"}
+    # A record inside another attack run (e.g. mmsafety-harmbench-judge's judged-<judge>/) re-labels that
+    # run's images: it is not an attack job of the sweep.
+    return sorted(run for run in runs if not any(parent in runs for parent in run.parents))
 
 
 @dataclass
