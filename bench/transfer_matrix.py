@@ -8,8 +8,8 @@ held-out organism seed 2 under each deploy transform. Prints the matrix (success
     nice -n 15 python bench/transfer_matrix.py --steps 300 --images 4 --heldout-prompts 16 --out runs/tm300
 
 Each craft and each judgement is an ordinary job folder under --out (default runs/transfer_matrix), so a
-killed run resumes where it stopped, and `mmsafety-leaderboard runs=runs/transfer_matrix` draws the same
-matrix. Crafts run in the order of --eps (largest first by default), so a short session measures the
+killed run resumes where it stopped, and
+`mmsafety-leaderboard runs/transfer_matrix --out runs/transfer_matrix/board` draws the same matrix. Crafts run in the order of --eps (largest first by default), so a short session measures the
 budget most likely to transfer first. The equivalent command lines are printed before each job.
 """
 
