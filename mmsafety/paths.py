@@ -33,3 +33,14 @@ def build_once(path: Path, build: Callable[[Path], None], marker: str = "BUILT")
             shutil.rmtree(path, ignore_errors=True)  # an incomplete earlier attempt
             tmp.rename(path)
     return path
+
+
+def inside(folder: str | Path, relative) -> Path | None:
+    """`folder / relative`, resolved, or None when it leaves `folder` (an absolute path, `..`, a symlink
+    out): file names in a record or a sample are data, and must not make a reader open or publish a
+    file elsewhere on the machine."""
+    if not isinstance(relative, str) or not relative:
+        return None
+    root = Path(folder).resolve()
+    path = (root / relative).resolve()
+    return path if path.is_relative_to(root) else None

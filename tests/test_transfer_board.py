@@ -132,3 +132,24 @@ def test_one_attack_run_spelled_two_ways_is_one_judge_job_and_nested_records_are
     from visual_attacks.transfer import attack_runs_under
 
     assert attack_runs_under(tmp_path / "runs") == [run, other]
+
+
+def test_image_names_in_samples_cannot_lead_out_of_the_run_folder(tmp_path):
+    """A sample's PNG names are data: an absolute path, `..` or a symlink out is neither thumbnailed on the
+    page nor read by the judge."""
+    import pytest
+
+    from mmsafety.errors import UserError
+    from mmsafety.paths import inside
+    from visual_attacks.judge import saved_pngs
+
+    run, secret = tmp_path / "run", tmp_path / "secret.png"
+    (run / "images").mkdir(parents=True)
+    secret.write_bytes(b"not yours")
+    (run / "images" / "a.png").write_bytes(b"x")
+    (run / "images" / "link.png").symlink_to(secret)
+    assert inside(run, "images/a.png") == (run / "images" / "a.png").resolve()
+    for hostile in (str(secret), "../secret.png", "images/../../secret.png", "images/link.png", None, 5):
+        assert inside(run, hostile) is None
+    with pytest.raises(UserError, match="not a file inside the run folder"):
+        saved_pngs(run, {"image": 0, "clean_png": "images/a.png", "adversarial_png": str(secret)})

@@ -16,6 +16,7 @@ from mmsafety.errors import UserError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import require
 from mmsafety.models.pixels import pil_to_pixels
+from mmsafety.paths import inside
 from mmsafety.records import RunRecord, atomic_write_bytes, read_samples
 from mmsafety.safe_json import loads_object
 from visual_attacks.deploy import PNG, Deploy, decode
@@ -70,8 +71,16 @@ def read_source_run(source_run_dir: str | Path) -> tuple[Path, dict, list[dict]]
 
 
 def saved_pngs(source: Path, sample: dict) -> tuple[Path, Path]:
-    """A crafted sample's clean and adversarial PNGs (relative to the run folder, as the attack writes them)."""
-    return (source / sample["clean_png"]).resolve(), (source / sample["adversarial_png"]).resolve()
+    """A crafted sample's clean and adversarial PNGs (relative to the run folder, as the attack writes
+    them); a name that leads out of the folder is refused, not read."""
+    found = []
+    for role in ("clean_png", "adversarial_png"):
+        path = inside(source, sample.get(role))
+        if path is None:
+            raise UserError(f"{source}: image {sample.get('image')}'s {role} {sample.get(role)!r} is not a file inside "
+                            f"the run folder; samples.jsonl was edited or is not an attack run's")
+        found.append(path)
+    return found[0], found[1]
 
 
 def keep_copy(png: Path, out_dir: Path) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
+from mmsafety.paths import inside
 from mmsafety.workload import Figure, SampleView, Section
 
 MAX_CURVES = 12
@@ -66,8 +67,8 @@ def images(row) -> list[tuple[str, Path]]:
         return []
     folder = row.artifacts[0]["folder"]
     first = row.artifacts[0].get("first_sample", {})
-    found = [(k, folder / first[k]) for k in ("clean_png", "adversarial_png") if first.get(k)]
-    return [(k, p) for k, p in found if p.is_file()]
+    found = [(k, inside(folder, first.get(k))) for k in ("clean_png", "adversarial_png")]
+    return [(k, p) for k, p in found if p is not None and p.is_file()]
 
 
 def _comparable(row) -> dict:
@@ -194,7 +195,7 @@ def samples(row) -> list[SampleView]:
             if s.get("status", "ok") != "ok":
                 views.append(SampleView(key, f"{s.get('status')}: {s.get('reason', '')}"))
                 continue
-            images = [(k, folder / s[k]) for k in ("clean_png", "adversarial_png") if isinstance(s.get(k), str)]
+            images = [(k, p) for k in ("clean_png", "adversarial_png") if (p := inside(folder, s.get(k))) is not None]
             outputs = s.get("outputs") if isinstance(s.get("outputs"), dict) else {}  # unchecked by the shape
             outputs = outputs.get("adversarial") if isinstance(outputs.get("adversarial"), list) else []
             exchanges = [(str(o.get("prompt", "")), str(o.get("output", "")), "success" if o.get(headline) else "—")
