@@ -178,6 +178,11 @@ def test_bad_surrogates_are_one_line_errors_before_a_model_loads():
         check("attack.surrogates=[organism,gpt_4o]")
     with pytest.raises(ConfigError, match="attack.eot.samples=-1"):
         check("attack.eot.samples=-1")
+    with pytest.raises(ConfigError, match="both named 'open_clip-ViT-B-32'.*own name"):
+        check("attack=ensemble_clip", "attack.surrogates=[{model:open_clip_vit_b_32,name_or_path:/ckpt/ViT-B-16},"
+              "open_clip_vit_b_32]")
+    check("attack=ensemble_clip", "attack.surrogates=[{model:open_clip_vit_b_32,name_or_path:/ckpt/ViT-B-16,name:vit-b-16},"
+          "open_clip_vit_b_32]")
     check("attack.surrogates=[organism,{model:organism,seed:1,weight:2}]", "attack.eot.samples=2")
 
 

@@ -93,6 +93,14 @@ def check_surrogates(specs: list[SurrogateSpec], needs: frozenset[str], what: st
     for spec in specs:
         validate_model(spec.model)
         require(adapter_class(spec.model.adapter), needs, what, f"surrogate {spec.display_name} ({spec.model.adapter})")
+    # Records and the transfer matrix name surrogates by display name: two different models under one
+    # name (one preset, other name_or_path) would read as the same ensemble member.
+    for i, a in enumerate(specs):
+        for b in specs[i + 1:]:
+            if a.display_name == b.display_name and not same_model(a.model, b.model):
+                raise ConfigError(f"attack.surrogates: two different models are both named {a.display_name!r} "
+                                  f"({a.model.get('name_or_path')} and {b.model.get('name_or_path')}); give each "
+                                  f"entry its own name, e.g. {{model:{a.model.name},name_or_path:...,name:vit-b-16}}")
 
 
 def same_model(a, b) -> bool:
