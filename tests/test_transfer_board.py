@@ -153,3 +153,25 @@ def test_image_names_in_samples_cannot_lead_out_of_the_run_folder(tmp_path):
         assert inside(run, hostile) is None
     with pytest.raises(UserError, match="not a file inside the run folder"):
         saved_pngs(run, {"image": 0, "clean_png": "images/a.png", "adversarial_png": str(secret)})
+
+
+def test_a_preset_whose_steps_were_overridden_is_its_own_column(tmp_path):
+    """`deploy=downscale_2 deploy.steps.0.factor=4` keeps the preset's name: the matrix must not pool it
+    with the real downscale_2."""
+    from omegaconf import OmegaConf
+
+    from visual_attacks.deploy import build_deploy
+
+    preset = build_deploy(OmegaConf.load(Path(__file__).parents[1] / "conf" / "deploy" / "downscale_2.yaml")).spec()
+    quarter = {"name": "downscale_2", "steps": [{**preset["steps"][0], "factor": 4}]}
+    runs = tmp_path / "runs"
+    for name, deploy, asr in (("half", preset, 0.5), ("quarter", quarter, 0.25)):
+        transfer_record(runs / name, ["organism (seed 0)"], "organism (seed 2)", "png", asr, 0.0)
+        record = json.loads((runs / name / "record.json").read_text())
+        record["spec"]["deploy"] = deploy
+        (runs / name / "record.json").write_text(json.dumps(record))
+    write_leaderboard([runs], tmp_path / "board")
+    table = json.loads((tmp_path / "board" / "leaderboard.json").read_text())["transfer"]
+    assert sorted(line["deploy"] for line in table) == ["downscale_2", "downscale_2 [kind=downscale factor=4 resample=bicubic]"]
+    [matrix] = matrices(table).values()
+    assert len(matrix["columns"]) == 2 and all(cell["runs"] == 1 for cell in matrix["cells"].values())

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List
 
 from PIL import Image
 
-from mmsafety.errors import ConfigError
+from mmsafety.errors import ConfigError, UserError
 from mmsafety.registry import Registry
 
 RESAMPLING = {"nearest": Image.Resampling.NEAREST, "box": Image.Resampling.BOX, "bilinear": Image.Resampling.BILINEAR,
@@ -167,3 +167,26 @@ def build_deploy(cfg) -> Deploy:
         kind.check(**params)
         steps.append({"kind": step["kind"], **params})
     return Deploy(name, tuple(steps))
+
+
+def deploy_label(spec) -> str:
+    """How tables name the transform in a record's `spec.deploy`: the preset's name, plus the steps when
+    they differ from that preset's (`deploy=downscale_2 deploy.steps.0.factor=4` is not `downscale_2`),
+    so two different transforms never share a column. Records from before deploy transforms: png."""
+    import re
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    if not isinstance(spec, dict):
+        return "png"
+    name, steps = str(spec.get("name") or "png"), spec.get("steps") or []
+    preset = files("conf") / "deploy" / f"{name}.yaml"
+    try:
+        same = re.fullmatch(r"[A-Za-z0-9_.-]+", name) and build_deploy(OmegaConf.load(str(preset))).spec()["steps"] == steps
+    except (OSError, ValueError, TypeError, UserError):  # no such preset (a user's own), or an odd record
+        same = False
+    if same or not steps:  # no steps recorded: nothing to tell apart
+        return name
+    described = "; ".join(" ".join(f"{k}={v}" for k, v in s.items()) if isinstance(s, dict) else str(s) for s in steps)
+    return f"{name} [{described}]"

@@ -12,6 +12,7 @@ from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.paths import inside
 from mmsafety.workload import Figure, SampleView, Section
+from visual_attacks.deploy import deploy_label
 
 MAX_CURVES = 12
 # Case, target and success measure head the row groups on the page (Section.group_by): rows of one
@@ -34,11 +35,6 @@ def eps_label(eps, norm: str | None = None) -> str:
     return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-6 else f"{float(eps):g}"
 
 
-def deploy_name(deploy) -> str:
-    """The deploy transform a record's judge saw (records from before deploy transforms: png)."""
-    return str(deploy.get("name", "png")) if isinstance(deploy, dict) else "png"
-
-
 def cells(row) -> dict:
     spec, m = row.spec, row.metrics
     headline = spec.get("headline", "syntax")
@@ -50,7 +46,7 @@ def cells(row) -> dict:
         "attack": spec.get("attack"), "objective": spec.get("objective"), "norm": spec.get("norm"),
         "eps": eps_label(spec.get("eps"), spec.get("norm")),
         "eps_value": None if spec.get("norm") == "none" else spec.get("eps"), "steps": spec.get("steps"),
-        "deploy": deploy_name(spec.get("deploy")),  # what the judged images went through
+        "deploy": deploy_label(spec.get("deploy")),  # what the judged images went through
         "images": m.get("images"), "success_measure": headline,
         "asr": num(100 * asr[headline], 1) if headline in asr else None,
         "asr_argument": num(100 * asr["argument"], 1) if "argument" in asr else None,

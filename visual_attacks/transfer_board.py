@@ -14,6 +14,7 @@ import re
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.workload import Figure, Pivot, Section
+from visual_attacks.deploy import deploy_label
 from visual_attacks.leaderboard import eps_label, images
 
 COLUMNS = ["case", "target", "attack", "eps", "steps", "surrogate", "victim", "deploy", "status", "cell", "asr", "clean_baseline",
@@ -47,7 +48,7 @@ def cells(row) -> dict:
         "case": spec.get("case"), "target": spec.get("target") or spec.get("caption") or "", "attack": spec.get("attack"),
         "eps": eps_label(spec.get("eps")) if spec.get("norm") != "none" else "unconstrained", "steps": spec.get("steps"),
         "surrogate": surrogate_label(spec), "victim": spec.get("victim") or row.model,
-        "deploy": (spec.get("deploy") or {}).get("name", "png"), "status": row.status,
+        "deploy": deploy_label(spec.get("deploy")), "status": row.status,
         "cell": cell_text(asr_pct, clean_pct), "asr": asr_pct, "clean_baseline": clean_pct,
         "success_measure": headline, "images": m.get("images"), "source_run": spec.get("source_run"),
         "deploy_steps": (spec.get("deploy") or {}).get("steps"), "note": row.note,
