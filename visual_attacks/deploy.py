@@ -169,6 +169,10 @@ def build_deploy(cfg) -> Deploy:
     return Deploy(name, tuple(steps))
 
 
+# conf/ as installed (pyproject: package-dir "mmsafety.conf" = "conf"), wherever the process runs from.
+CONFIG_PACKAGE = "mmsafety.conf"
+
+
 def deploy_label(spec) -> str:
     """How tables name the transform in a record's `spec.deploy`: the preset's name, plus the steps when
     they differ from that preset's (`deploy=downscale_2 deploy.steps.0.factor=4` is not `downscale_2`),
@@ -181,10 +185,10 @@ def deploy_label(spec) -> str:
     if not isinstance(spec, dict):
         return "png"
     name, steps = str(spec.get("name") or "png"), spec.get("steps") or []
-    preset = files("conf") / "deploy" / f"{name}.yaml"
+    preset = files(CONFIG_PACKAGE) / "deploy" / f"{name}.yaml"
     try:
         same = re.fullmatch(r"[A-Za-z0-9_.-]+", name) and build_deploy(OmegaConf.load(str(preset))).spec()["steps"] == steps
-    except (OSError, ValueError, TypeError, UserError):  # no such preset (a user's own), or an odd record
+    except (OSError, ValueError, TypeError, UserError, ModuleNotFoundError):  # no such preset (a user's own), or an odd record
         same = False
     if same or not steps:  # no steps recorded: nothing to tell apart
         return name
