@@ -3,11 +3,10 @@ behind a preset, with the real model config shrunk in depth and width and random
 loadable folder.
 
 The metadata comes from tests/fixtures/checkpoints/ when its licence lets the repository carry it
-(Qwen2.5-VL, Apache-2.0), and otherwise from the team's reference set of real checkpoint metadata
-(`../shared/reference/checkpoints/` beside the repository, or $MMSAFETY_REFERENCE_CHECKPOINTS): the
-llava-1.5 files fall under the Llama 2 Community License, which requires a copy of the agreement with
-any redistribution, so the repository does not ship them and their tests skip where the reference set
-is absent. Sources and licences: SOURCE.md in each fixture folder. Weights are built here, seeded, in
+(Qwen2.5-VL, Apache-2.0), and otherwise from a folder of real checkpoint metadata the user names in
+$MMSAFETY_REFERENCE_CHECKPOINTS: the llava-1.5 files fall under the Llama 2 Community License, which
+requires a copy of the agreement with any redistribution, so the repository does not ship them and
+their tests skip unless that variable is set. Nothing outside the repository is read by default. Sources and licences: SOURCE.md in each fixture folder. Weights are built here, seeded, in
 a few seconds.
 """
 
@@ -46,11 +45,11 @@ METADATA_FILES = {
 }
 
 
-def reference_root() -> Path:
-    """Where the team's reference set of real checkpoint metadata is: the environment variable, else
-    `../shared/reference/checkpoints` relative to the repository root."""
+def reference_root() -> Path | None:
+    """The folder of real checkpoint metadata the user named in the environment variable (None: unset,
+    so the tests that need it skip: a clone carries nothing outside the repository)."""
     configured = os.environ.get(REFERENCE_ENV)
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "reference" / "checkpoints"
+    return Path(configured) if configured else None
 
 
 def metadata_dir(name: str) -> Path:
@@ -62,6 +61,10 @@ def metadata_dir(name: str) -> Path:
 
 def unavailable_reason(name: str) -> str | None:
     """Why skeleton `name` cannot be built here (None when it can): a skip reason naming the fix."""
+    if name in FROM_REFERENCE and reference_root() is None:
+        return (f"{name} metadata is not in the repository (Llama 2 Community License, see "
+                f"tests/fixtures/checkpoints/{name}/SOURCE.md); set ${REFERENCE_ENV} to a folder holding "
+                f"{FROM_REFERENCE[name]}/ to run this test")
     folder = metadata_dir(name)
     missing = [f for f in METADATA_FILES[name] if not (folder / f).is_file()]
     if not missing:

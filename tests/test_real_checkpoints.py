@@ -2,8 +2,8 @@
 of llava-1.5-7b-hf and Qwen2.5-VL-7B-Instruct, the real config shrunk, random weights. The adapters
 must build exactly the prompt tokens the real processor builds, read the presets' settings from the
 real configs, score the Yes/No tokens these tokenizers really produce, and run a GOAT eval and an
-attack end to end. The llava-1.5 files are read from the team's reference set (Llama 2 licence: the
-repository does not carry them); its tests skip with the reason where that set is absent."""
+attack end to end. The llava-1.5 files are read from $MMSAFETY_REFERENCE_CHECKPOINTS (Llama 2 licence: the
+repository does not carry them); its tests skip with the reason when that variable is unset."""
 
 from __future__ import annotations
 
