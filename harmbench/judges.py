@@ -24,6 +24,7 @@ from PIL import Image
 
 from harmbench.templates import VLM_JUDGE_QUESTION, cls_prompt, jailbroken_by_prefixes
 from mmsafety.errors import ConfigError
+from mmsafety.models.causal_lm import left_padded
 from mmsafety.registry import Registry
 
 
@@ -74,10 +75,7 @@ class CausalLMClassifier:
     def __init__(self, model, tokenizer, batch_size: int = 8, max_generation_tokens: int = 512,
                  max_new_tokens: int = 1, contextual: bool = True):
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.tokenizer.padding_side = "left"
-        self.tokenizer.truncation_side = "left"  # an over-long prompt loses its start, never the answer slot
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        left_padded(self.tokenizer)
         self.batch_size, self.max_generation_tokens = batch_size, max_generation_tokens
         self.max_new_tokens, self.contextual = max_new_tokens, contextual
 

@@ -19,6 +19,16 @@ from mmsafety.models.base import Generates
 from mmsafety.models.registry import register_adapter
 
 
+def left_padded(tokenizer):
+    """Set `tokenizer` up for greedy batches of raw prompts: padding and truncation on the left (an
+    over-long prompt loses its start, never the answer slot), EOS as the pad token when it has none."""
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 @register_adapter("causal_lm")
 class CausalLMAdapter(Generates):
     """Greedy, left-padded batches of raw prompts through a transformers causal LM."""
@@ -27,10 +37,7 @@ class CausalLMAdapter(Generates):
 
     def __init__(self, model, tokenizer, model_id: str, weights_sha256: str | None):
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.tokenizer.padding_side = "left"
-        self.tokenizer.truncation_side = "left"  # an over-long prompt loses its start, never the answer slot
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        left_padded(self.tokenizer)
         self.model_id, self.weights_sha256 = model_id, weights_sha256
         self.device, self.dtype = next(model.parameters()).device, next(model.parameters()).dtype
 
