@@ -124,9 +124,18 @@ def test_a_sweep_with_a_failed_job_exits_non_zero(tmp_path):
 @pytest.mark.slow
 def test_slurm_launcher_off_a_cluster_is_one_line_and_writes_nothing(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    bin_dir = Path(sys.executable).parent  # python only: no sbatch / srun on PATH
+    bin_dir = Path(sys.executable).parent
+    # A PATH with every system tool except SLURM's: the test holds on a login node or a machine whose
+    # CI installed slurm-wlm (sbatch in /usr/bin), not only on one without SLURM.
+    no_slurm = tmp_path / "bin-without-slurm"
+    no_slurm.mkdir()
+    for system_dir in (Path("/usr/bin"), Path("/bin")):
+        for tool in system_dir.iterdir() if system_dir.is_dir() else ():
+            link = no_slurm / tool.name
+            if tool.name not in ("sbatch", "srun") and not link.exists():
+                link.symlink_to(tool)
     proc = run_cli("mmsafety-eval", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "task.limit=2",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}", env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", env={"PATH": f"{bin_dir}:{no_slurm}"})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: hydra/launcher=slurm needs SLURM, but sbatch and srun are not on PATH here; run the sweep from a "

@@ -1,0 +1,46 @@
+"""Known values that a plausible wrong implementation would miss: stealth metrics on a hand-computed
+change, and PGD's best iterate when the last iterate is worse than an earlier one."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from visual_attacks.pgd import PGDConfig, pgd
+from visual_attacks.stealth import stealth_metrics
+
+
+def test_a_uniform_one_level_change_has_the_textbook_psnr_l2_and_linf():
+    clean = torch.full((1, 3, 8, 8), 100 / 255)
+    adversarial = clean + 1 / 255
+    row, = stealth_metrics(clean, adversarial)
+    # PSNR = 10 log10(1 / MSE) with data range 1 and MSE = (1/255)^2: 20 log10(255) = 48.1308 dB.
+    assert math.isclose(row["psnr"], 20 * math.log10(255), abs_tol=1e-3)
+    assert math.isclose(row["psnr"], 48.13, abs_tol=0.005)
+    assert math.isclose(row["linf"], 1 / 255, rel_tol=1e-5)
+    assert math.isclose(row["l2"], math.sqrt(3 * 8 * 8) / 255, rel_tol=1e-5)  # 192 pixels of 1/255
+    assert math.isclose(row["ssim"], 1.0, abs_tol=1e-3)  # a constant shift of a flat image keeps its structure
+
+
+def test_an_unchanged_image_has_infinite_psnr_and_zero_distance():
+    clean = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    row, = stealth_metrics(clean, clean.clone())
+    assert row["psnr"] == float("inf") and row["linf"] == 0 and row["l2"] == 0
+    assert math.isclose(row["ssim"], 1.0, abs_tol=1e-6)
+
+
+def test_keep_best_returns_an_earlier_iterate_when_the_last_one_overshoots():
+    # Loss |x - 0.5| from x0 = 0.4 with sign steps of 0.07: iterates 0.40, 0.47, then 0.54 (loss 0.04),
+    # worse than 0.47 (loss 0.03). keep_best must return 0.47; the last iterate is 0.54.
+    clean = torch.full((1, 1, 1, 1), 0.4)
+
+    def objective(x, step):
+        return (x - 0.5).abs().flatten(1).mean(1)
+
+    cfg = PGDConfig(norm="linf", eps=0.2, step_size=0.07, steps=2, keep_best=True)
+    best = pgd(objective, clean, cfg)
+    last = pgd(objective, clean, PGDConfig(norm="linf", eps=0.2, step_size=0.07, steps=2, keep_best=False))
+    assert torch.allclose(best.pixels, torch.full_like(clean, 0.47), atol=1e-6)
+    assert torch.allclose(best.best_loss, torch.tensor([0.03]), atol=1e-6)
+    assert torch.allclose(last.pixels, torch.full_like(clean, 0.54), atol=1e-6)
