@@ -4,6 +4,7 @@ change, and PGD's best iterate when the last iterate is worse than an earlier on
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -40,7 +41,7 @@ def test_keep_best_returns_an_earlier_iterate_when_the_last_one_overshoots():
 
     cfg = PGDConfig(norm="linf", eps=0.2, step_size=0.07, steps=2, keep_best=True)
     best = pgd(objective, clean, cfg)
-    last = pgd(objective, clean, PGDConfig(norm="linf", eps=0.2, step_size=0.07, steps=2, keep_best=False))
+    last = pgd(objective, clean, replace(cfg, keep_best=False))
     assert torch.allclose(best.pixels, torch.full_like(clean, 0.47), atol=1e-6)
     assert torch.allclose(best.best_loss, torch.tensor([0.03]), atol=1e-6)
     assert torch.allclose(last.pixels, torch.full_like(clean, 0.54), atol=1e-6)
