@@ -58,6 +58,26 @@ def test_shards_merge_into_the_unsharded_row(eval_runs, tmp_path):
     assert row["sarcasm_acc"] == round(whole["accuracy"], 2) and row["sarcasm_f1"] == round(whole["macro_f1"], 2)
 
 
+
+def test_merging_a_record_with_itself_or_shards_twice_in_any_order_equals_the_whole(eval_runs, tmp_path):
+    """merge(r, r) = r, and repeated shards in any order count each meme once (#36 item 3)."""
+    whole = json.loads((eval_runs / "whole" / "record.json").read_text())["metrics"]["per_task"]["sarcasm"]
+    twice = tmp_path / "twice"
+    for name in ("a", "b"):
+        shutil.copytree(eval_runs / "whole", twice / name)
+    # Shard 1 before shard 0 in path order, and shard 0 a second time.
+    repeated = tmp_path / "repeated"
+    for name, shard in (("a", 1), ("b", 0), ("c", 0)):
+        shutil.copytree(eval_runs / "shards" / f"shard{shard}", repeated / name)
+    for folder, members in ((twice, 2), (repeated, 3)):
+        out = tmp_path / f"board-{folder.name}"
+        write_leaderboard([folder], out)
+        rows = table(out)["goat_bench"]
+        assert len(rows) == 1, rows
+        row = rows[0]
+        assert row["memes"] == 100 and f"merged from {members} records" in row["note"], row
+        assert row["sarcasm_acc"] == round(whole["accuracy"], 2) and row["sarcasm_f1"] == round(whole["macro_f1"], 2)
+
 def test_missing_shard_and_partial_or_failed_runs_are_shown(eval_runs, tmp_path):
     write_leaderboard([eval_runs / "shards" / "shard0"], tmp_path / "one")
     (row,) = table(tmp_path / "one")["goat_bench"]
