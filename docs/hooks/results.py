@@ -225,7 +225,8 @@ def results_page(stem: str, rows: list[dict]) -> str:
            f"Generated from `bench/results/{stem}.jsonl` ({len(rows)} row{'s' * (len(rows) != 1)}), oldest first.", ""]
     flat = [_flatten(row) for row in rows]
     columns = _columns([cells for cells, _ in flat])
-    notes = [(row, row[k]) for row in rows for k in ("source", "note") if row.get(k)]
+    # Each distinct note once (a transcription note is shared by every row it covers).
+    notes = list(dict.fromkeys(row[k] for row in rows for k in ("source", "note") if row.get(k)))
     if len(columns) <= WIDE_MAX_COLUMNS:
         out += [_table(["date", "machine", *columns],
                        [[_when(row), _machine(row), *(cells.get(c) for c in columns)] for row, (cells, _) in zip(rows, flat)]), ""]
@@ -236,7 +237,7 @@ def results_page(stem: str, rows: list[dict]) -> str:
             out += [f"## {_when(row)} · {_machine(row)}", "", _table(["field", "value"], list(cells.items())), ""]
             out += _subtables(row, tables)
     if notes:
-        out += ["Notes:", ""] + [f"- {_when(row)}: {text}" for row, text in notes] + [""]
+        out += ["Notes:", ""] + [f"- {text}" for text in notes] + [""]
     return "\n".join(out)
 
 
