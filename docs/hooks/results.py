@@ -41,7 +41,8 @@ wrong). The synthetic sample is a harness check, not a benchmark: real numbers n
 """),
     "organism_heldout": ("The model organism, held out", """
 `evaluate_organism` on held-out images and held-out prompt wordings (128 per behaviour), beside a
-random-init tiny LLaVA. See [The model organism](../organism.md) for what it was trained to do.
+random-init tiny LLaVA; and the HarmBench organisms (the victim on held-out requests, clean and with an
+envelope in the image; the judge on held-out requests and phrasings). See [The model organism](../organism.md) for what it was trained to do.
 """),
     "processor_parity": ("Processor parity", """
 Each adapter's differentiable preprocessing against the real Hugging Face processor, on memes, scenes,
