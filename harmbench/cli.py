@@ -77,7 +77,11 @@ def _configured(config_name: str, argv: list[str], validate) -> tuple[DictConfig
     _register()
     cfg = compose(config_name, aliased(list(argv)), with_hydra=True)
     prepared = validate(cfg)
-    return cfg, prepared, output_folder(cfg)
+    out = output_folder(cfg)
+    if out is None:  # a folder name that needs a running Hydra job (e.g. ${hydra:...}): name one instead
+        raise UserError(f"hydra.run.dir={cfg.hydra.run._get_node('dir')._value()}: cannot be resolved outside a "
+                        f"command line; pass out=DIR")
+    return cfg, prepared, out
 
 
 def _hydra_output_folder() -> Path:
