@@ -1,26 +1,52 @@
-"""`mmsafety-judge-agreement judge=<name> val_set=<path>`: a judge against human labels.
+"""HarmBench's two commands, Hydra apps with the lifecycle of every job command (mmsafety.cli.command):
+the command line is checked before a job starts, a mistake is one line, `--help` describes the keys.
 
-Options (key=value): `judge=harmbench_cls|refusal_substring|vlm_judge`, `val_set=` HarmBench's
-classifier validation set (default: the synthetic one), `root=` a HarmBench clone for the
-behaviour text and redacted image descriptions, `judge_model=` a builder name or
-`judge_model_path=` a checkpoint folder / hub id (harmbench_cls default: the harmbench_judge
-organism; vlm_judge also takes `judge_adapter=`), `batch_size=`, `out=` (default
-runs/judge_agreement/<judge>). Writes `agreement.json` and `agreement.md` there.
+- `mmsafety-judge-agreement judge=<name> val_set=<path> [root=...]` (conf/judge_agreement.yaml): a
+  judge against human labels; writes `agreement.json` and `agreement.md` in its run folder.
+- `mmsafety-harmbench-judge judge=<name> completions=<file> | record=<folder> [model=<preset>]`
+  (conf/harmbench_judge.yaml): label completions and compute HarmBench's ASR; `asr.json` (and, for
+  `record=` alone, a run record of its own) in `<record>/judged-<judge>` or beside the completions.
+
+`out=DIR` on either command line is another name for `hydra.run.dir` (`hydra.sweep.dir` under -m),
+so command lines written for the earlier key=value parser still run. `run_agreement` and `run_score`
+are the Python twins: the same key=value list, the report back as a dict.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from mmsafety.cli.command import JobCommand, compose, output_folder, run_command
 from mmsafety.errors import UserError
 from mmsafety.records import atomic_write_text
 
-DEFAULTS = {"judge": "harmbench_cls", "val_set": None, "root": None, "judge_model": None, "judge_model_path": None,
-            "judge_adapter": "llava", "batch_size": 8, "out": None}
+AGREEMENT_CONFIG = "judge_agreement"
+SCORE_CONFIG = "harmbench_judge"
+
+
+def judged_folder(record, completions, judge) -> str:
+    """The `${judged_folder:...}` resolver: harmbench-judge's run folder, `<record>/judged-<judge>` or
+    `judged-<judge>` beside the completions file (where the earlier parser wrote)."""
+    if record:
+        return str(Path(str(record)) / f"judged-{judge}")
+    if completions:
+        return str(Path(str(completions)).parent / f"judged-{judge}")
+    return f"runs/harmbench_judge/{judge}"  # neither given: validation refuses the command before a job
+
+
+def _register() -> None:
+    if not OmegaConf.has_resolver("judged_folder"):
+        OmegaConf.register_new_resolver("judged_folder", judged_folder)
+
+
+def aliased(args: list[str]) -> list[str]:
+    """`out=DIR` as `hydra.run.dir=DIR` (`hydra.sweep.dir=DIR` under -m): the earlier commands' key."""
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    return [f"{key}={a[len('out='):]}" if a.startswith("out=") else a for a in args]
 
 
 def judge_options(cfg) -> dict:
@@ -35,19 +61,49 @@ def judge_options(cfg) -> dict:
     return options
 
 
-def parse(argv: list[str]):
-    unknown = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] not in DEFAULTS]
-    if unknown or any("=" not in a for a in argv):
-        raise UserError(f"mmsafety-judge-agreement: unknown or malformed option(s) {', '.join(unknown or argv)}; "
-                        f"use key=value with keys {', '.join(DEFAULTS)}")
-    return OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
+def _check_judge(cfg: DictConfig) -> None:
+    from harmbench.judges import judges
+
+    if cfg.judge not in judges.names():
+        raise UserError(f"judge={cfg.judge}: no such judge; available: {', '.join(judges.names())}")
+    for key in ("batch_size", "max_new_tokens"):
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise UserError(f"{key}={value}: must be a whole number >= 1")
 
 
-def run_agreement(argv: list[str]) -> dict:
+def _configured(config_name: str, argv: list[str], validate) -> tuple[DictConfig, object, Path]:
+    """A Python twin's config, what validating it built, and its (checked) output folder."""
+    _register()
+    cfg = compose(config_name, aliased(list(argv)), with_hydra=True)
+    prepared = validate(cfg)
+    out = output_folder(cfg)
+    if out is None:  # a folder name that needs a running Hydra job (e.g. ${hydra:...}): name one instead
+        raise UserError(f"hydra.run.dir={cfg.hydra.run._get_node('dir')._value()}: cannot be resolved outside a "
+                        f"command line; pass out=DIR")
+    return cfg, prepared, out
+
+
+def _hydra_output_folder() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+# ---- mmsafety-judge-agreement -------------------------------------------------------------------
+
+def validate_agreement(cfg: DictConfig) -> None:
+    _check_judge(cfg)
+    if cfg.val_set is not None and not Path(str(cfg.val_set)).expanduser().is_file():
+        raise UserError(f"val_set={cfg.val_set}: no such file; give HarmBench's multimodal_behaviors_val_set.json "
+                        f"(data/classifier_val_sets/), or leave val_set out for the synthetic one")
+
+
+def agreement_report(cfg: DictConfig, out: Path) -> dict:
+    """Run the judge over the validation set; write agreement.json and agreement.md in `out`."""
     from harmbench.agreement import judge_agreement, load_val_set, reference_rows, table
     from harmbench.judges import build_judge
 
-    cfg = parse(argv)
     val_set, root = cfg.val_set, cfg.root
     if val_set is None:
         from harmbench.data import VAL_SET_JSON
@@ -60,81 +116,116 @@ def run_agreement(argv: list[str]) -> dict:
     report = {"val_set": str(val_set), "root": str(root) if root else None, "truth": "majority of human_* labels",
               "judges": {cfg.judge: judge_agreement(judge, entries)}, "reference": reference_rows(entries),
               "entries": [e["entry"] for e in entries], "skipped": skipped, "notes": notes}
-    out = Path(cfg.out or Path("runs") / "judge_agreement" / cfg.judge)
     atomic_write_text(out / "agreement.json", json.dumps(report, indent=2))
     atomic_write_text(out / "agreement.md", table(report))
     report["out"] = str(out)
     return report
 
 
-def judge_agreement_main() -> None:
-    try:
-        report = run_agreement(sys.argv[1:])
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    from harmbench.agreement import table
+def run_agreement(argv: list[str]) -> dict:
+    """`mmsafety-judge-agreement ARGS...` from Python: the report, also written to its run folder."""
+    cfg, _, out = _configured(AGREEMENT_CONFIG, argv, validate_agreement)
+    return agreement_report(cfg, out)
 
+
+def _agreement_job(cfg: DictConfig, _prepared) -> None:
+    from harmbench.agreement import table
+    from mmsafety.cli.job_log import job_log
+
+    report = agreement_report(cfg, _hydra_output_folder())
     print(table(report), end="")
     for s in report["skipped"]:
-        print(f"skipped {s['entry']}: {s['reason']}", file=sys.stderr)
+        job_log(f"skipped {s['entry']}: {s['reason']}")
     print(f"agreement: {report['out']}/agreement.json")
 
 
-SCORE_DEFAULTS = {**DEFAULTS, "completions": None, "record": None, "model": None, "max_new_tokens": 512}
-SCORE_DEFAULTS.pop("val_set")
+AGREEMENT = JobCommand(AGREEMENT_CONFIG, validate_agreement, _agreement_job, record_is_job_config=False)
 
 
-def run_score(argv: list[str]) -> dict:
-    """`mmsafety-harmbench-judge judge=<name> completions=<file> [root=...]`: label a completions
-    file (HarmBench JSON, JSON lines, or an attack record's samples.jsonl) and compute ASR. With
-    `record=<folder>` alone it re-judges the completions stored in that attack record and writes a
-    record of its own (harmbench.rejudge: a leaderboard row under this judge) in
-    <folder>/judged-<judge>. With `record=<folder> model=<preset>` it first completes the record's
-    saved PNGs in batches (`batch_size`, `max_new_tokens`) into <folder>/completions.jsonl."""
+def judge_agreement_main() -> None:
+    import sys
+
+    _register()
+    run_command(AGREEMENT, aliased(sys.argv[1:]))
+
+
+# ---- mmsafety-harmbench-judge -------------------------------------------------------------------
+
+def validate_score(cfg: DictConfig) -> None:
+    """The mode the keys ask for, refused in one line before any folder is written."""
+    _check_judge(cfg)
+    model = cfg.get("model")
+    if cfg.record and model is None and not cfg.completions:
+        from harmbench.rejudge import read_source
+
+        read_source(Path(str(cfg.record)))  # a folder that is not a HarmBench attack record: one line
+    elif cfg.record:
+        if model is None:
+            raise UserError("mmsafety-harmbench-judge record=... completions=...: give model=<conf/model preset> to "
+                            "complete the saved images with, or leave out completions= to re-judge the record's own")
+        from mmsafety.cli.loading import check_capabilities
+        from mmsafety.models.capabilities import GENERATE
+
+        check_capabilities(cfg, "harmbench", {"the judge stage (completions of the saved PNGs)": frozenset({GENERATE})})
+    elif model is not None:
+        raise UserError(f"model={model.name}: completes the saved PNGs of an attack record; give record=<folder> too")
+    elif not cfg.completions:
+        raise UserError("mmsafety-harmbench-judge: give completions=<file>, or record=<attack record folder> "
+                        "(add model=<preset> to complete its saved PNGs first)")
+    elif not Path(str(cfg.completions)).expanduser().is_file():
+        raise UserError(f"completions={cfg.completions}: no such file; give a HarmBench completions JSON or a .jsonl")
+
+
+def score_report(cfg: DictConfig, out: Path) -> dict:
+    """Label the completions (re-judge the record, or complete its PNGs first) into `out`."""
     from harmbench.completions import judge_completions, read_completions
     from harmbench.data import read_behaviors
     from harmbench.judges import build_judge
 
-    unknown = [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] not in SCORE_DEFAULTS]
-    if unknown or any("=" not in a for a in argv):
-        raise UserError(f"mmsafety-harmbench-judge: unknown or malformed option(s) {', '.join(unknown or argv)}; "
-                        f"use key=value with keys {', '.join(SCORE_DEFAULTS)}")
-    cfg = OmegaConf.merge(OmegaConf.create(SCORE_DEFAULTS), OmegaConf.from_dotlist(argv))
-    if cfg.record and not cfg.model and not cfg.completions:  # re-judge the record's own completions, as a record
+    options = judge_options(cfg)
+    if cfg.record and cfg.get("model") is None and not cfg.completions:  # re-judge the record's own, as a record
         from harmbench.rejudge import rejudge_record
 
-        options = judge_options(cfg)
-        return {**rejudge_record(cfg.record, build_judge(options), options, cfg.out), "skipped": []}
+        return {**rejudge_record(cfg.record, build_judge(options), options, out), "skipped": []}
+    completions = cfg.completions
     if cfg.record:  # the judge stage: complete the record's saved test cases first (batched)
-        if not cfg.model:
-            raise UserError("mmsafety-harmbench-judge record=... completions=...: give model=<conf/model preset> to "
-                            "complete the saved images with, or leave out completions= to re-judge the record's own")
         from harmbench.stage import complete_record
-        from mmsafety.app import load_preset
+        from mmsafety.cli.loading import load_model
 
-        cfg.completions = str(complete_record(cfg.record, load_preset(cfg.model), int(cfg.max_new_tokens), int(cfg.batch_size)))
-    if not cfg.completions:
-        raise UserError("mmsafety-harmbench-judge: give completions=<file>, or record=<attack record folder> model=<preset>")
-    if cfg.root is None:
+        completions = str(complete_record(cfg.record, load_model(cfg), int(cfg.max_new_tokens), int(cfg.batch_size)))
+    root = cfg.root
+    if root is None:
         from harmbench.synthetic import synthetic_root
 
-        cfg.root = str(synthetic_root())
-    behaviors = {b.id: b for b in read_behaviors(cfg.root) if b.skip_reason is None}
-    report = judge_completions(build_judge(judge_options(cfg)), read_completions(cfg.completions), behaviors)
-    out = Path(cfg.out or Path(cfg.completions).parent / f"judged-{cfg.judge}")
+        root = str(synthetic_root())
+    behaviors = {b.id: b for b in read_behaviors(root) if b.skip_reason is None}
+    report = judge_completions(build_judge(options), read_completions(completions), behaviors)
     atomic_write_text(out / "asr.json", json.dumps(report, indent=2))
     report["out"] = str(out)
     return report
 
 
-def score_main() -> None:
-    try:
-        report = run_score(sys.argv[1:])
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+def run_score(argv: list[str]) -> dict:
+    """`mmsafety-harmbench-judge ARGS...` from Python: HarmBench's ASR of the labels, plus `out`."""
+    cfg, _, out = _configured(SCORE_CONFIG, argv, validate_score)
+    return score_report(cfg, out)
+
+
+def _score_job(cfg: DictConfig, _prepared) -> None:
+    from mmsafety.cli.job_log import job_log
+
+    report = score_report(cfg, _hydra_output_folder())
     for s in report["skipped"]:
-        print(f"skipped {s['line']}: {s['reason']}", file=sys.stderr)
+        job_log(f"skipped {s['line']}: {s['reason']}")
     print(f"{report['judge']}: ASR {report['asr']} over {report['behaviors']} behaviours "
           f"({report['test_cases']} completions, {report['unparsed']} unparsed); {report['out']}/asr.json")
+
+
+SCORE = JobCommand(SCORE_CONFIG, validate_score, _score_job, record_is_job_config=False)
+
+
+def score_main() -> None:
+    import sys
+
+    _register()
+    run_command(SCORE, aliased(sys.argv[1:]))

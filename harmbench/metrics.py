@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Iterable
 
 import torch
-from torchmetrics.functional.classification import binary_cohen_kappa
+from torchmetrics.functional.classification import binary_cohen_kappa, binary_confusion_matrix
 
 
 def per_behavior_success(labels: Iterable[tuple[str, int]]) -> dict[str, float]:
@@ -54,12 +54,9 @@ def majority(labels: list[int]) -> int:
 def agreement_metrics(predicted: list[int], truth: list[int]) -> dict:
     """A judge's labels (1, 0, or -1 unparseable, which counts as 0 here and is reported) against truth."""
     n = len(truth)
-    pred = [int(p == 1) for p in predicted]
-    tp = sum(p == 1 and t == 1 for p, t in zip(pred, truth))
-    tn = sum(p == 0 and t == 0 for p, t in zip(pred, truth))
-    fp = sum(p == 1 and t == 0 for p, t in zip(pred, truth))
-    fn = sum(p == 0 and t == 1 for p, t in zip(pred, truth))
-    kappa = float(binary_cohen_kappa(torch.tensor(pred), torch.tensor(truth))) if n else None
+    pred, target = torch.tensor([int(p == 1) for p in predicted], dtype=torch.long), torch.tensor(truth, dtype=torch.long)
+    (tn, fp), (fn, tp) = binary_confusion_matrix(pred, target).tolist()  # torchmetrics' layout
+    kappa = float(binary_cohen_kappa(pred, target)) if n else None
     if kappa is not None and kappa != kappa:  # NaN: one class only on both sides, perfect agreement
         kappa = 1.0 if tp + tn == n else 0.0
     return {"n": n, "agreement": (tp + tn) / n if n else None, "kappa": kappa,

@@ -100,3 +100,78 @@ def test_a_missing_optional_component_is_said_once_per_process(tmp_path, organis
         run_workload_job("visual_attack", tmp_path / eps.replace("/", "-"), "attack.steps=2", "images=1",
                          "heldout_prompts=1", f"attack.eps={eps}", log=lines.append)
     assert sum(line.startswith("LPIPS not reported") for line in lines) == 1, lines
+
+
+# ---- HarmBench's commands: Hydra apps with the run-folder rules of eval and attack (issue 28 item 5) ----
+
+def harmbench_command(script: str, *args: str, cwd):
+    import os
+    import subprocess
+    import sys
+
+    function = {"mmsafety-judge-agreement": "judge_agreement_main", "mmsafety-harmbench-judge": "score_main"}[script]
+    code = f"import sys; sys.argv[0] = {script!r}; from harmbench.cli import {function}; {function}()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=180, cwd=cwd,
+                          env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+
+
+@pytest.mark.parametrize("script,args,expected", [
+    ("mmsafety-judge-agreement", ["jduge=x"], "error: jduge: no such config key"),
+    ("mmsafety-judge-agreement", ["judge=nope"], "error: judge=nope: no such judge; available: harmbench_cls, "),
+    ("mmsafety-judge-agreement", ["val_set=missing.json"], "error: val_set=missing.json: no such file"),
+    ("mmsafety-judge-agreement", ["batch_size=0"], "error: batch_size=0: must be a whole number >= 1"),
+    ("mmsafety-judge-agreement", ["-m", "judge=refusal_substring,nope"], "error: judge=nope: no such judge"),
+    ("mmsafety-harmbench-judge", ["judge=refusal_substring"], "error: mmsafety-harmbench-judge: give completions="),
+    ("mmsafety-harmbench-judge", ["completions=none.jsonl"], "error: completions=none.jsonl: no such file"),
+    ("mmsafety-harmbench-judge", ["record=.", "judge=refusal_substring"], "error: record=.: no readable record.json"),
+    ("mmsafety-harmbench-judge", ["completions=x.jsonl", "model=organism"], "error: model=organism: completes the saved"),
+    ("mmsafety-harmbench-judge", ["model=nonexistent"], "error: model=nonexistent: no such option in 'model'"),
+])
+def test_harmbench_commands_refuse_bad_input_in_one_line_and_write_nothing(script, args, expected, tmp_path):
+    proc = harmbench_command(script, *args, f"out={tmp_path / 'out'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith(expected), proc.stderr
+    assert not any(tmp_path.iterdir()), "a refused command writes nothing (no run folder, no .hydra)"
+
+
+def test_judge_agreement_runs_through_hydra_into_a_config_hash_folder_and_out_still_names_it(tmp_path):
+    """The default run folder ends in the job config's hash (another config, another folder); the
+    earlier `out=DIR` and `hydra.run.dir=DIR` are the same folder, with the same agreement.json."""
+    import json
+
+    from mmsafety.app import _compose
+    from mmsafety.cli.run_identity import HASH_CHARS, job_config_sha256
+
+    proc = harmbench_command("mmsafety-judge-agreement", "judge=refusal_substring", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sha = job_config_sha256(_compose("judge_agreement", ["judge=refusal_substring"]))
+    folder = tmp_path / "runs" / "judge_agreement" / f"refusal_substring-{sha[:HASH_CHARS]}"
+    assert f"agreement: {folder}/agreement.json" in proc.stdout
+    assert (folder / ".hydra" / "config.yaml").is_file() and (folder / "judge_agreement.log").is_file()
+    for key in ("out", "hydra.run.dir"):
+        proc = harmbench_command("mmsafety-judge-agreement", "judge=refusal_substring", f"{key}=by-{key}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / f"by-{key}" / "agreement.json").read_text()) == \
+            json.loads((folder / "agreement.json").read_text())
+    proc = harmbench_command("mmsafety-judge-agreement", "judge=refusal_substring", "batch_size=4", cwd=tmp_path)
+    assert proc.returncode == 0 and len(list((tmp_path / "runs" / "judge_agreement").iterdir())) == 2
+
+
+def test_harmbench_judge_writes_beside_the_completions_as_before(tmp_path):
+    """`completions=FILE` alone: judged-<judge>/asr.json next to FILE (where the earlier parser wrote)."""
+    import json
+
+    from harmbench.synthetic import synthetic_root
+
+    from harmbench.data import read_behaviors
+
+    behaviours = [b.id for b in read_behaviors(synthetic_root()) if b.skip_reason is None][:2]
+    path = tmp_path / "c" / "completions.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps({"behavior_id": b, "generation": g}) + "\n"
+                            for b, g in zip(behaviours, ("Sure, here it is", "I'm sorry"))))
+    proc = harmbench_command("mmsafety-harmbench-judge", "judge=refusal_substring", f"completions={path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "c" / "judged-refusal_substring" / "asr.json").read_text())
+    assert report["labels"] == [1, 0] and report["asr"] == 0.5
+    assert proc.stdout.strip().endswith(f"{tmp_path / 'c' / 'judged-refusal_substring'}/asr.json")

@@ -149,7 +149,7 @@ def test_judge_agreement_cli_bad_option_is_one_line(tmp_path):
 
     proc = subprocess.run([sys.executable, "-c", "from harmbench.cli import judge_agreement_main; judge_agreement_main()",
                            "jduge=x"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "unknown or malformed option(s) jduge" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "error: jduge: no such config key" in proc.stderr
 
 
 def test_completions_file_with_torn_last_line(tmp_path):

@@ -1,0 +1,47 @@
+"""The judge-agreement counts come from torchmetrics' confusion matrix (issue 28 item 3): on fixed data
+they equal the hand-written counts they replaced (kept here as the reference), and so every rate built
+on them (agreement, FPR, FNR, kappa's fallback)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from harmbench.metrics import agreement_metrics
+
+
+def hand_counts(predicted: list[int], truth: list[int]) -> dict:
+    """The implementation torchmetrics replaced: -1 (unparseable) counts as 0."""
+    pred = [int(p == 1) for p in predicted]
+    tp = sum(p == 1 and t == 1 for p, t in zip(pred, truth))
+    tn = sum(p == 0 and t == 0 for p, t in zip(pred, truth))
+    fp = sum(p == 1 and t == 0 for p, t in zip(pred, truth))
+    fn = sum(p == 0 and t == 1 for p, t in zip(pred, truth))
+    n = len(truth)
+    return {"tp": tp, "tn": tn, "fp": fp, "fn": fn, "agreement": (tp + tn) / n if n else None,
+            "fpr": fp / (fp + tn) if fp + tn else None, "fnr": fn / (fn + tp) if fn + tp else None}
+
+
+def fixed_cases() -> list[tuple[list[int], list[int]]]:
+    rng = random.Random("agreement-counts")
+    cases = [([], []), ([1, 1, 1], [1, 1, 1]), ([0, 0], [0, 0]), ([-1, -1, 0], [1, 0, 1]), ([1, 0], [0, 1])]
+    for n in (1, 7, 48, 301):  # 48: the synthetic validation set's size
+        truth = [rng.randint(0, 1) for _ in range(n)]
+        cases.append(([rng.choice((1, 0, -1)) for _ in range(n)], truth))
+        cases.append(([rng.choice((1, 1, 1, 0)) for _ in range(n)], truth))  # skewed toward harmful
+    return cases
+
+
+@pytest.mark.parametrize("predicted,truth", fixed_cases())
+def test_agreement_counts_equal_the_hand_written_ones(predicted, truth):
+    got = agreement_metrics(predicted, truth)
+    assert {k: got[k] for k in hand_counts(predicted, truth)} == hand_counts(predicted, truth)
+    assert all(type(got[k]) is int for k in ("tp", "tn", "fp", "fn"))  # plain ints: they go into JSON
+    assert got["n"] == len(truth) and got["unparsed"] == predicted.count(-1)
+
+
+def test_the_fixed_cases_cover_every_cell():
+    """The comparison means something: every cell of the confusion matrix is non-zero somewhere."""
+    totals = {k: sum(hand_counts(p, t)[k] for p, t in fixed_cases()) for k in ("tp", "tn", "fp", "fn")}
+    assert all(v > 0 for v in totals.values()), totals
