@@ -21,6 +21,7 @@ from mmsafety.cli.launchers import check_launcher
 from mmsafety.cli.lifecycle import open_record, plain_config, run_job  # noqa: F401  (stable names)
 from mmsafety.cli.loading import check_capabilities, load_model
 from mmsafety.cli.output_dir import STORAGE_ERRORS, check_output_dir, describe_os_error
+from mmsafety.cli import sweep_status
 from mmsafety.cli.resolvers import register as _register
 from mmsafety.cli.resolvers import shard_suffix, slug  # noqa: F401  (stable names)
 from mmsafety.cli.run_identity import check_run_folder, check_sweep_folder, job_config_sha256
@@ -144,13 +145,13 @@ def run_app(workload_name: str) -> None:
         print(f"\n{INTERRUPTED}", file=sys.stderr, flush=True)
         sys.exit(130)
     if failed_jobs:
-        print(f"error: {failed_jobs} job(s) of the sweep failed (each said why above; its record says failed)",
-              file=sys.stderr)
+        print(f"error: {failed_jobs}", file=sys.stderr)
         sys.exit(1)
 
 
-def _run_app(workload_name: str) -> int:
-    """Check the command line, run it through Hydra; returns how many jobs of a sweep failed."""
+def _run_app(workload_name: str) -> str | None:
+    """Check the command line, run it through Hydra; returns a line naming the jobs of a sweep that did
+    not complete (None when all did, or for a single run)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -196,4 +197,12 @@ def _run_app(workload_name: str) -> int:
             failed.append(HydraConfig.get().job.num)  # the other jobs go on; this one's record says failed
 
     hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=workload.config_name)(task)()
-    return len(failed)
+    if not multirun:
+        return None
+    # The records decide (jobs under SLURM fail where this process cannot see them); a job seen failing
+    # here counts even if its folder could not hold a record.
+    overrides = [a for a in args if not a.startswith("-") and not is_hydra_override(a)]
+    from_records = sweep_status.unfinished(len(every_job(overrides)))
+    if from_records is None and failed:
+        return f"{len(failed)} job(s) of the sweep failed (each said why above; its record says failed)"
+    return from_records
