@@ -57,7 +57,8 @@ def test_an_attack_warned_twice_resumes_from_the_steps_it_reached_and_equals_an_
          "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=30", *ATTACK, f"hydra.sweep.dir={sweep}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     try:
-        job_dir = wait_for(lambda: next(iter((sweep / ".submitit").glob("[0-9]*")), None), "the job's submission")
+        job_dir = wait_for(lambda: next((p for p in (sweep / ".submitit").glob("*") if p.name.isdigit()), None),
+                           "the job's submission")  # .submitit/<job id>/ (beside submitit's pickles)
         job_id, log = job_dir.name, lambda: "\n".join(p.read_text() for p in job_dir.glob("*_log.err"))
         resumed_from = []
         for warning in (1, 2):
