@@ -3,13 +3,14 @@ lines where no one does (a SLURM or nohup log file, a pipe).
 
 Off a terminal, tqdm rewrites its bar with carriage returns that a log file keeps: every refresh
 is a copy, and closing the bar repeats its last state. There a line is logged every `every_s`
-seconds and once at the end instead, through the `mmsafety.job` logger (so it also reaches
-eval.log / attack.log).
+seconds (30, or $MMSAFETY_LOG_EVERY_S) and once at the end instead, through the `mmsafety.job` logger
+(so it also reaches eval.log / attack.log).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -66,13 +67,22 @@ class LoggedProgress:
         self.close()
 
 
+def log_every_s() -> float:
+    """Seconds between progress lines in a log file: $MMSAFETY_LOG_EVERY_S, else 30."""
+    try:
+        return max(0.0, float(os.environ.get("MMSAFETY_LOG_EVERY_S", "30")))
+    except ValueError:
+        logging.getLogger(LOGGER).warning("MMSAFETY_LOG_EVERY_S is not a number of seconds; using 30")
+        return 30.0
+
+
 def progress(total: int, desc: str, unit: str):
     """A tqdm bar when interactive (in a notebook a widget, or text where ipywidgets is not installed,
     rather than tqdm.auto's "IProgress not found" warning), else LoggedProgress."""
     import importlib.util
 
     if not interactive():
-        return LoggedProgress(total, desc, unit)
+        return LoggedProgress(total, desc, unit, log_every_s())
     if importlib.util.find_spec("ipywidgets") is not None:
         from tqdm.auto import tqdm
     else:

@@ -116,7 +116,7 @@ def test_a_sweep_with_a_failed_job_exits_non_zero(tmp_path):
     proc = run_cli("mmsafety-eval", "-m", f"task.root={tmp_path / 'no_such_data'},null", "task=goat_sarcasm",
                    "task.limit=2", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "error: 1 job(s) of the sweep failed" in proc.stderr
+    assert "error: 1 of 2 job(s) of the sweep did not complete (failed 1)" in proc.stderr
     statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "sweep").glob("*/record.json"))
     assert statuses == ["completed", "failed"]
 

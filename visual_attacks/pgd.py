@@ -37,6 +37,7 @@ graph survives a step, so memory stays flat however many steps run.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from typing import Callable, Literal
 
 import torch
 
+from mmsafety.preemption import SaveOnSignal
 from mmsafety.registry import Registry
 
 Objective = Callable[[torch.Tensor, int], torch.Tensor]
@@ -192,34 +194,43 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
         best_loss = torch.where(improved, loss, best_loss)
         best_x = torch.where(improved.view(-1, 1, 1, 1), candidate, best_x)  # no host sync, unlike a mask index
 
-    for step in range(first_step, cfg.steps):
-        if checkpoint is not None and checkpoint.every and step > first_step and step % checkpoint.every == 0:
-            checkpoint.save({"x": x, "best_x": best_x, "best_loss": best_loss, "optimizer": state,
-                             "losses": losses, "step": step})
-        if hasattr(objective, "loss_and_grad"):  # e.g. an ensemble that takes each surrogate's gradient in turn
-            loss, grad = objective.loss_and_grad(x.detach(), step)
-        else:
-            x.requires_grad_(True)
-            loss = objective(x, step)
-            grad, = torch.autograd.grad(loss.sum(), x)
-        with torch.no_grad():
-            loss = loss.detach().float()
-            losses.append(loss)
-            if cfg.keep_best:
-                if select is None:
-                    consider(x.detach(), loss)
-                elif step % cfg.select_every == 0:
-                    consider(x.detach(), select(x.detach()).detach().float())
-            if on_step is not None:
-                on_step(step, loss, best_loss if cfg.keep_best else loss)
-            if monitor is not None and monitor_every and step and step % monitor_every == 0:
-                monitor(step, best_x if cfg.keep_best else x.detach())
-            if cfg.early_stop_loss is not None and (step + 1) % cfg.check_every == 0:
-                reached = best_loss if cfg.keep_best and select is None else loss
-                if bool((reached < cfg.early_stop_loss).all()):
-                    stopped_early = True
-                    break
-            x = _project(x.detach() - cfg.step_size * direction(grad.float(), cfg, state, step), x0, cfg)
+    def save(step: int) -> None:
+        checkpoint.save({"x": x, "best_x": best_x, "best_loss": best_loss, "optimizer": state,
+                         "losses": losses, "step": step})
+
+    # With a checkpoint, a cluster's warning (SIGUSR2) or preemption (SIGTERM) is held to the next step
+    # boundary, where the state reached is saved before the signal goes on (mmsafety.preemption).
+    with SaveOnSignal() if checkpoint is not None else contextlib.nullcontext() as held:
+        for step in range(first_step, cfg.steps):
+            if held is not None and held.pending:
+                save(step)
+                held.release()
+            if checkpoint is not None and checkpoint.every and step > first_step and step % checkpoint.every == 0:
+                save(step)
+            if hasattr(objective, "loss_and_grad"):  # e.g. an ensemble that takes each surrogate's gradient in turn
+                loss, grad = objective.loss_and_grad(x.detach(), step)
+            else:
+                x.requires_grad_(True)
+                loss = objective(x, step)
+                grad, = torch.autograd.grad(loss.sum(), x)
+            with torch.no_grad():
+                loss = loss.detach().float()
+                losses.append(loss)
+                if cfg.keep_best:
+                    if select is None:
+                        consider(x.detach(), loss)
+                    elif step % cfg.select_every == 0:
+                        consider(x.detach(), select(x.detach()).detach().float())
+                if on_step is not None:
+                    on_step(step, loss, best_loss if cfg.keep_best else loss)
+                if monitor is not None and monitor_every and step and step % monitor_every == 0:
+                    monitor(step, best_x if cfg.keep_best else x.detach())
+                if cfg.early_stop_loss is not None and (step + 1) % cfg.check_every == 0:
+                    reached = best_loss if cfg.keep_best and select is None else loss
+                    if bool((reached < cfg.early_stop_loss).all()):
+                        stopped_early = True
+                        break
+                x = _project(x.detach() - cfg.step_size * direction(grad.float(), cfg, state, step), x0, cfg)
     steps_run = len(losses)
     x = x.detach()
     if not cfg.keep_best:

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from omegaconf import DictConfig
 
+from mmsafety.cli import sweep_status
 from mmsafety.cli.hydra_errors import explain
 from mmsafety.cli.job_log import job_log
 from mmsafety.cli.launchers import check_launcher
@@ -121,13 +122,13 @@ def run_command(command: JobCommand, args: list[str] | None = None) -> None:
         print(f"\n{INTERRUPTED}", file=sys.stderr, flush=True)
         sys.exit(130)
     if failed_jobs:
-        print(f"error: {failed_jobs} job(s) of the sweep failed (each said why above; its record says failed)",
-              file=sys.stderr)
+        print(f"error: {failed_jobs}", file=sys.stderr)
         sys.exit(1)
 
 
-def _run(command: JobCommand, args: list[str]) -> int:
-    """Check the command line, run it through Hydra; returns how many jobs of a sweep failed."""
+def _run(command: JobCommand, args: list[str]) -> str | None:
+    """Check the command line, run it through Hydra; returns a line naming the jobs of a sweep that did
+    not complete (None when all did, or for a single run)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -165,5 +166,14 @@ def _run(command: JobCommand, args: list[str]) -> int:
             failed.append(HydraConfig.get().job.num)  # the other jobs go on; this one's record says failed
 
     sys.argv = [sys.argv[0], *args]  # what Hydra parses
+    sweep_status.LAST_SWEEP.clear()
     hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=command.config_name)(task)()
-    return len(failed)
+    if not multirun:
+        return None
+    # The records decide (under SLURM, jobs fail where this process cannot see them; the sweep_status
+    # callback reads them); a job seen failing here counts even if its folder could not hold a record.
+    overrides = [a for a in args if not a.startswith("-") and not is_hydra_override(a)]
+    from_records = sweep_status.unfinished(len(every_job(overrides)))
+    if from_records is None and failed:
+        return f"{len(failed)} job(s) of the sweep failed (each said why above; its record says failed)"
+    return from_records

@@ -22,3 +22,6 @@ def check_launcher(cfg: DictConfig) -> None:
             raise UserError(f"hydra/launcher=slurm needs SLURM, but {' and '.join(missing)} "
                             f"{'is' if len(missing) == 1 else 'are'} not on PATH here; run the sweep from a "
                             f"SLURM login node, or drop hydra/launcher=slurm to run its jobs on this machine")
+        from mmsafety.cli.slurm_watch import install  # submitit: only with the SLURM launcher (the slurm extra)
+
+        install()  # quiet polling: one line per job state change, not sacct's warnings

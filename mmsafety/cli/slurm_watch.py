@@ -1,0 +1,68 @@
+"""Quiet, truthful job-state polling for sweeps under the SLURM launcher.
+
+submitit polls `sacct`; on a cluster without accounting storage every poll fails and prints a three-line
+warning for the life of the sweep. This watcher asks `sacct` when the cluster keeps accounting and
+otherwise reads `scontrol show job` (slurmctld keeps a finished job for `MinJobAge`, 300 s by default),
+in sacct's own format, and prints one line per job state change (submitted, running, requeued, done,
+failed) instead of warnings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+FIELDS = "JobID|State|NodeList"
+
+
+def job_states(job_ids: list[str]) -> str:
+    """sacct's `JobID|State|NodeList` table for these jobs, from sacct or, without accounting, scontrol."""
+    sacct = subprocess.run(["sacct", "-o", FIELDS.replace("|", ","), "--parsable2", *[a for j in job_ids for a in ("-j", j)]],
+                           capture_output=True, text=True)
+    if sacct.returncode == 0:
+        return sacct.stdout
+    lines = [FIELDS]
+    for job_id in job_ids:
+        shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True)
+        for line in shown.stdout.splitlines():
+            fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+            state = fields.get("JobState", "UNKNOWN")
+            if state == "PENDING" and int(fields.get("Restarts", "0") or 0) > 0:
+                state = "REQUEUED"  # what sacct calls a requeued job waiting to start again
+            task = fields.get("ArrayTaskId")
+            name = f"{fields['ArrayJobId']}_{task if task.isdigit() else '[' + task + ']'}" if task else fields.get("JobId", job_id)
+            lines.append(f"{name}|{state}|{fields.get('NodeList', '')}")
+    return "\n".join(lines) + "\n"
+
+
+class QuietSlurmWatcher(SlurmInfoWatcher):
+    def __init__(self, delay_s: int = 60, out=sys.stderr) -> None:
+        super().__init__(delay_s=delay_s)
+        self._seen: dict[str, str] = {}
+        self._out = out
+
+    def _make_command(self):
+        command = super()._make_command()
+        if command is None:
+            return None
+        job_ids = [command[i + 1] for i, arg in enumerate(command) if arg == "-j"]
+        return [sys.executable, "-c", "import sys; from mmsafety.cli.slurm_watch import job_states; "
+                "print(job_states(sys.argv[1:]), end='')", *job_ids]
+
+    def read_info(self, string):
+        info = super().read_info(string)
+        for job_id in sorted(info):
+            if "[" in job_id:
+                continue
+            state = info[job_id].get("State", "UNKNOWN").split()[0]
+            if self._seen.get(job_id) != state:
+                self._seen[job_id] = state
+                print(f"slurm: job {job_id} {state.lower()}", file=self._out, flush=True)
+        return info
+
+
+def install() -> None:
+    """Make submitit's SLURM jobs in this process poll through QuietSlurmWatcher (once)."""
+    if not isinstance(SlurmJob.watcher, QuietSlurmWatcher):
+        SlurmJob.watcher = QuietSlurmWatcher(delay_s=SlurmJob.watcher._delay_s)
