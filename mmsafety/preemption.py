@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 SIGNALS = tuple(s for s in (getattr(signal, "SIGUSR2", None), signal.SIGTERM) if s is not None)
@@ -50,7 +52,12 @@ class SaveOnSignal:
         for signum in received:
             handler = signal.getsignal(signum)
             if callable(handler):
-                handler(signum, None)
+                try:
+                    handler(signum, None)
+                except subprocess.CalledProcessError as e:
+                    if not _requeue_cut_short(e):
+                        raise
+                    sys.exit(-1)  # what submitit does once the job is requeued
             elif handler == signal.SIG_DFL:
                 os.kill(os.getpid(), signum)
 
@@ -63,3 +70,10 @@ class SaveOnSignal:
         # A signal that came after the last step boundary (or while the loop was failing): nothing more
         # can be saved here, so it goes to its handler now; the cluster still wants the job gone.
         self.release()
+
+
+def _requeue_cut_short(error: subprocess.CalledProcessError) -> bool:
+    """submitit's handler runs `scontrol requeue JOB` and waits for it; SLURM, requeueing, terminates the
+    job step, `scontrol` with it, sometimes before it exits. The requeue happened: the job must end as
+    after a clean requeue, not report the killed `scontrol` as its result (the sweep would call it failed)."""
+    return list(error.cmd[:2]) == ["scontrol", "requeue"] and error.returncode == -signal.SIGTERM

@@ -100,3 +100,32 @@ def test_without_a_checkpoint_signals_are_not_touched():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert seen == [0, 1, 2]
+
+
+def test_a_requeue_cut_short_by_slurm_ends_the_job_as_a_clean_requeue(tmp_path):
+    """SLURM terminates the job step while submitit's `scontrol requeue` is still running: the requeue
+    happened, so the attack ends as after a clean requeue (SystemExit), with its state saved, instead of
+    returning the killed scontrol as the job's result."""
+    import subprocess
+
+    def submitit_requeue(sig, frame):
+        raise subprocess.CalledProcessError(-signal.SIGTERM, ["scontrol", "requeue", "7"])
+
+    path = tmp_path / "state.pt"
+    previous = signal.signal(signal.SIGUSR2, submitit_requeue)
+    try:
+        with pytest.raises(SystemExit):
+            pgd(signalling(signal.SIGUSR2, 3, []), X0, CFG, checkpoint=Checkpoint(path, 1000))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert read_state(path)["step"] == 4
+
+    def other_failure(sig, frame):
+        raise subprocess.CalledProcessError(1, ["scontrol", "requeue", "7"])
+
+    previous = signal.signal(signal.SIGUSR2, other_failure)
+    try:
+        with pytest.raises(subprocess.CalledProcessError):  # a refused requeue is still an error
+            pgd(signalling(signal.SIGUSR2, 3, []), X0, CFG, checkpoint=Checkpoint(tmp_path / "b.pt", 1000))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
