@@ -12,7 +12,8 @@ from mmsafety.config import plain, validate_common
 from mmsafety.errors import ConfigError
 from mmsafety.models.capabilities import GENERATE, SCORE_CHOICES
 from mmsafety.record_schema import NUMBER, ListOf, MapOf, Required
-from mmsafety.workload import WORKLOADS, ReportedRow, Workload
+from mmsafety.leaderboard.views import ReportedRow
+from mmsafety.workload import WORKLOADS, Workload
 
 
 class GoatBench(Workload):

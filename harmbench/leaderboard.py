@@ -15,7 +15,7 @@ from harmbench.metrics import attack_success_rate
 from mmsafety.leaderboard.tables import num
 from mmsafety.record_schema import split_samples
 from mmsafety.records import read_samples
-from mmsafety.workload import Section
+from mmsafety.leaderboard.views import Section
 
 BASELINE_METHOD = "direct_request"
 KIND = "visual_attack"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 from PIL import Image
@@ -20,7 +20,10 @@ from mmsafety.errors import ConfigError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import PIXEL_LOSS
 from mmsafety.registry import Registry
-from mmsafety.workload import PLUGIN_GROUP, Section
+from mmsafety.workload import PLUGIN_GROUP
+
+if TYPE_CHECKING:  # a presentation type: the leaderboard layer sits above this contract
+    from mmsafety.leaderboard.views import Section
 
 # pixels [N,3,H,W] in [0,1] (requires grad), step -> loss [N] (fp32)
 Objective = Callable[[torch.Tensor, int], torch.Tensor]

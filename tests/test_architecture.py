@@ -169,7 +169,6 @@ def test_imports_inside_functions_and_relative_imports_are_counted(tmp_path):
     assert cycles(import_graph(modules)) == [["mmsafety.a", "mmsafety.b"]]
 
 
-@pytest.mark.xfail(strict=True, reason="measured before the redesign: 1 cycle (visual_attacks.judge <-> run)")
 def test_no_import_cycle_between_the_projects_modules():
     found = cycles(import_graph())
     assert not found, f"{len(found)} import cycle(s), counting imports inside functions:\n" + "\n".join(

@@ -4,7 +4,8 @@ through mmsafety.workload alone (no core edit), as a third-party package would."
 from __future__ import annotations
 
 from mmsafety.models.capabilities import SCORE_CHOICES
-from mmsafety.workload import Figure, ReportedRow, Section, Workload
+from mmsafety.leaderboard.views import Figure, ReportedRow, Section
+from mmsafety.workload import Workload
 
 
 def _cells(row) -> dict:

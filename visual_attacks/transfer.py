@@ -31,6 +31,7 @@ from visual_attacks.deploy import Deploy, DeployConfig, build_deploy
 from visual_attacks.deploy import register_schema as register_deploy_schema
 from visual_attacks.judge import judge_saved_attack, read_source_run, saved_pngs
 from visual_attacks.png_names import read_verified_png
+from visual_attacks.summary import rescore
 from visual_attacks.workload import VisualAttack
 
 # Spec fields of the source attack record that say what was crafted (copied into the transfer record).
@@ -175,8 +176,6 @@ class TransferJudge(Workload):
         return judge_saved_attack(prepared.source, model, record, log=log, model_name=victim, deploy=prepared.deploy)
 
     def rescore(self, samples: list[dict], record: dict) -> dict:
-        from visual_attacks.run import rescore
-
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:

@@ -16,6 +16,7 @@ from mmsafety.config import validate_common
 from mmsafety.record_schema import NUMBER, OPTIONAL_NUMBER, ListOf, MapOf, Required
 from mmsafety.workload import WORKLOADS, Workload
 from visual_attacks import cases  # noqa: F401  (registers the tool_call and clip_caption cases and their objectives)
+from visual_attacks.summary import rescore
 
 
 class VisualAttack(Workload):
@@ -75,8 +76,6 @@ class VisualAttack(Workload):
         return run_attack(cfg, model, record, log=log, case=prepared)
 
     def rescore(self, samples: list[dict], record: dict) -> dict:
-        from visual_attacks.run import rescore
-
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
