@@ -2,12 +2,12 @@
 and tabulate it without naming it.
 
 A workload is registered under a key (`WORKLOADS`), which is also the `kind` its records carry.
-The core finds plug-in packages through the Python entry-point group `mmsafety.workloads`: each
-entry names a module whose import registers the package's workload (and its attack cases and
-objectives), e.g. in the package's pyproject.toml:
+The core finds plug-in packages through the one entry-point group `mmsafety.plugins`
+(mmsafety.registry): an entry `workload:<key>` names the module that registers the workload, e.g. in
+the package's pyproject.toml:
 
-    [project.entry-points."mmsafety.workloads"]
-    my_bench = "my_bench.workload"
+    [project.entry-points."mmsafety.plugins"]
+    "workload:my_bench" = "my_bench.workload"
 
 A record is data and may be someone else's: it selects a workload only by its registered key, so
 reading a record never makes the core import anything that is not installed as a plug-in.
@@ -18,15 +18,13 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, ClassVar
 
-from mmsafety.registry import Registry
+from mmsafety.errors import ConfigError
+from mmsafety.registry import PLUGIN_GROUP, Registry  # noqa: F401  (PLUGIN_GROUP: a stable name)
 
 if TYPE_CHECKING:  # presentation types belong to the leaderboard layer, above this contract
     from mmsafety.leaderboard.views import ReportedRow, Section
     from mmsafety.models.base import ModelAdapter
     from mmsafety.records import RunRecord
-
-PLUGIN_GROUP = "mmsafety.workloads"
-
 
 class Workload(abc.ABC):
     """A workload: its config, what it needs from a model, how to run it, re-score it and tabulate it."""
@@ -89,13 +87,11 @@ class Workload(abc.ABC):
         return []
 
 
-WORKLOADS: Registry[Workload] = Registry("workload", entry_points=PLUGIN_GROUP)
+WORKLOADS: Registry[Workload] = Registry("workload", kind="workload")
 
 
 def workload_for_config(config_name: str) -> tuple[str, Workload]:
     """The registered workload whose console script runs `config_name`."""
-    from mmsafety.errors import ConfigError
-
     for name, workload in WORKLOADS.items():
         if workload.config_name == config_name:
             return name, workload

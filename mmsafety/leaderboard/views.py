@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from mmsafety.registry import Registry
+
 if TYPE_CHECKING:
     from mmsafety.leaderboard.collect import Row
 
@@ -86,3 +88,10 @@ class ReportedRow:
     source: str
     spec: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+
+
+# Tables of their own for the attack records of one case (spec.case is the case's registered name),
+# e.g. rows that compare methods against a baseline run: case name -> `sections() -> list[Section]`,
+# from `case_views:<case>` entries. A case that has any leaves its records out of the generic attack
+# table. Kept apart from the case itself so that showing records never imports attack code.
+CASE_SECTIONS: Registry[Callable[[], list[Section]]] = Registry("case views", kind="case_views")
