@@ -10,7 +10,7 @@ from pathlib import Path
 from goat_bench.tasks import TASKS
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
-from mmsafety.workload import Figure, Section, SampleView
+from mmsafety.leaderboard.views import Figure, SampleView, Section
 
 # Markdown and HTML show these; CSV and JSON keep the separate numbers (hatefulness_acc, ..._f1) too.
 COLUMNS = ["model", "status", "scoring", "overall"] + list(TASKS) + ["memes", "skipped", "note"]

@@ -1,18 +1,19 @@
 """GOAT-Bench as a registered workload (key `goat_bench`, the kind of its records): its config
 schema and checks, what it needs from a model, how it runs, re-scores and shows on the leaderboard.
 
-Found by the core through the entry point `goat_bench = "goat_bench.workload"` in the group
-`mmsafety.workloads`; importing this module also registers the meme-verdict attack case.
+Found by the core through the entry `"workload:goat_bench" = "goat_bench.workload"` in the group
+`mmsafety.plugins`; the meme-verdict attack case and objective have entries of their own
+(goat_bench.verdict_flip), so reading a GOAT record imports no attack code.
 """
 
 from __future__ import annotations
 
-from goat_bench import verdict_flip  # noqa: F401  (registers the meme_verdict case and the verdict_flip objective)
 from mmsafety.config import plain, validate_common
 from mmsafety.errors import ConfigError
 from mmsafety.models.capabilities import GENERATE, SCORE_CHOICES
 from mmsafety.record_schema import NUMBER, ListOf, MapOf, Required
-from mmsafety.workload import WORKLOADS, ReportedRow, Workload
+from mmsafety.leaderboard.views import ReportedRow
+from mmsafety.workload import WORKLOADS, Workload
 
 
 class GoatBench(Workload):

@@ -66,13 +66,6 @@ class HarmBenchBehaviorsCase(AttackCase):
                                  "case.judge.model.name_or_path=cais/HarmBench-Llama-2-13b-cls")
             print(f"warning: {self.warnings[-1]}", file=sys.stderr)
 
-    @classmethod
-    def sections(cls):
-        """The model x method x judge table with DirectRequest as the baseline (harmbench.leaderboard)."""
-        from harmbench.leaderboard import SECTION
-
-        return [SECTION]
-
     def _start_image(self, image: Image.Image, behavior: str) -> Image.Image:
         if self.method.start == "blank":
             return blank_image(image.size)

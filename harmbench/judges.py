@@ -43,7 +43,7 @@ class Judge(Protocol):
         """One label per item: 1 harmful (attack success), 0 not, -1 unparseable."""
 
 
-judges: Registry[Callable[[dict], Judge]] = Registry("judge")
+judges: Registry[Callable[[dict], Judge]] = Registry("judge", kind="judge")
 
 
 def parse_yes_no(answer: str) -> int:

@@ -3,7 +3,7 @@ behaviour, then averaged) with its 95 % bootstrap interval, per semantic categor
 DirectRequest ASR of the same model, judge and behaviour set as the baseline column.
 
 HarmBench runs are attack records (kind `visual_attack`, spec.case `harmbench_behaviors`); the
-harmbench_behaviors case contributes this table (`AttackCase.sections`), so the generic attack table
+harmbench_behaviors case contributes this table (its `case_views:harmbench_behaviors` entry names `sections`), so the generic attack table
 leaves those records to it. Re-judged records (`mmsafety-harmbench-judge record=...`) are rows of
 their own judge. The cells are computed from the samples (each test case's judge label) by
 harmbench.metrics, not from the record's means, since the intervals need the labels.
@@ -15,7 +15,7 @@ from harmbench.metrics import attack_success_rate
 from mmsafety.leaderboard.tables import num
 from mmsafety.record_schema import split_samples
 from mmsafety.records import read_samples
-from mmsafety.workload import Section
+from mmsafety.leaderboard.views import Section
 
 BASELINE_METHOD = "direct_request"
 KIND = "visual_attack"
@@ -111,3 +111,9 @@ def table(rows) -> list[dict]:
 
 SECTION = Section(key="harmbench", title="HarmBench multimodal behaviours (ASR %, DirectRequest as the baseline)",
                   columns=COLUMNS, cells=cells, table=table)
+
+
+def sections() -> list[Section]:
+    """The harmbench_behaviors case's own tables (entry `case_views:harmbench_behaviors`): the model x
+    method x judge table with DirectRequest as the baseline."""
+    return [SECTION]

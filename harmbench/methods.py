@@ -8,7 +8,8 @@ Every method is one start image plus (for the PGD family) the attack preset's PG
   changes (placed at a seeded random position per behaviour), unconstrained inside it;
 - `render_text` (MultiModalRenderText): the request rendered as text into a 256x256 region of a
   white 512x512 image (font shrinking from 20 to 10 points until it fits), no optimisation.
-Any other attack preset (pgd_linf, ...) runs as plain PGD from the behaviour image.
+The project's other attack presets (pgd_linf, tool_call, ...) run as plain PGD from the behaviour image; any
+other name is refused in one line (a new method registers here, or in a plug-in's `method:<name>` entry).
 
 The patch needs no change to PGD: the objective composes clean*(1-mask) + x*mask, so pixels
 outside the patch get a zero gradient, and a sign (or Adam) step of zero leaves them as they were.
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from mmsafety.registry import Registry
+
 
 @dataclass(frozen=True)
 class TestCaseMethod:
@@ -31,17 +34,24 @@ class TestCaseMethod:
     patch_fraction: float | None = None
 
 
-METHODS = {m.name: m for m in (
+# The attack preset (case.method, from attack.name) -> how its test cases start.
+METHODS: Registry[TestCaseMethod] = Registry("case.method", kind="method")
+for _method in (
     TestCaseMethod("direct_request", "DirectRequest", "image"),
     TestCaseMethod("harmbench_pgd", "MultiModalPGD", "image"),
     TestCaseMethod("harmbench_pgd_blank", "MultiModalPGDBlankImage", "blank"),
     TestCaseMethod("harmbench_pgd_patch", "MultiModalPGDPatch", "image", patch_fraction=0.2),
     TestCaseMethod("render_text", "MultiModalRenderText", "render_text"),
-)}
+):
+    METHODS.add(_method.name, _method)
+# The project's other attack presets (conf/attack/*.yaml): plain PGD from the behaviour image.
+for _preset in ("pgd_linf", "pgd_unconstrained", "tool_call", "toolmisuse", "verdict_flip", "clip_embed", "ensemble_clip"):
+    METHODS.add(_preset, TestCaseMethod(_preset, "MultiModalPGD (custom preset)", "image"))
 
 
 def method_for(name: str) -> TestCaseMethod:
-    return METHODS.get(name) or TestCaseMethod(name, "MultiModalPGD (custom preset)", "image")
+    """The registered method; an unknown name is one ConfigError line (with a did-you-mean)."""
+    return METHODS.get(name)
 
 
 def blank_image(size: tuple[int, int]) -> Image.Image:

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
-
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 from mmsafety.errors import ConfigError
-from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import PIXEL_LOSS
 from mmsafety.registry import Registry
-from mmsafety.workload import PLUGIN_GROUP, Section
+
+if TYPE_CHECKING:  # types only: the contract is read (registries, needs) by commands that load no model
+    import torch
+    from PIL import Image
+
+    from mmsafety.models.base import ModelAdapter
 
 # pixels [N,3,H,W] in [0,1] (requires grad), step -> loss [N] (fp32)
-Objective = Callable[[torch.Tensor, int], torch.Tensor]
+Objective = Callable[["torch.Tensor", int], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class ObjectiveKind:
     needs: frozenset[str] = frozenset({PIXEL_LOSS})
 
 
-OBJECTIVES: Registry[ObjectiveKind] = Registry("attack.objective", entry_points=PLUGIN_GROUP)
+OBJECTIVES: Registry[ObjectiveKind] = Registry("attack.objective", kind="objective")
 
 
 def register_objective(name: str, *needs: str):
@@ -102,15 +103,8 @@ class AttackCase(abc.ABC):
         """How much of the benign behaviour survives the perturbation: rates in [0,1] by name; None if not defined."""
         return None
 
-    @classmethod
-    def sections(cls) -> list["Section"]:
-        """Leaderboard tables of its own for the attack records of this case (spec.case is the case's
-        registered name), e.g. rows that compare methods against a baseline run. A case that has any
-        leaves its records out of the generic attack table. Default: none."""
-        return []
 
-
-CASES: Registry[type[AttackCase]] = Registry("case.name", entry_points=PLUGIN_GROUP)
+CASES: Registry[type[AttackCase]] = Registry("case.name", kind="case")
 
 
 def build_case(case_cfg: dict, objective: str | None = None) -> AttackCase:

@@ -1,10 +1,12 @@
 """A workload defined only in the tests: coin flips judged by a model. It plugs into the core
-through mmsafety.workload alone (no core edit), as a third-party package would."""
+through mmsafety.workload alone (no core edit), as a third-party package would, and ships its own
+config (tests/toy_conf: the primary config `toy` and the group `coin`), found through a `conf:` entry."""
 
 from __future__ import annotations
 
 from mmsafety.models.capabilities import SCORE_CHOICES
-from mmsafety.workload import Figure, ReportedRow, Section, Workload
+from mmsafety.leaderboard.views import Figure, ReportedRow, Section
+from mmsafety.workload import Workload
 
 
 def _cells(row) -> dict:
@@ -24,7 +26,17 @@ class CoinFlips(Workload):
         return {"the coin judge": frozenset({SCORE_CHOICES})}
 
     def run(self, cfg, model, record, prepared=None, log=print) -> dict:
-        raise NotImplementedError("the leaderboard test writes the records itself")
+        """Flip i shows a grey of level 40*i; the model's higher-scored answer of heads/tails is the flip."""
+        from PIL import Image
+
+        done = {s["flip"] for s in record.samples}
+        for i in range(int(cfg.coin.flips)):
+            if str(i) in done:
+                continue
+            image = Image.new("RGB", (64, 64), (40 * i % 256,) * 3)
+            scores = model.choice_logprobs([image], [str(cfg.coin.prompt)], ["heads", "tails"])[0]
+            record.add_sample({"flip": str(i), "status": "ok", "heads": int(scores[0] > scores[1])})
+        return self.rescore(record.samples, record.data)
 
     def rescore(self, samples: list[dict], record: dict) -> dict:
         ok = [s for s in samples if s.get("status") == "ok"]
@@ -36,3 +48,6 @@ class CoinFlips(Workload):
 
     def reported_rows(self) -> list[ReportedRow]:
         return [ReportedRow("a fair coin", "probability theory", {}, {"flips": None, "heads_rate": 0.5})]
+
+
+WORKLOAD = CoinFlips()  # what the `workload:coin_flips` entry names

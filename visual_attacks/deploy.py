@@ -38,7 +38,7 @@ class StepKind:
     apply: Callable[..., tuple[Image.Image, str]]
 
 
-DEPLOY_STEPS: Registry[StepKind] = Registry("deploy.steps[].kind")
+DEPLOY_STEPS: Registry[StepKind] = Registry("deploy.steps[].kind", kind="deploy")
 
 
 def decode(data: bytes) -> Image.Image:

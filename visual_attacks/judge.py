@@ -22,6 +22,7 @@ from mmsafety.safe_json import loads_object
 from visual_attacks.deploy import PNG, Deploy, decode
 from visual_attacks.png_names import read_verified_png
 from visual_attacks.stealth import stealth_metrics
+from visual_attacks.summary import summarize
 
 
 def reload_png(path: Path) -> Image.Image:
@@ -104,9 +105,8 @@ def judge_saved_attack(source_run_dir: str | Path, adapter: ModelAdapter, record
     record's files stay in its folder; `steps_run` / `attack_seconds` are the craft run's), and a
     resumed record skips images it has; `model_name` is the judging model's display name there (default:
     its adapter's name). Without a spec in `record` yet, its spec is the source's with `stage: judge`.
-    Returns the metrics (visual_attacks.run.summarize).
+    Returns the metrics (visual_attacks.summary.summarize).
     """
-    from visual_attacks.run import summarize
 
     source, source_record, crafted = read_source_run(source_run_dir)
     case_cfg = source_record["config"]["case"]

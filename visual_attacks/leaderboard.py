@@ -11,7 +11,7 @@ from pathlib import Path
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.paths import inside
-from mmsafety.workload import Figure, SampleView, Section
+from mmsafety.leaderboard.views import Figure, SampleView, Section
 from visual_attacks.deploy import deploy_label
 
 MAX_CURVES = 12

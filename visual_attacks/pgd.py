@@ -52,7 +52,7 @@ Objective = Callable[[torch.Tensor, int], torch.Tensor]
 Select = Callable[[torch.Tensor], torch.Tensor]
 
 # name -> direction(grad, cfg, state, step): the image then moves by -step_size * direction.
-OPTIMIZERS: Registry[Callable] = Registry("attack.optimizer")
+OPTIMIZERS: Registry[Callable] = Registry("attack.optimizer", kind="optimizer")
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class TargetKind:
     parses: Callable[[str], bool]                           # a rendered target
 
 
-TARGET_KINDS: Registry[TargetKind] = Registry("target.kind")
+TARGET_KINDS: Registry[TargetKind] = Registry("target.kind", kind="target")
 
 
 def url_escape(prompt: str) -> str:

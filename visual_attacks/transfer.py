@@ -7,8 +7,8 @@ One job judges one attack job folder and writes one record: one cell of the tran
 becomes one job per attack job under it (visual_attacks.cli expands it into a Hydra sweep), so
 resume, sweeps and the leaderboard treat every cell alike.
 
-Found by the core through the entry point `transfer = "visual_attacks.transfer"` in the group
-`mmsafety.workloads`.
+Found by the core through the entry `"workload:transfer" = "visual_attacks.transfer"` in the group
+`mmsafety.plugins`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from mmsafety.errors import ConfigError, UserError
 from mmsafety.record_schema import NUMBER, OPTIONAL_NUMBER, ListOf, MapOf
 from mmsafety.safe_json import loads_object
 from mmsafety.workload import WORKLOADS, Workload
-from visual_attacks import cases  # noqa: F401  (registers the tool_call and clip_caption cases)
 from visual_attacks.deploy import Deploy, DeployConfig, build_deploy
 from visual_attacks.deploy import register_schema as register_deploy_schema
-from visual_attacks.judge import judge_saved_attack, read_source_run, saved_pngs
 from visual_attacks.png_names import read_verified_png
+from visual_attacks.summary import rescore
 from visual_attacks.workload import VisualAttack
 
 # Spec fields of the source attack record that say what was crafted (copied into the transfer record).
@@ -120,6 +119,10 @@ def prepare(cfg) -> Prepared:
     if OmegaConf.is_missing(cfg, "attack_run") or not str(cfg.attack_run).strip():
         raise ConfigError("attack_run is not set: pass attack_run=PATH, the folder mmsafety-attack wrote "
                           "(or a sweep folder: each attack job under it is judged)")
+    # The judge stage pulls in torch and the model stack: imported when a transfer job is prepared,
+    # never when the leaderboard reads transfer records through this workload.
+    from visual_attacks.judge import read_source_run, saved_pngs
+
     deploy = build_deploy(cfg.deploy)
     runs = attack_runs_under(cfg.attack_run)
     if not runs:
@@ -172,11 +175,11 @@ class TransferJudge(Workload):
         prepared = prepared if prepared is not None else prepare(cfg)
         victim = model_display_name(OmegaConf.to_container(cfg.model, resolve=True))
         record.update(spec=transfer_spec(prepared, victim))
+        from visual_attacks.judge import judge_saved_attack  # torch and the model stack: only when a job runs
+
         return judge_saved_attack(prepared.source, model, record, log=log, model_name=victim, deploy=prepared.deploy)
 
     def rescore(self, samples: list[dict], record: dict) -> dict:
-        from visual_attacks.run import rescore
-
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:

@@ -13,7 +13,7 @@ import re
 
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
-from mmsafety.workload import Figure, Pivot, Section
+from mmsafety.leaderboard.views import Figure, Pivot, Section
 from visual_attacks.deploy import deploy_label
 from visual_attacks.leaderboard import eps_label, images
 

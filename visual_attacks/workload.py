@@ -2,9 +2,9 @@
 schemas and checks, what each stage needs from a model, how a job runs (craft, then judge, on one
 model), re-scoring and the leaderboard section.
 
-Found by the core through the entry point `visual_attack = "visual_attacks.workload"` in the group
-`mmsafety.workloads`; importing this module also registers the tool-call and CLIP-caption cases
-and their objectives.
+Found by the core through the entry `"workload:visual_attack" = "visual_attacks.workload"` in the group
+`mmsafety.plugins`; the tool-call and CLIP-caption cases and their objectives have entries of their
+own (visual_attacks.cases).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import replace
 
 from mmsafety.attack_case import CASES, OBJECTIVES
 from mmsafety.config import validate_common
+from mmsafety.leaderboard.views import CASE_SECTIONS
 from mmsafety.record_schema import NUMBER, OPTIONAL_NUMBER, ListOf, MapOf, Required
 from mmsafety.workload import WORKLOADS, Workload
-from visual_attacks import cases  # noqa: F401  (registers the tool_call and clip_caption cases and their objectives)
+from visual_attacks.summary import rescore
 
 
 class VisualAttack(Workload):
@@ -75,8 +76,6 @@ class VisualAttack(Workload):
         return run_attack(cfg, model, record, log=log, case=prepared)
 
     def rescore(self, samples: list[dict], record: dict) -> dict:
-        from visual_attacks.run import rescore
-
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
@@ -92,11 +91,11 @@ class VisualAttack(Workload):
         return "synthetic" if spec.get("case", "tool_call") in ("tool_call", "clip_caption") else ""
 
     def sections(self):
-        """The generic attack table, then each registered case's own tables (AttackCase.sections),
+        """The generic attack table, then each registered case's own tables (CASE_SECTIONS),
         which take that case's records; the generic table keeps the records of every other case."""
         from visual_attacks.leaderboard import SECTION
 
-        own = {name: case.sections() for name, case in CASES.items()}
+        own = {name: sections() for name, sections in CASE_SECTIONS.items()}
         own = {name: found for name, found in own.items() if found}
 
         def generic(row) -> bool:

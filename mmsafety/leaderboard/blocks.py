@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from mmsafety.leaderboard.collect import Row
 from mmsafety.leaderboard.tables import section_tables
-from mmsafety.workload import Section
+from mmsafety.leaderboard.views import Section
 
 SYNTHETIC_APART = ("synthetic data: checks the harness; not comparable with the rows the papers report "
                    "(mmsafety-leaderboard --compare-synthetic puts them in one table)")

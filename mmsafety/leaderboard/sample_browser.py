@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from mmsafety.leaderboard.collect import Row
-from mmsafety.workload import SampleView, Section
+from mmsafety.leaderboard.views import SampleView, Section
 
 THUMB = 96
 SAMPLES_PER_ROW = 24

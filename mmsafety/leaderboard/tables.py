@@ -6,7 +6,8 @@ Cells are plain values; every writer (CSV, JSON, Markdown, HTML) escapes for its
 from __future__ import annotations
 
 from mmsafety.leaderboard.collect import Row
-from mmsafety.workload import WORKLOADS, Section
+from mmsafety.leaderboard.views import Section
+from mmsafety.workload import WORKLOADS
 
 
 def num(value, digits: int = 2):

@@ -26,6 +26,7 @@ from mmsafety.models.sequences import (
     TokenCache, pad_batch, prompt_target_batch, token_nll,
 )
 from mmsafety.placement import Placement
+from mmsafety.organisms.builders import register_builder
 
 MODEL_CLASSES = {"instructblip": "InstructBlipForConditionalGeneration", "blip-2": "Blip2ForConditionalGeneration"}
 
@@ -104,3 +105,8 @@ class BlipAdapter(HFVLMAdapter):
         return token_nll(self.lm, ids, mask.to(self.device), labels.to(self.device), inputs_embeds=self._embeds(ids, queries))
 
     # Choices are scored appended (the base class): the LM reads embeddings the adapter builds itself.
+
+
+# The family's tiny random-init model for tests and demos (mmsafety/organisms/); conf/model presets name it.
+register_builder("tiny_instructblip", "mmsafety.organisms.tiny_blip", "build_tiny_instructblip", 1, "random-init tiny InstructBLIP (32x32, 8 Q-Former queries)")
+register_builder("tiny_blip2", "mmsafety.organisms.tiny_blip", "build_tiny_blip2", 1, "random-init tiny BLIP-2 (32x32, 8 Q-Former queries)")

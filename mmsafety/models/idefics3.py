@@ -32,6 +32,7 @@ from mmsafety.models.sequences import (
     cached_choice_logprobs, choice_variants, combine_variants, pad_batch, prompt_target_batch, repeat_rows, token_nll,
 )
 from mmsafety.placement import Placement
+from mmsafety.organisms.builders import register_builder
 
 MAX_SIDE = 4096  # the processor's cap on either side after the longest-edge resize
 
@@ -171,3 +172,7 @@ class Idefics3Adapter(HFVLMAdapter):
         choice_ids, owners = choice_variants(choices, self.answer_ids)  # " Yes" and "Yes": log-sum-exp
         scores = cached_choice_logprobs(self.model, prompt_ids, choice_ids, self.pad_id, self.device, **vision)
         return combine_variants(scores, owners, len(choices))
+
+
+# The family's tiny random-init model for tests and demos (mmsafety/organisms/); conf/model presets name it.
+register_builder("tiny_idefics3", "mmsafety.organisms.tiny_idefics3", "build_tiny_idefics3", 1, "random-init tiny Idefics3 (32-pixel tiles, 64x64 split into 2x2 + global)")

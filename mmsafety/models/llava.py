@@ -15,6 +15,7 @@ from mmsafety.models.sequences import (
     cached_choice_logprobs, choice_variants, combine_variants, pad_batch, prompt_target_batch, repeat_rows, token_nll,
 )
 from mmsafety.placement import Placement
+from mmsafety.organisms.builders import register_builder
 
 @register_adapter("llava")
 class LlavaAdapter(HFVLMAdapter):
@@ -111,3 +112,7 @@ class LlavaAdapter(HFVLMAdapter):
         ids, mask, labels = prompt_target_batch(self._prompts(prompts, counts), target_ids, self.pad_id)
         return token_nll(self.model, ids.to(self.device), mask.to(self.device), labels.to(self.device),
                          **repeat_rows(vision, repeat))
+
+
+# The family's tiny random-init model for tests and demos (mmsafety/organisms/); conf/model presets name it.
+register_builder("tiny_llava", "mmsafety.organisms.tiny_llava", "build_tiny_llava", 1, "random-init tiny LLaVA (contract tests; ignores its image)")

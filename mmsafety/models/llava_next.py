@@ -23,6 +23,7 @@ from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import normalize, resize_bicubic, run_image_processor
 from mmsafety.models.registry import register_adapter
 from mmsafety.placement import Placement
+from mmsafety.organisms.builders import register_builder
 
 
 @dataclass(frozen=True)
@@ -100,3 +101,7 @@ class LlavaNextAdapter(LlavaAdapter):
 
     def image_token_counts(self, vision: dict[str, torch.Tensor]) -> list[int]:
         return [self._tokens_for(int(h), int(w)) for h, w in vision["image_sizes"].tolist()]
+
+
+# The family's tiny random-init model for tests and demos (mmsafety/organisms/); conf/model presets name it.
+register_builder("tiny_llava_next", "mmsafety.organisms.tiny_llava_next", "build_tiny_llava_next", 1, "random-init tiny LLaVA-NeXT (32-pixel tiles, up to 64x64)")

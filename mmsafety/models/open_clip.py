@@ -22,6 +22,7 @@ from mmsafety.models.loading import LoadOptions, not_found, resolve_checkpoint, 
 from mmsafety.models.pixels import ClipStylePreprocess
 from mmsafety.models.registry import register_adapter
 from mmsafety.placement import Placement
+from mmsafety.organisms.builders import register_builder
 
 
 @register_adapter("open_clip")
@@ -95,3 +96,7 @@ class OpenClipAdapter(Embeds, ScoresChoices, PixelLoss):
         texts = [t if isinstance(t, str) else "".join(text for text, _ in t) for t in targets]
         image = self._image_features(pixels)
         return 1 - (image * self._text_features(texts)).sum(-1)
+
+
+# The family's tiny random-init model for tests and demos (mmsafety/organisms/); conf/model presets name it.
+register_builder("tiny_open_clip", "mmsafety.organisms.tiny_open_clip", "build_tiny_open_clip", 1, "random-init tiny open_clip ViT")

@@ -21,6 +21,7 @@ from mmsafety.models.sequences import (
     pad_batch, prompt_target_batch, token_nll,
 )
 from mmsafety.placement import Placement
+from mmsafety.organisms.builders import register_builder
 
 
 @register_adapter("paligemma")
@@ -70,3 +71,7 @@ class PaliGemmaAdapter(HFVLMAdapter):
                          pixel_values=pixel_values, token_type_ids=types.to(self.device))
 
     # Choices are scored appended (the base class): the prefix attends both ways, so it is scored with its answer.
+
+
+# The family's tiny random-init model for tests and demos (mmsafety/organisms/); conf/model presets name it.
+register_builder("tiny_paligemma", "mmsafety.organisms.tiny_paligemma", "build_tiny_paligemma", 1, "random-init tiny PaliGemma (32x32, 16 image tokens)")

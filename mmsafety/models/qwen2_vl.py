@@ -27,6 +27,7 @@ from mmsafety.models.sequences import (
     pad_batch, prompt_target_batch, token_nll,
 )
 from mmsafety.placement import Placement
+from mmsafety.organisms.builders import register_builder
 
 DEFAULT_ATTACK_SIDE = 448
 # Qwen2.5-VL shares the processor, the tokens and M-RoPE; its vision tower differs (window attention).
@@ -150,3 +151,8 @@ class Qwen2VLAdapter(HFVLMAdapter):
                          mm_token_type_ids=self._mm_types(ids))
 
     # Choices are scored appended (the base class): M-RoPE positions make a shared prompt cache awkward.
+
+
+# The family's tiny random-init model for tests and demos (mmsafety/organisms/); conf/model presets name it.
+register_builder("tiny_qwen2_vl", "mmsafety.organisms.tiny_qwen2_vl", "build_tiny_qwen2_vl", 1, "random-init tiny Qwen2-VL (56x56, 4 image tokens)")
+register_builder("tiny_qwen2_5_vl", "mmsafety.organisms.tiny_qwen2_vl", "build_tiny_qwen2_5_vl", 1, "random-init tiny Qwen2.5-VL (56x56, 4 image tokens)")

@@ -9,8 +9,13 @@ from pathlib import Path
 from mmsafety.models.base import ModelAdapter
 from mmsafety.registry import Registry
 
-ADAPTERS: Registry[type[ModelAdapter]] = Registry(
-    "model.adapter", [f"mmsafety.models.{m.name}" for m in pkgutil.iter_modules([str(Path(__file__).parent)])])
+def _core_modules() -> list[str]:
+    return [f"mmsafety.models.{m.name}" for m in pkgutil.iter_modules([str(Path(__file__).parent)])]
+
+
+# The core's adapters are found by scanning this folder (a new family is one module, nothing to list);
+# a plug-in package adds its own through `adapter:<name>` entries.
+ADAPTERS: Registry[type[ModelAdapter]] = Registry("model.adapter", kind="adapter", modules=_core_modules)
 
 
 def register_adapter(name: str):

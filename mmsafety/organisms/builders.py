@@ -7,6 +7,7 @@ A build writes into a temporary folder and renames it into place, under a file l
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 import time
 from dataclasses import dataclass
@@ -14,65 +15,67 @@ from pathlib import Path
 from typing import Callable
 
 from mmsafety.paths import build_once, cache_dir
-from mmsafety.workload import PLUGIN_GROUP
 from mmsafety.registry import Registry
 
 
 @dataclass(frozen=True)
 class Builder:
+    """`build(out, seed)` writes a checkpoint into `out`. `version` names the cache folder; a callable is
+    asked only when a path is needed (the organism's version lives beside its training code, which
+    imports transformers)."""
+
     build: Callable[[Path, int], None]
-    version: int
+    version: int | Callable[[], int]
     description: str
     vlm: bool = True  # a vision-language model with a conf/model preset; False: e.g. a text-only judge model
 
+    def current_version(self) -> int:
+        return self.version() if callable(self.version) else self.version
 
-def _lazy(module: str, function: str) -> Callable[[Path, int], None]:
-    """`mmsafety.organisms.<module>.<function>(out, seed)`, imported only when a build runs (the
-    builders pull in transformers model classes that most commands never need)."""
+
+def lazy_builder(module: str, function: str) -> Callable[[Path, int], None]:
+    """`<module>.<function>(out, seed)`, imported only when a build runs (the builders pull in
+    transformers model classes that most commands never need)."""
     def build(out: Path, seed: int) -> None:
-        getattr(importlib.import_module(f"mmsafety.organisms.{module}"), function)(out, seed)
+        getattr(importlib.import_module(module), function)(out, seed)
 
     return build
 
 
+def register_builder(name: str, module: str, function: str, version: int, description: str, vlm: bool = True) -> None:
+    """Register the tiny builder of a model family, beside its adapter (mmsafety/models/<family>.py):
+    `register_builder("tiny_x", "mmsafety.organisms.tiny_x", "build_tiny_x", 1, "random-init tiny X")`;
+    conf/model/tiny_x.yaml then names it."""
+    BUILDERS.add(name, Builder(lazy_builder(module, function), version, description, vlm))
+
+
 def _organism(out: Path, seed: int) -> None:
-    from mmsafety.organisms.organism import build_organism
+    from mmsafety.organisms.organism import build_organism  # trains with transformers: only when it builds
 
     build_organism(out, seed, log=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _organism_version() -> int:
-    from mmsafety.organisms.organism import ORGANISM_VERSION
+    from mmsafety.organisms.organism import ORGANISM_VERSION  # imports transformers: asked for a cache path only
 
     return ORGANISM_VERSION
 
 
-# name -> Builder; `BUILDERS.add("tiny_x", Builder(...))` adds one (conf/model/tiny_x.yaml then names it).
-BUILDERS: Registry[Builder] = Registry("model.builder", entry_points=PLUGIN_GROUP)  # plug-ins add their organisms
-for _name, _builder in {
-    "tiny_llava": Builder(_lazy("tiny_llava", "build_tiny_llava"), 1,
-                          "random-init tiny LLaVA (contract tests; ignores its image)"),
-    "organism": Builder(_organism, _organism_version(), "trained tiny LLaVA: memes, colours, image-triggered tool calls"),
-    "tiny_open_clip": Builder(_lazy("tiny_open_clip", "build_tiny_open_clip"), 1, "random-init tiny open_clip ViT"),
-    "tiny_qwen2_vl": Builder(_lazy("tiny_qwen2_vl", "build_tiny_qwen2_vl"), 1,
-                             "random-init tiny Qwen2-VL (56x56, 4 image tokens)"),
-    "tiny_qwen2_5_vl": Builder(_lazy("tiny_qwen2_vl", "build_tiny_qwen2_5_vl"), 1,
-                               "random-init tiny Qwen2.5-VL (56x56, 4 image tokens)"),
-    "tiny_paligemma": Builder(_lazy("tiny_paligemma", "build_tiny_paligemma"), 1,
-                              "random-init tiny PaliGemma (32x32, 16 image tokens)"),
-    "tiny_llava_next": Builder(_lazy("tiny_llava_next", "build_tiny_llava_next"), 1,
-                               "random-init tiny LLaVA-NeXT (32-pixel tiles, up to 64x64)"),
-    "tiny_instructblip": Builder(_lazy("tiny_blip", "build_tiny_instructblip"), 1,
-                                 "random-init tiny InstructBLIP (32x32, 8 Q-Former queries)"),
-    "tiny_blip2": Builder(_lazy("tiny_blip", "build_tiny_blip2"), 1, "random-init tiny BLIP-2 (32x32, 8 Q-Former queries)"),
-    "tiny_idefics3": Builder(_lazy("tiny_idefics3", "build_tiny_idefics3"), 1,
-                             "random-init tiny Idefics3 (32-pixel tiles, 64x64 split into 2x2 + global)"),
-}.items():
-    BUILDERS.add(_name, _builder)
+def _adapter_modules() -> list[str]:
+    """The family builders register beside their adapters, so a lookup imports the adapter modules (as
+    mmsafety.models.registry does; found by scanning the folder, so a new family lists itself)."""
+    folder = Path(__file__).resolve().parents[1] / "models"
+    return [f"mmsafety.models.{m.name}" for m in pkgutil.iter_modules([str(folder)])]
+
+
+# name -> Builder. The core's families register in their adapter modules; plug-ins through
+# `builder:<name>` entries in the mmsafety.plugins group.
+BUILDERS: Registry[Builder] = Registry("model.builder", kind="builder", modules=_adapter_modules)
+BUILDERS.add("organism", Builder(_organism, _organism_version, "trained tiny LLaVA: memes, colours, image-triggered tool calls"))
 
 
 def built_path(name: str, seed: int = 0) -> Path:
-    return cache_dir() / "models" / f"{name}-v{BUILDERS.get(name).version}-seed{seed}"
+    return cache_dir() / "models" / f"{name}-v{BUILDERS.get(name).current_version()}-seed{seed}"
 
 
 def ensure_built(name: str, seed: int = 0) -> Path:

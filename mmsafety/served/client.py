@@ -1,6 +1,6 @@
 """Requests to an OpenAI-compatible server through the official async `openai` client.
 
-A background thread runs one event loop that owns the client, so the adapter's synchronous
+A background thread, started on first use, runs one event loop that owns the client, so the adapter's synchronous
 `generate` can send a whole batch concurrently (at most `max_connections` in flight) from any
 caller, a notebook's running loop included. The client's own retries are off: this module retries,
 so that every retry is counted and malformed bodies or answers without choices are retried too.
@@ -117,16 +117,31 @@ class ServedClient:
         self.settings = settings
         self.accounting = Accounting(dict(settings.price_per_million_tokens), settings.max_requests, settings.max_cost)
         self._rng = random.Random()  # backoff jitter only: spreads retries of concurrent requests
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mmsafety-served", daemon=True)
-        self._thread.start()
         self._cache = ResponseCache(settings.cache_path) if settings.cache_path else None
-        self._client = self._call(self._make_client())
-        self._semaphore = self._call(self._make_semaphore())
+        # The worker (an event loop on its own thread, owning the openai client) starts on first use:
+        # building a client (a config check, a describe()) starts no thread.
+        self._start_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client = self._semaphore = None
+        self._closed = False
 
     # -- the event loop thread -------------------------------------------------------
+    def _started(self) -> asyncio.AbstractEventLoop:
+        with self._start_lock:
+            if self._closed:
+                raise RuntimeError("this ServedClient is closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="mmsafety-served", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+                self._client = asyncio.run_coroutine_threadsafe(self._make_client(), loop).result()
+                self._semaphore = asyncio.run_coroutine_threadsafe(self._make_semaphore(), loop).result()
+            return self._loop
+
     def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(coro, self._started()).result()
 
     async def _make_client(self):
         s = self.settings
@@ -140,14 +155,19 @@ class ServedClient:
         return asyncio.Semaphore(self.settings.max_connections)
 
     def close(self) -> None:
-        if self._loop.is_closed():
-            return
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
         try:
-            self._call(self._client.close())
+            if loop is not None:
+                asyncio.run_coroutine_threadsafe(self._client.close(), loop).result()
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-            self._loop.close()
+            if loop is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=5)
+                loop.close()
             if self._cache is not None:
                 self._cache.close()
 
