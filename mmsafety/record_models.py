@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, TypeAdapter, WrapValidator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr, WrapValidator
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -134,7 +134,6 @@ class SampleModel(Open):
     each status. Fields ending in `_png` name files inside the run folder."""
 
     status: one_of(*SAMPLE_STATUSES) = "ok"
-    reason: StrictStr = Field(None, description="why a skipped sample was skipped")
 
 
 def new_record(*, run_id: str, kind: str, config: dict, config_sha256: str, seeds: dict, versions: dict,
@@ -146,16 +145,6 @@ def new_record(*, run_id: str, kind: str, config: dict, config_sha256: str, seed
         "counts": {"ok": 0, "skipped": 0, "errors": 0}, "skipped_reasons": {}, "seeds": seeds,
         "versions": versions, "timing": {"started": started, "resumes": resumes}, "command": command,
     }
-
-
-def field_validator_of(name: str) -> Callable[[Any], None]:
-    """Raise ValueError naming the record field `name` when `value` does not fit its type (a field
-    no model names is a workload's own: anything goes)."""
-    field = RunRecordModel.model_fields.get(name)
-    if field is None:
-        return lambda value: None
-    adapter = TypeAdapter(field.annotation)
-    return lambda value: adapter.validate_python(value)
 
 
 class _NoNullDefaults(GenerateJsonSchema):
@@ -173,8 +162,8 @@ def json_schemas() -> dict[str, dict]:
     for name, model, title in (("record.schema.json", RunRecordModel, "mmsafety run record (record.json)"),
                                ("sample.schema.json", SampleModel, "mmsafety sample (one line of samples.jsonl)")):
         schema = model.model_json_schema(schema_generator=_NoNullDefaults)
-        out[name] = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                     "$id": f"https://mmsafety.dev/schemas/v{SCHEMA_VERSION}/{name}", **schema, "title": title}
+        out[name] = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": title,
+                     "x-mmsafety-schema-version": SCHEMA_VERSION}
     return out
 
 

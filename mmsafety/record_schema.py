@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping
 
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, ValidationError, create_model
 
@@ -76,7 +76,7 @@ def _type(shape, name: str) -> Any:
     if shape == NUMBER:
         return Number
     if shape == OPTIONAL_NUMBER:
-        return Optional[Number]
+        return any_of(Number, None, label=_label(shape))
     if isinstance(shape, tuple):
         return any_of(*(_type(s, name) for s in shape), label=_label(shape))
     if isinstance(shape, ListOf):
