@@ -152,3 +152,27 @@ def test_the_published_schema_accepts_exactly_what_the_models_accept(record):
     """jsonschema on the committed file and pydantic on the models say the same (integral floats
     left out: JSON Schema counts 1.0 as an integer, a record never does)."""
     assert (schema_errors(record, "record.schema.json") == []) == (record_problems(record) == [])
+
+
+def test_reading_records_imports_neither_torch_nor_transformers(tmp_path):
+    """The storage layer a leaderboard reads through (decoding, the models, the checks) loads no
+    deep-learning library: reading a folder of records must not cost seconds of imports."""
+    import subprocess
+    import sys
+
+    (tmp_path / "samples.jsonl").write_text('{"id": "1", "status": "ok"}\n')
+    (tmp_path / "record.json").write_text(json.dumps(GOOD))
+    code = f"""
+import sys
+from pathlib import Path
+from mmsafety.records import read_samples
+from mmsafety.record_schema import record_problems, split_samples
+from mmsafety.safe_json import loads_object
+folder = Path({str(tmp_path)!r})
+assert record_problems(loads_object((folder / "record.json").read_bytes())) == []
+assert split_samples(read_samples(folder / "samples.jsonl"))[1] == []
+heavy = [name for name in ("torch", "transformers") if name in sys.modules]
+assert not heavy, heavy
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
