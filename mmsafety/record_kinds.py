@@ -7,13 +7,17 @@ never looks up the workload registry itself.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from mmsafety.record_schema import RecordSchema
 from mmsafety.workload import WORKLOADS, Workload
 
 
+@lru_cache(maxsize=64)
 def schema_of_workload(kind: str, workload: Workload) -> RecordSchema:
     """The fields a workload's records add, from what it declares (`spec_shape`, `metrics_shape`,
-    `sample_shapes`, shapes or pydantic models, and `sample_value_problems`)."""
+    `sample_shapes`, shapes or pydantic models, and `sample_value_problems`); built once per workload,
+    as a leaderboard asks for it once per file."""
     return RecordSchema.from_shapes(kind, workload.spec_shape, workload.metrics_shape, workload.sample_shapes,
                                     workload.sample_value_problems)
 

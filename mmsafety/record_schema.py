@@ -162,22 +162,13 @@ class RecordSchema:
                     samples: Mapping[str, dict | type[BaseModel]] = {},
                     value_problems: Callable[[dict], list[str]] | None = None) -> "RecordSchema":
         """From shapes (or models): `samples` by sample status."""
-        return cls(_cached_model(spec, f"{name}_spec"), _cached_model(metrics, f"{name}_metrics"),
-                   {status: _cached_model(shape, f"{name}_{status}_sample") for status, shape in samples.items()},
+        return cls(_model(spec, f"{name}_spec"), _model(metrics, f"{name}_metrics"),
+                   {status: _model(shape, f"{name}_{status}_sample") for status, shape in samples.items()},
                    value_problems or (lambda sample: []))
 
 
-_MODELS: dict[int, tuple[Any, type[BaseModel]]] = {}
-
-
-def _cached_model(shape, name: str) -> type[BaseModel]:
-    """The model of a shape, built once per shape object (workloads declare theirs once, as class
-    attributes; the cache holds the shape too, so its id is never reused by another object)."""
-    if isinstance(shape, type):
-        return shape
-    if id(shape) not in _MODELS:
-        _MODELS[id(shape)] = (shape, model_of_shape(shape, name))
-    return _MODELS[id(shape)][1]
+def _model(shape, name: str) -> type[BaseModel]:
+    return shape if isinstance(shape, type) else model_of_shape(shape, name)
 
 
 # -- records and samples ------------------------------------------------------------------
