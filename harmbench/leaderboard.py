@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from harmbench.metrics import attack_success_rate
 from mmsafety.leaderboard.tables import num
+from mmsafety.record_kinds import schema_of
 from mmsafety.record_schema import split_samples
 from mmsafety.records import read_samples
 from mmsafety.leaderboard.views import Section
@@ -49,7 +50,7 @@ def row_samples(row) -> list[dict]:
     """The usable samples of a leaderboard row's records (each test case once, the first seen wins)."""
     seen, merged = set(), []
     for path in row.records:
-        good, _ = split_samples(KIND, read_samples(path.parent / "samples.jsonl"))
+        good, _ = split_samples(read_samples(path.parent / "samples.jsonl"), schema_of(KIND))
         for s in good:
             if s.get("image") not in seen:
                 seen.add(s.get("image"))

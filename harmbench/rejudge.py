@@ -21,6 +21,7 @@ from PIL import Image
 from harmbench.judges import JudgeInput
 from harmbench.leaderboard import KIND, rescore
 from mmsafety.errors import UserError
+from mmsafety.record_kinds import schema_of
 from mmsafety.record_schema import record_problems, split_samples
 from mmsafety.records import RunRecord, atomic_write_text, read_samples
 from mmsafety.safe_json import loads_object
@@ -35,9 +36,9 @@ def read_source(source: Path) -> tuple[dict, list[dict]]:
         record = loads_object((source / "record.json").read_bytes())
     except (OSError, ValueError) as e:
         raise UserError(f"record={source}: no readable record.json ({e}); point it at a folder mmsafety-attack wrote") from None
-    if record_problems(record) or record.get("kind") != KIND or (record.get("spec") or {}).get("case") != "harmbench_behaviors":
+    if record_problems(record, schema_of) or record.get("kind") != KIND or (record.get("spec") or {}).get("case") != "harmbench_behaviors":
         raise UserError(f"record={source}: not a HarmBench attack record (mmsafety-attack case=harmbench_behaviors)")
-    samples, _ = split_samples(KIND, read_samples(source / "samples.jsonl"))
+    samples, _ = split_samples(read_samples(source / "samples.jsonl"), schema_of(KIND))
     samples = [s for s in samples if s.get("status") == "ok"]
     if not samples:
         raise UserError(f"record={source}: no finished test cases in samples.jsonl; let the attack job finish first")
@@ -77,7 +78,7 @@ def rejudge_record(source_dir: str | Path, judge, judge_options: dict, out_dir: 
     config = {**record.get("config", {}), "rejudge": {"source_run": str(source.resolve()), "judge": judge_options}}
     if isinstance(config.get("case"), dict):
         config["case"] = {**config["case"], "judge": judge_options}
-    run = RunRecord(out, KIND, config, seeds=record.get("seeds"))
+    run = RunRecord.open(out, KIND, config, seeds=record.get("seeds"), schema=schema_of(KIND))
     try:
         run.update(model=record.get("model", {}),
                    spec={**record["spec"], "judge": judge_options, "stage": "rejudge", "source_run": str(source.resolve())})

@@ -3,6 +3,11 @@
 These two files are the contract between stages: scoring, attacks and leaderboards read
 them and nothing else. A job that is killed leaves a valid record with status `partial`
 and every finished sample on disk; running the same job again skips those samples.
+
+A job opens its record with `RunRecord.open(...)`, best as `with RunRecord.open(...) as record:`;
+building a `RunRecord` does nothing else (no folder, lock or file). The record's fields are typed
+in `mmsafety.record_models`; reading records (`read_samples`, `mmsafety.record_schema`) imports
+neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -18,9 +23,15 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-SCHEMA_VERSION = 1
+from mmsafety.errors import UserError
+from mmsafety.record_models import SCHEMA_VERSION, new_record
+from mmsafety.record_schema import RecordSchema, field_problems, record_problems, sample_problems
+from mmsafety.safe_json import JSONRejected, loads_object
+
+__all__ = ["RunRecord", "SCHEMA_VERSION", "atomic_write_bytes", "atomic_write_text", "config_sha256",
+           "environment", "read_samples"]
 
 
 def current_umask() -> int:
@@ -65,7 +76,8 @@ def config_sha256(config: dict) -> str:
 
 
 def environment() -> dict[str, Any]:
-    """Versions and hardware, so a number can be traced to what produced it."""
+    """Versions and hardware, so a number can be traced to what produced it. Called when a job opens
+    its record; torch is imported here, not at module level, so that reading records never imports it."""
     import torch
     import transformers
 
@@ -91,8 +103,6 @@ def read_samples(path: Path, problems: list[str] | None = None) -> list[dict]:
     """Complete lines of a samples.jsonl that decode to objects. A torn last line (a kill
     mid-write) is dropped; any other line that cannot be read (not JSON, nested too deep, not
     an object: someone else's file gone wrong) is left out, with its reason in `problems`."""
-    from mmsafety.safe_json import JSONRejected, loads_object
-
     if not path.exists():
         return []
     samples = []
@@ -109,55 +119,79 @@ def read_samples(path: Path, problems: list[str] | None = None) -> list[dict]:
 
 
 class RunRecord:
-    """One job's record in `out_dir`. Keys identify samples, e.g. (task, id)."""
+    """One job's record in `out_dir`. Keys identify samples, e.g. (task, id).
 
-    def __init__(self, out_dir: str | Path, kind: str, config: dict, *, seeds: dict | None = None):
+    `schema` holds the fields the job's workload adds (its caller looks it up, e.g.
+    `mmsafety.record_kinds.schema_of(kind)`): on resume, earlier samples that do not fit it are set
+    aside and redone. `versions` says what produced the numbers (default: `environment()`).
+
+        with RunRecord.open(out_dir, "goat_bench", config, seeds={"seed": 0}) as record:
+            record.add_sample({...})
+            record.write("completed")
+    """
+
+    def __init__(self, out_dir: str | Path, kind: str, config: dict, *, seeds: dict | None = None,
+                 schema: RecordSchema | None = None, versions: Callable[[], dict] = environment):
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = self._take_lock()
-        self._remove_temp_files_of_killed_writers()
+        self.kind, self.config, self.seeds, self.schema, self._versions = kind, config, seeds or {}, schema, versions
         self.record_path = self.out_dir / "record.json"
         self.samples_path = self.out_dir / "samples.jsonl"
+        self.data: dict[str, Any] = {}
+        self.samples: list[dict] = []
+        self.started = 0.0
+        self._lock = None
+        self._sample_file = None
+        self._last_write = 0.0
+
+    @classmethod
+    def open(cls, out_dir: str | Path, kind: str, config: dict, *, seeds: dict | None = None,
+             schema: RecordSchema | None = None, versions: Callable[[], dict] = environment) -> "RunRecord":
+        """Create the folder, take its lock, resume what a previous run of the same config left
+        (refusing another config's run), and write a partial record: a job killed from here on
+        leaves a valid one."""
+        return cls(out_dir, kind, config, seeds=seeds, schema=schema, versions=versions)._open()
+
+    def __enter__(self) -> "RunRecord":
+        return self if self._lock is not None else self._open()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _open(self) -> "RunRecord":
+        if self._lock is not None:
+            raise RuntimeError(f"the record in {self.out_dir} is already open")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = self._take_lock()
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self._remove_temp_files_of_killed_writers()
         self.started = time.time()
         previous = self._read_previous()
-        sha = config_sha256(config)
+        sha = config_sha256(self.config)
         if previous and previous.get("config_sha256") != sha:
             if previous.get("status") == "failed" and not read_samples(self.samples_path):
                 previous = None  # failed before its first sample (e.g. no GPU): the corrected command starts over
             else:
-                from mmsafety.errors import UserError
-
-                self._lock.close()
                 raise UserError(f"{self.out_dir} holds a run with a different config; pass hydra.run.dir=NEW_DIR, "
                                 f"or delete that folder to start over")
-        self.data: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": previous.get("run_id") if previous else uuid.uuid4().hex,
-            "kind": kind,
-            "status": "partial",
-            "config": config,
-            "config_sha256": sha,
-            "model": {},
-            "spec": {},
-            "metrics": {},
-            "counts": {"ok": 0, "skipped": 0, "errors": 0},
-            "skipped_reasons": {},
-            "seeds": seeds or {},
-            "versions": environment(),
-            "timing": {"started": self.started, "resumes": (previous or {}).get("timing", {}).get("resumes", -1) + 1},
-            "command": " ".join(sys.argv),
-        }
+        self.data = new_record(
+            run_id=previous.get("run_id") if previous else uuid.uuid4().hex, kind=self.kind, config=self.config,
+            config_sha256=sha, seeds=self.seeds, versions=self._versions(), started=self.started,
+            resumes=(previous or {}).get("timing", {}).get("resumes", -1) + 1, command=" ".join(sys.argv))
         self._tidy_samples_file()
-        self.samples = self._resumable_samples(kind)
+        self.samples = self._resumable_samples()
         self._sample_file = open(self.samples_path, "a", encoding="utf-8")
-        self._last_write = 0.0
-        self.write("partial")  # a job killed from here on leaves a valid partial record
+        self.write("partial")
 
     def _take_lock(self):
         """One writer per run folder: a second job on the same folder (the same command started
         twice) would append every sample twice. Released when the job's process ends."""
-        from mmsafety.errors import UserError
-
         lock = open(self.out_dir / ".record.lock", "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -176,14 +210,12 @@ class RunRecord:
     def _read_previous(self) -> dict | None:
         """The record a previous run of this job left, if it is one (a file that is not, e.g. a
         recursion bomb or a record with the wrong types, counts as no record)."""
-        from mmsafety.record_schema import record_problems
-        from mmsafety.safe_json import loads_object
-
         try:
             previous = loads_object(self.record_path.read_bytes())
         except (OSError, ValueError):
             return None
-        if record_problems(previous) or not isinstance(previous.get("config_sha256"), str):
+        if record_problems(previous, lambda kind: self.schema if kind == self.kind else None) \
+                or not isinstance(previous.get("config_sha256"), str):
             return None
         return previous
 
@@ -195,21 +227,18 @@ class RunRecord:
         if data and not data.endswith(b"\n"):
             atomic_write_bytes(self.samples_path, data[: data.rfind(b"\n") + 1])
 
-    def _resumable_samples(self, kind: str) -> list[dict]:
+    def _resumable_samples(self) -> list[dict]:
         """The samples of a previous run that its scoring can use. Lines it cannot (not JSON, nested
         too deep, wrong types: a file edited or copied from elsewhere) move to
         `samples.rejected.jsonl` and their reasons go into the record, so the job redoes those
         samples instead of failing on them when it scores."""
-        from mmsafety.record_schema import sample_problems
-        from mmsafety.safe_json import JSONRejected, loads_object
-
         if not self.samples_path.exists():
             return []
         samples, kept, rejected, reasons = [], [], [], []
         for line_no, raw in enumerate(self.samples_path.read_bytes().splitlines(keepends=True), 1):
             try:
                 sample = loads_object(raw)
-                wrong = sample_problems(kind, sample)
+                wrong = sample_problems(sample, self.schema)
             except JSONRejected as e:
                 wrong = [str(e)]
             if wrong:
@@ -241,6 +270,11 @@ class RunRecord:
             self.write()
 
     def update(self, **fields: Any) -> None:
+        """Set record fields. A field the record model types (model, spec, counts, ...) must fit
+        it: a job that sets a wrong type is stopped here, not by every reader of its record."""
+        wrong = field_problems(fields)
+        if wrong:
+            raise ValueError(f"record field of the wrong type: {'; '.join(wrong[:3])}")
         self.data.update(fields)
 
     def write(self, status: str | None = None) -> None:
@@ -256,8 +290,9 @@ class RunRecord:
         self._last_write = time.time()
 
     def close(self) -> None:
-        if not self._sample_file.closed:
+        if self._sample_file is not None and not self._sample_file.closed:
             os.fsync(self._sample_file.fileno())
             self._sample_file.close()
-        if not self._lock.closed:
+        if self._lock is not None and not self._lock.closed:
             self._lock.close()  # releases the flock
+        self._lock = None

@@ -43,20 +43,20 @@ def test_run_folders_differ_whenever_the_config_does():
 def test_a_failed_run_without_samples_is_replaced_but_a_real_conflict_is_refused(tmp_path):
     from mmsafety.errors import UserError
 
-    failed = RunRecord(tmp_path / "failed", "goat_bench", {"model": "llava_1_5_7b", "placement": "cuda"})
+    failed = RunRecord.open(tmp_path / "failed", "goat_bench", {"model": "llava_1_5_7b", "placement": "cuda"})
     failed.update(error="no GPU")
     failed.write("failed")
     failed.close()
-    corrected = RunRecord(tmp_path / "failed", "goat_bench", {"model": "llava_1_5_7b", "placement": "cpu"})
+    corrected = RunRecord.open(tmp_path / "failed", "goat_bench", {"model": "llava_1_5_7b", "placement": "cpu"})
     assert corrected.data["config"]["placement"] == "cpu" and corrected.data["timing"]["resumes"] == 0
     corrected.close()
 
-    with_samples = RunRecord(tmp_path / "work", "goat_bench", {"limit": 2})
+    with_samples = RunRecord.open(tmp_path / "work", "goat_bench", {"limit": 2})
     with_samples.add_sample({"task": "sarcasm", "id": "1", "status": "ok", "label": 1, "pred": 1})
     with_samples.write("failed")
     with_samples.close()
     with pytest.raises(UserError, match="different config"):
-        RunRecord(tmp_path / "work", "goat_bench", {"limit": 3})
+        RunRecord.open(tmp_path / "work", "goat_bench", {"limit": 3})
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def test_rejudging_on_the_crafting_model_gives_the_attack_jobs_rates(crafted, or
 
 
 def test_judging_another_models_pngs_writes_a_judge_record(crafted, tiny_llava, tmp_path):
-    record = RunRecord(tmp_path / "judge", "visual_attack", {"judge": "tiny_llava", "source": str(crafted)})
+    record = RunRecord.open(tmp_path / "judge", "visual_attack", {"judge": "tiny_llava", "source": str(crafted)})
     metrics = judge_saved_attack(crafted, tiny_llava, record, log=lambda line: None)
     record.update(metrics=metrics)
     record.write("completed")

@@ -249,6 +249,7 @@ def test_leaderboard_leaves_out_unusable_samples_and_says_so(tmp_path):
 
 
 def test_resume_sets_unusable_sample_lines_aside_and_redoes_them(tmp_path):
+    from mmsafety.record_kinds import schema_of
     from mmsafety.records import RunRecord, config_sha256
 
     out = tmp_path / "run"
@@ -260,7 +261,7 @@ def test_resume_sets_unusable_sample_lines_aside_and_redoes_them(tmp_path):
     lines = [json.dumps(good), BOMB, json.dumps({**good, "id": "2", "label": True}), json.dumps({**good, "id": ["3"]}),
              json.dumps({**good, "id": "4", "status": {"x": 1}}), "not json"]
     (out / "samples.jsonl").write_text("\n".join(lines) + "\n")
-    record = RunRecord(out, "goat_bench", config)
+    record = RunRecord.open(out, "goat_bench", config, schema=schema_of("goat_bench"))
     try:
         assert record.samples == [good] and record.done_keys(("task", "id")) == {("sarcasm", "1")}
         assert record.data["resume_rejected"]["lines"] == 5
@@ -276,7 +277,7 @@ def test_a_previous_record_that_is_a_bomb_counts_as_no_record(tmp_path):
     from mmsafety.records import RunRecord
 
     (tmp_path / "record.json").write_text(BOMB)
-    record = RunRecord(tmp_path, "goat_bench", {"a": 1})
+    record = RunRecord.open(tmp_path, "goat_bench", {"a": 1})
     record.close()
     assert json.loads((tmp_path / "record.json").read_text())["status"] == "partial"
 
@@ -486,12 +487,13 @@ def test_fuzzed_records_and_samples_never_crash_the_written_leaderboard(tmp_path
 @given(kind=st.sampled_from(["goat_bench", "visual_attack"]), lines=SAMPLE_LINES)
 def test_fuzzed_samples_never_crash_a_resume(tmp_path_factory, kind, lines):
     from goat_bench.evaluate import score_samples
+    from mmsafety.record_kinds import schema_of
     from mmsafety.records import RunRecord
     from visual_attacks.run import summarize
 
     out = tmp_path_factory.mktemp("resume")
     (out / "samples.jsonl").write_text("".join(line + "\n" for line in lines))
-    record = RunRecord(out, kind, {"c": 1})
+    record = RunRecord.open(out, kind, {"c": 1}, schema=schema_of(kind))
     try:
         record.done_keys(("task", "id") if kind == "goat_bench" else ("image",))
         record.write("partial")

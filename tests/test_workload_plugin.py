@@ -25,7 +25,7 @@ def toy(monkeypatch):
 
 
 def write_run(folder, model: str, flips: list[int], shard: int = 0, shards: int = 1) -> None:
-    record = RunRecord(folder, "coin_flips", {"model": model, "shard": shard}, seeds={"seed": 0})
+    record = RunRecord.open(folder, "coin_flips", {"model": model, "shard": shard}, seeds={"seed": 0})
     record.update(model={"name": model}, spec={"coin": "fair?", "shard": {"index": shard, "count": shards}})
     for i, heads in enumerate(flips):
         record.add_sample({"flip": f"{shard}-{i}", "status": "ok", "heads": heads})
@@ -86,7 +86,7 @@ def test_the_toy_needs_are_checked_against_an_adapter_class(toy):
 def test_a_workload_without_sample_views_gets_the_generic_sample_browser(toy, tmp_path):
     """The core shows any workload's samples.jsonl fields in the page's sample browser, escaped."""
     hostile = "</textarea><script>alert('x')</script><img src=x onerror=alert(1)> \" ' </details>"
-    record = RunRecord(tmp_path / "runs" / "penny", "coin_flips", {"model": "penny"}, seeds={"seed": 0})
+    record = RunRecord.open(tmp_path / "runs" / "penny", "coin_flips", {"model": "penny"}, seeds={"seed": 0})
     record.update(model={"name": "penny"}, spec={"coin": "fair?", "synthetic": True})
     for i in range(3):
         record.add_sample({"flip": f"flip-{i}", "status": "ok", "heads": i % 2, "said": hostile})

@@ -8,6 +8,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from mmsafety.models.base import ModelAdapter
+from mmsafety.record_kinds import schema_of
 from mmsafety.records import RunRecord
 
 
@@ -20,7 +21,7 @@ def open_record(cfg: DictConfig, kind: str, out_dir=None) -> RunRecord:
         from hydra.core.hydra_config import HydraConfig
 
         out_dir = HydraConfig.get().runtime.output_dir
-    return RunRecord(out_dir, kind, plain_config(cfg), seeds={"seed": cfg.seed})
+    return RunRecord.open(out_dir, kind, plain_config(cfg), seeds={"seed": cfg.seed}, schema=schema_of(kind))
 
 
 def run_job(cfg: DictConfig, kind: str, work: Callable[[ModelAdapter, RunRecord], dict], out_dir=None,

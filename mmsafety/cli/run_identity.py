@@ -42,6 +42,7 @@ def config_hash(*, _root_: DictConfig) -> str:
 
 def previous_run(folder: Path) -> dict | None:
     """The record a run left in `folder`, if it holds a readable one."""
+    from mmsafety.record_kinds import schema_of
     from mmsafety.record_schema import record_problems
     from mmsafety.safe_json import loads_object
 
@@ -49,7 +50,7 @@ def previous_run(folder: Path) -> dict | None:
         previous = loads_object((Path(folder) / "record.json").read_bytes())
     except (OSError, ValueError):
         return None
-    if record_problems(previous) or not isinstance(previous.get("config_sha256"), str):
+    if record_problems(previous, schema_of) or not isinstance(previous.get("config_sha256"), str):
         return None
     return previous
 

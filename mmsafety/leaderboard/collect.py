@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmsafety.record_kinds import schema_of
 from mmsafety.record_schema import record_problems, split_samples
 from mmsafety.records import read_samples
 from mmsafety.workload import WORKLOADS
@@ -95,7 +96,7 @@ def _usable_samples(path: Path, kind: str, problems: list[str] | None = None) ->
     """The samples next to a record whose fields the workload's scoring can use. The rest (someone
     else's data gone wrong) are left out, not scored, and counted in `problems`."""
     unreadable: list[str] = []
-    samples, wrong = split_samples(kind, read_samples(path.parent / "samples.jsonl", unreadable))
+    samples, wrong = split_samples(read_samples(path.parent / "samples.jsonl", unreadable), schema_of(kind))
     if problems is not None and (unreadable or wrong):
         problems.append(f"{path.parent / 'samples.jsonl'}: {len(unreadable) + len(wrong)} line(s) left out "
                         f"({(unreadable + wrong)[0]})")
@@ -132,7 +133,7 @@ def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
         except (OSError, ValueError) as e:
             problems.append(f"{path}: skipped, unreadable ({e})")
             continue
-        if wrong := record_problems(record):  # a record is data, perhaps someone else's: types first
+        if wrong := record_problems(record, schema_of):  # a record is data, perhaps someone else's: types first
             problems.append(f"{path}: skipped, not a valid run record ({'; '.join(wrong[:3])})")
             continue
         if record["kind"] not in WORKLOADS:
