@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from mmsafety.cli.hydra_errors import explain as _explain  # noqa: F401  (stable name)
 from mmsafety.cli.job_log import job_log, print_line, result_log
 from mmsafety.cli.launchers import check_launcher
-from mmsafety.cli.lifecycle import open_record, plain_config, run_job  # noqa: F401  (stable names)
+from mmsafety.cli.lifecycle import RunNotCompleted, open_record, plain_config, run_job  # noqa: F401  (stable names)
 from mmsafety.cli.loading import check_capabilities, load_model
 from mmsafety.cli.output_dir import STORAGE_ERRORS, check_output_dir, describe_os_error
 from mmsafety.cli.resolvers import register as _register
@@ -144,7 +144,8 @@ def run_app(workload_name: str) -> None:
         print(f"\n{INTERRUPTED}", file=sys.stderr, flush=True)
         sys.exit(130)
     if failed_jobs:
-        print(f"error: {failed_jobs} job(s) of the sweep failed (each said why above; its record says failed)",
+        print(f"error: {failed_jobs} job(s) of the sweep failed or did not complete (each said why above; its record "
+              f"says failed or partial)",
               file=sys.stderr)
         sys.exit(1)
 
@@ -181,6 +182,8 @@ def _run_app(workload_name: str) -> int:
             print(table)
             print(f"record: {record.record_path}")
             result_log(f"result:\n{table}\nrecord: {record.record_path}")
+            if record.data["status"] != "completed":  # some samples errored: the table is over the answered ones
+                raise RunNotCompleted(record.data.get("stopped", "the run did not complete"), exit_status=3)
         except KeyboardInterrupt:
             job_log(INTERRUPTED)  # the record is partial: the same command resumes it
             sys.exit(130)
@@ -192,7 +195,7 @@ def _run_app(workload_name: str) -> int:
                 e, HydraConfig.get().runtime.output_dir, "hydra.sweep.dir" if sweep else "hydra.run.dir")
             job_log(f"error: {message}")
             if not sweep:
-                sys.exit(2)
+                sys.exit(getattr(e, "exit_status", 2))
             failed.append(HydraConfig.get().job.num)  # the other jobs go on; this one's record says failed
 
     hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=workload.config_name)(task)()

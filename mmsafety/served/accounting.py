@@ -53,3 +53,30 @@ class Accounting:
         out["cost"] = self.cost
         out["price_per_million_tokens"] = dict(self.price_per_million_tokens) or None
         return out
+
+
+# Counters that add up over the invocations of one run (a resumed run is the same run).
+_SUMMED = ("requests", "retries", "answered", "cache_hits", "failed", "prompt_tokens", "completion_tokens")
+
+
+def accumulate(before: dict | None, now: dict) -> dict:
+    """The accounting of a whole run: `before` (the totals its earlier invocations recorded, or None)
+    plus `now` (this invocation's `as_dict()`). Counters, retry reasons and cost add up; the price
+    table and budgets are this invocation's settings (budgets apply per invocation)."""
+    if not isinstance(before, dict):
+        return dict(now)
+    total = dict(now)
+    for name in _SUMMED:
+        total[name] = _count(before.get(name)) + _count(now.get(name))
+    reasons = dict(before.get("retry_reasons") or {}) if isinstance(before.get("retry_reasons"), dict) else {}
+    for reason, n in (now.get("retry_reasons") or {}).items():
+        reasons[reason] = _count(reasons.get(reason)) + _count(n)
+    total["retry_reasons"] = reasons
+    costs = [c for c in (before.get("cost"), now.get("cost")) if isinstance(c, (int, float)) and not isinstance(c, bool)]
+    total["cost"] = sum(costs) if costs else None
+    return total
+
+
+def _count(value) -> int:
+    """A counter from a record (data, perhaps edited by hand): anything but a number counts as 0."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
