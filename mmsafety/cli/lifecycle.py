@@ -114,6 +114,8 @@ def run_job(cfg: DictConfig, kind: str, work: Callable[[ModelAdapter, RunRecord]
 
     try:
         model = load(cfg)
+        if hasattr(model, "probe"):  # a served model: one real request, so a dead endpoint stops here
+            model.probe()
         metrics = work(model, record)
         record.update(metrics=metrics)
         status, line = status_from_samples(record.samples)

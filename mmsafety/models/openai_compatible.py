@@ -63,8 +63,8 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
     @classmethod
     def from_config(cls, model_cfg, preflight: bool = True) -> "OpenAICompatibleAdapter":
         """Settings from the `model:` node, a client, and (by default) the one-line checks of the
-        server, key and model name (GET /models), then one real chat request (`probe`), before
-        any sample is sent."""
+        server, key and model name before anything is sent. A job then sends one real chat
+        request (`probe`, called by mmsafety.cli.lifecycle.run_job) before its first sample."""
         from mmsafety.served.client import ServedClient
         from mmsafety.served.settings import settings_from_config
 
@@ -74,7 +74,6 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
             adapter = cls(settings, client)
             if preflight:
                 client.preflight()
-                adapter.probe()
         except BaseException:
             client.close()
             raise
