@@ -116,7 +116,8 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     done = record.done_keys(KEY)  # answered or skipped; memes that errored before are not done (RunRecord)
     todo = [s for s in samples if (s.task, s.id) not in done]
     retried = f"; {record.retried_errors} that errored before are sent again" if record.retried_errors else ""
-    log(f"{len(samples)} memes in {len(cfg.task.tasks)} task(s) from {root}; {len(samples) - len(todo)} already done{retried}")
+    log(f"{len(samples)} memes in {len(cfg.task.tasks)} task(s) from {root}; "
+        f"{len(samples) - len(todo)} already done{retried}")
     # Similar lengths together: less padding per batch. Sorting is deterministic, so a resumed run
     # walks the same order.
     todo.sort(key=lambda s: (len(s.text), s.task, s.id))
@@ -214,7 +215,8 @@ def format_table(metrics: dict) -> str:
         for c in cols))
     if any(per_task[c].get("errors") for c in per_task):  # memes with no answer: not in Acc / F1 above
         lines.append(f"{'errors':14}" + "".join(
-            f"{per_task[c].get('errors', 0) if c != 'overall' else metrics['overall'].get('errors', ''):>16}" for c in cols))
+            f"{per_task[c].get('errors', 0) if c != 'overall' else metrics['overall'].get('errors', ''):>16}"
+            for c in cols))
     lines.append(f"{'invalid %':14}" + "".join(
         f"{per_task[c].get('invalid_rate', 0):>16.1f}" if c != "overall" else f"{'':>16}" for c in cols))
     return "\n".join(lines)

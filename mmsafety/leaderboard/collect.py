@@ -109,7 +109,8 @@ def _config_differences(rows_configs: list[tuple["Row", dict]]) -> None:
     in which they differ, with this row's values (the rows would otherwise look the same)."""
     alike: dict[str, list[tuple[Row, dict]]] = {}
     for row, record in rows_configs:
-        alike.setdefault(json.dumps(_what_ran(record), sort_keys=True, default=str), []).append((row, _flat(_job_config(record))))
+        key = json.dumps(_what_ran(record), sort_keys=True, default=str)
+        alike.setdefault(key, []).append((row, _flat(_job_config(record))))
     for group in alike.values():
         if len(group) < 2:
             continue
