@@ -19,7 +19,6 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from goat_bench.cli import run_eval
 from mmsafety.cli.lifecycle import status_from_samples
 from mmsafety.leaderboard.collect import build_rows
 from mmsafety.records import read_samples
@@ -186,14 +185,19 @@ def test_a_refused_run_stops_then_the_same_command_answers_everything_and_counts
 def test_some_errored_samples_leave_the_run_partial_with_metrics_over_the_answered(endpoint, tmp_path):
     endpoint.mode = "refuse_some"
     endpoint.image_chats = 0
-    metrics, _ = run_eval(tmp_path / "run", *overrides(endpoint, tmp_path / "cache.sqlite"))
+    run = eval_cli(endpoint, tmp_path / "run")
     record = record_of(tmp_path / "run")
+    metrics = record["metrics"]
     samples = read_samples(tmp_path / "run" / "samples.jsonl")
     answered = [s for s in samples if s["status"] == "ok"]
     errors = N - len(answered)
     assert 0 < errors < N, "the hash split should refuse some memes and answer others"
     assert record["status"] == "partial" and record["counts"]["errors"] == errors
     assert record["stopped"].startswith(f"{errors} of {N} samples errored; metrics are over the {len(answered)} answered")
+    # The console: the table over the answered memes with the errors beside them, then the line, exit 3.
+    assert run.returncode == 3 and f"error: {record['stopped']}" in run.stdout + run.stderr
+    table_errors = [line.split() for line in run.stdout.splitlines() if line.startswith("errors")]
+    assert table_errors == [["errors", str(errors)]]
     # Metrics over the answered memes only: accuracy is their share of correct predictions.
     assert metrics["overall"]["n"] == len(answered) and metrics["overall"]["errors"] == errors
     assert metrics["overall"]["accuracy"] == pytest.approx(100 * sum(s["correct"] for s in answered) / len(answered))

@@ -175,7 +175,7 @@ def test_a_server_without_logprobs_is_refused_before_the_run_for_scoring_logprob
         message = one_line_error(lambda: run_eval(tmp_path / "run", *eval_overrides(
             proxy.base_url, tmp_path, "scoring=logprob", "task.limit=4")))
         assert "returns no logprobs for organism; use scoring=generate" in message
-        assert len(proxy.log) == 1  # the probe only: no meme was sent
+        assert len(proxy.log) == 2  # the run's probe and the logprobs probe: no meme was sent
         assert (tmp_path / "run" / "samples.jsonl").read_text() == ""
     finally:
         proxy.close()
