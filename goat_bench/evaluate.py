@@ -11,6 +11,7 @@ from goat_bench.metrics import overall, task_metrics
 from goat_bench.parsing import parse_answer
 from goat_bench.prompts import TEMPLATES
 from goat_bench.tasks import ADJECTIVES, TASKS
+from mmsafety.cli.lifecycle import note_invocation
 from mmsafety.config import plain
 from mmsafety.errors import ConfigError
 from mmsafety.models.base import ModelAdapter
@@ -112,9 +113,11 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     )
     if scoring == "logprob" and hasattr(adapter, "check_logprobs"):
         adapter.check_logprobs()  # a served model whose server returns no logprobs: one line, before any meme
-    done = record.done_keys(KEY)
+    done = record.done_keys(KEY)  # answered or skipped; memes that errored before are not done (RunRecord)
     todo = [s for s in samples if (s.task, s.id) not in done]
-    log(f"{len(samples)} memes in {len(cfg.task.tasks)} task(s) from {root}; {len(samples) - len(todo)} already done")
+    retried = f"; {record.retried_errors} that errored before are sent again" if record.retried_errors else ""
+    log(f"{len(samples)} memes in {len(cfg.task.tasks)} task(s) from {root}; "
+        f"{len(samples) - len(todo)} already done{retried}")
     # Similar lengths together: less padding per batch. Sorting is deterministic, so a resumed run
     # walks the same order.
     todo.sort(key=lambda s: (len(s.text), s.task, s.id))
@@ -147,8 +150,7 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
         bar.set_postfix(acc=f"{100 * correct / max(1, scored):.1f}%", refresh=False)
         bar.update(len(pending))  # one refresh per batch, with the new accuracy
         pending.clear()
-        if hasattr(adapter, "served_record"):
-            record.update(served=adapter.served_record())
+        note_invocation(record, adapter)  # a served model's accounting, added to earlier invocations'
         record.checkpoint()
 
     try:
@@ -184,6 +186,8 @@ def score_samples(samples: list[dict], tasks: list[str], seed: int = 0) -> dict:
         per_task[task]["skipped"] = sum(1 for s in samples if s["task"] == task and s.get("status") == "skipped")
         per_task[task]["errors"] = sum(1 for s in samples if s["task"] == task and s.get("status") == "error")
     metrics = {"per_task": per_task, "overall": overall(per_task)}
+    # Metrics are over the answered memes; the errored ones are counted beside them, never scored.
+    metrics["overall"]["errors"] = sum(m["errors"] for m in per_task.values())
     missing = [s["missing_from_top_k"] for s in samples if s.get("status") == "ok" and s.get("missing_from_top_k")]
     if missing:  # a served model's logprob scoring: how often Yes or No was not among the top-k tokens
         metrics["missing_from_top_k"] = {"samples": len(missing), "Yes": sum("Yes" in m for m in missing),
@@ -209,6 +213,10 @@ def format_table(metrics: dict) -> str:
     lines.append(f"{'n (skipped)':14}" + "".join(
         f"{(str(per_task[c]['n']) + ' (' + str(per_task[c]['skipped']) + ')') if c != 'overall' else str(metrics['overall'].get('n', 0)):>16}"
         for c in cols))
+    if any(per_task[c].get("errors") for c in per_task):  # memes with no answer: not in Acc / F1 above
+        lines.append(f"{'errors':14}" + "".join(
+            f"{per_task[c].get('errors', 0) if c != 'overall' else metrics['overall'].get('errors', ''):>16}"
+            for c in cols))
     lines.append(f"{'invalid %':14}" + "".join(
         f"{per_task[c].get('invalid_rate', 0):>16.1f}" if c != "overall" else f"{'':>16}" for c in cols))
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from mmsafety.cli.command import check_command_line as check_job_command_line
 from mmsafety.cli.command import compose as _compose
 from mmsafety.cli.hydra_errors import explain as _explain  # noqa: F401  (stable name)
 from mmsafety.cli.job_log import job_log, print_line, result_log
-from mmsafety.cli.lifecycle import open_record, plain_config, run_job  # noqa: F401  (stable names)
+from mmsafety.cli.lifecycle import RunNotCompleted, open_record, plain_config, run_job  # noqa: F401  (stable names)
 from mmsafety.cli.loading import check_capabilities, load_model
 from mmsafety.cli.output_dir import describe_os_error  # noqa: F401  (stable name)
 from mmsafety.cli.resolvers import register as _register
@@ -75,6 +75,8 @@ def workload_command(workload_name: str) -> JobCommand:
         print(table)
         print(f"record: {record.record_path}")
         result_log(f"result:\n{table}\nrecord: {record.record_path}")
+        if record.data["status"] != "completed":  # some samples errored: the table is over the answered ones
+            raise RunNotCompleted(record.data.get("stopped", "the run did not complete"), exit_status=3)
 
     return JobCommand(workload.config_name, lambda cfg: validate_job(workload_name, cfg), run)
 

@@ -184,6 +184,8 @@ class RunRecord:
             run_id=previous.get("run_id") if previous else uuid.uuid4().hex, kind=self.kind, config=self.config,
             config_sha256=sha, seeds=self.seeds, versions=self._versions(), started=self.started,
             resumes=(previous or {}).get("timing", {}).get("resumes", -1) + 1, command=" ".join(sys.argv))
+        self.previous = previous or {}  # what earlier invocations of this run recorded (accounting, history)
+        self.retried_errors = 0  # error samples of earlier invocations that this one sends again
         self._tidy_samples_file()
         self.samples = self._resumable_samples()
         self._sample_file = open(self.samples_path, "a", encoding="utf-8")
@@ -234,24 +236,33 @@ class RunRecord:
         samples instead of failing on them when it scores."""
         if not self.samples_path.exists():
             return []
-        samples, kept, rejected, reasons = [], [], [], []
+        samples, kept, rejected, reasons, retried = [], [], [], [], []
         for line_no, raw in enumerate(self.samples_path.read_bytes().splitlines(keepends=True), 1):
             try:
                 sample = loads_object(raw)
                 wrong = sample_problems(sample, self.schema)
             except JSONRejected as e:
                 wrong = [str(e)]
+            if not wrong and sample.get("status") == "error":
+                # No answer for a reason outside the data (a served failure, out of memory): the job
+                # sends it again; the line moves to samples.retried.jsonl and the new result replaces it.
+                retried.append(raw)
+                continue
             if wrong:
                 rejected.append(raw)
                 reasons.append(f"line {line_no}: {'; '.join(wrong[:3])}")
             else:
                 samples.append(sample)
                 kept.append(raw)
-        if rejected:
-            with open(self.out_dir / "samples.rejected.jsonl", "ab") as f:
-                f.writelines(rejected)
+        for name, lines in (("samples.rejected.jsonl", rejected), ("samples.retried.jsonl", retried)):
+            if lines:
+                with open(self.out_dir / name, "ab") as f:
+                    f.writelines(lines)
+        if rejected or retried:
             atomic_write_bytes(self.samples_path, b"".join(kept))
+        if rejected:
             self.data["resume_rejected"] = {"lines": len(rejected), "first_reasons": reasons[:10]}
+        self.retried_errors = len(retried)
         return samples
 
     def done_keys(self, key_fields: Iterable[str]) -> set[tuple]:

@@ -122,12 +122,13 @@ def test_goat_eval_both_scorings_resume_from_the_cache_and_never_write_the_key(s
         record = json.loads((tmp_path / f"{scoring}-1" / "record.json").read_text())
         acc = record["served"]["accounting"]
         probe = 1 if scoring == "logprob" else 0  # the logprobs check before the run
+        # + 1: the run's probe request (never cached, so every invocation sends it)
         assert record["status"] == "completed" and record["counts"] == {"ok": n, "skipped": 0, "errors": 0}
-        assert (acc["requests"], acc["answered"], acc["cache_hits"]) == (n + probe, n + probe, 0)
+        assert (acc["requests"], acc["answered"], acc["cache_hits"]) == (n + probe + 1, n + probe + 1, 0)
         assert acc["prompt_tokens"] > 0 and record["served"]["settings"]["api_key_env"] == KEY_ENV
         again, _ = run_eval(tmp_path / f"{scoring}-2", *eval_overrides(server, tmp_path, f"scoring={scoring}", f"task.limit={n}"))
         acc2 = json.loads((tmp_path / f"{scoring}-2" / "record.json").read_text())["served"]["accounting"]
-        assert (acc2["requests"], acc2["cache_hits"]) == (0, n + probe)  # a repeated run sends nothing
+        assert (acc2["requests"], acc2["cache_hits"]) == (1, n + probe)  # a repeated run sends only the probe
         assert again["per_task"] == first["per_task"]
     written = files_under(tmp_path)
     assert any(p.name == "responses.sqlite" for p in written) and len(written) > 6
@@ -143,10 +144,10 @@ def test_a_budget_stops_the_run_as_partial_and_the_rest_is_paid_once(server, tmp
                                                   "batch_size=4", "model.max_connections=1", "model.max_requests=5"))
     record = json.loads((tmp_path / "a" / "record.json").read_text())
     assert record["status"] == "partial" and "max_requests=5" in record["stopped"]
-    assert record["served"]["accounting"]["requests"] == 5 and record["counts"]["ok"] == 4  # one batch of 4 done
+    assert record["served"]["accounting"]["requests"] == 5 and record["counts"]["ok"] == 4  # the probe, a batch of 4
     run_eval(tmp_path / "b", *eval_overrides(server, tmp_path, "scoring=generate", "task.limit=12", "batch_size=4"))
     acc = json.loads((tmp_path / "b" / "record.json").read_text())["served"]["accounting"]
-    assert (acc["requests"], acc["cache_hits"]) == (7, 5)  # the 5 paid for before the stop are not paid again
+    assert (acc["requests"], acc["cache_hits"]) == (1 + 8, 4)  # the 4 memes paid for before the stop are not paid again
 
 
 def one_line_error(call) -> str:
@@ -174,7 +175,7 @@ def test_a_server_without_logprobs_is_refused_before_the_run_for_scoring_logprob
         message = one_line_error(lambda: run_eval(tmp_path / "run", *eval_overrides(
             proxy.base_url, tmp_path, "scoring=logprob", "task.limit=4")))
         assert "returns no logprobs for organism; use scoring=generate" in message
-        assert len(proxy.log) == 1  # the probe only: no meme was sent
+        assert len(proxy.log) == 2  # the run's probe and the logprobs probe: no meme was sent
         assert (tmp_path / "run" / "samples.jsonl").read_text() == ""
     finally:
         proxy.close()

@@ -162,7 +162,7 @@ def _run(command: JobCommand, args: list[str]) -> str | None:
                 e, HydraConfig.get().runtime.output_dir, "hydra.sweep.dir" if sweep else "hydra.run.dir")
             job_log(f"error: {message}")
             if not sweep:
-                sys.exit(2)
+                sys.exit(getattr(e, "exit_status", 2))  # 2: bad input; a run that did not complete says its own
             failed.append(HydraConfig.get().job.num)  # the other jobs go on; this one's record says failed
 
     sys.argv = [sys.argv[0], *args]  # what Hydra parses

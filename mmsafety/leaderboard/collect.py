@@ -1,8 +1,10 @@
 """Read run records into leaderboard rows.
 
 Records are found recursively (sweep folders included). Records of the same job split into
-shards, or run twice, are one row: their samples are merged (each sample key once) and the
-row's metrics are computed from those samples by the workload's own `rescore`. A record names
+shards, or run twice, are one row: their samples are merged (each sample key once, an answer
+winning over an error for the same key) and the row's metrics are computed from those samples by
+the workload's own `rescore`. Records whose configs differ in anything but the shard index are
+different rows, and each such row's note says what differs. A record names
 its workload by its registered key (`kind`); the registry (mmsafety.workload.WORKLOADS) is the
 trusted list, because a record is data and may come from someone else: it can select an
 installed workload, never make the core import anything else.
@@ -24,6 +26,11 @@ from mmsafety.workload import WORKLOADS
 from mmsafety.safe_json import loads_object
 # Fields of a record's spec that differ between shards or runs of one job but not its meaning.
 NOT_IDENTITY = ("shard", "notes")
+# Keys of a job's config that differ between the shards of one job.
+CONFIG_NOT_IDENTITY = ("shard",)
+# Which sample of a key a merge keeps: an answer over a skip over an error (a resumed or repeated
+# part may hold an answer where another holds only an error).
+STATUS_RANK = {"ok": 0, "skipped": 1, "error": 2}
 
 
 @dataclass
@@ -70,13 +77,49 @@ def find_records(paths: list[Path]) -> list[Path]:
     return sorted(set(found))
 
 
-def _identity(record: dict) -> str:
+def _what_ran(record: dict) -> list:
+    """The workload, model and spec (shard aside): rows that agree on these differ only in config."""
     spec = {k: v for k, v in record.get("spec", {}).items() if k not in NOT_IDENTITY}
-    model = record.get("model", {})
-    # A record that failed before its spec was written is told apart by its config alone.
-    config = None if spec else record.get("config_sha256")
-    return json.dumps([record.get("kind"), _model_name(record), model.get("weights_sha256"), spec, config],
-                      sort_keys=True, default=str)
+    return [record.get("kind"), _model_name(record), record.get("model", {}).get("weights_sha256"), spec]
+
+
+def _job_config(record: dict) -> dict:
+    config = record.get("config")
+    return {k: v for k, v in config.items() if k not in CONFIG_NOT_IDENTITY} if isinstance(config, dict) else {}
+
+
+def _identity(record: dict) -> str:
+    """Records of one job (its shards, its resumed parts, a copy) share this; any other difference
+    in their configs (model.cache_path, a retry setting, ...) makes them different rows."""
+    return json.dumps(_what_ran(record) + [_job_config(record)], sort_keys=True, default=str)
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, str]:
+    """{"model.cache_path": "\"/x\"", ...}: a config's leaves by dotted key, values as JSON text."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def _config_differences(rows_configs: list[tuple["Row", dict]]) -> None:
+    """To the note of each row whose workload, model and spec equal another row's: the config keys
+    in which they differ, with this row's values (the rows would otherwise look the same)."""
+    alike: dict[str, list[tuple[Row, dict]]] = {}
+    for row, record in rows_configs:
+        key = json.dumps(_what_ran(record), sort_keys=True, default=str)
+        alike.setdefault(key, []).append((row, _flat(_job_config(record))))
+    for group in alike.values():
+        if len(group) < 2:
+            continue
+        keys = sorted({k for _, flat in group for k in flat if len({f.get(k) for _, f in group}) > 1})
+        for row, flat in group:
+            shown = ", ".join(f"{k}={flat.get(k, '(unset)')[:60]}" for k in keys[:4])
+            more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+            row.note = (row.note + "; " if row.note else "") + f"config differs: {shown}{more}"
 
 
 def _model_name(record: dict) -> str:
@@ -104,14 +147,23 @@ def _usable_samples(path: Path, kind: str, problems: list[str] | None = None) ->
 
 
 def _merge_samples(paths: list[Path], key_fields: list[str], kind: str, problems: list[str]) -> list[dict]:
-    """Every sample once (the first seen wins), in record order."""
-    seen, merged = set(), []
+    """Every sample key once, in the order first seen: an answer wins over a skip, a skip over an
+    error (STATUS_RANK); between equals the first seen wins."""
+    kept: dict = {}
+    merged: list[dict] = []
     for path in paths:
         for s in _usable_samples(path, kind, problems):
-            key = tuple(str(s.get(k)) for k in key_fields) if key_fields else None
-            if key is None or key not in seen:
-                seen.add(key)
+            if not key_fields:
                 merged.append(s)
+                continue
+            key = tuple(str(s.get(k)) for k in key_fields)
+            rank = STATUS_RANK.get(s.get("status", "ok"), len(STATUS_RANK))
+            if key not in kept:
+                kept[key] = (rank, len(merged))
+                merged.append(s)
+            elif rank < kept[key][0]:
+                kept[key] = (rank, kept[key][1])
+                merged[kept[key][1]] = s
     return merged
 
 
@@ -142,6 +194,7 @@ def build_rows(paths: list[Path]) -> tuple[list[Row], list[str]]:
             continue
         groups.setdefault(_identity(record), []).append((path, record))
     rows = [_row(members, problems) for members in groups.values()]
+    _config_differences([(row, members[0][1]) for row, members in zip(rows, groups.values())])
     rows.sort(key=lambda r: (r.workload, r.model, json.dumps(r.spec, sort_keys=True, default=str)))
     return rows, problems
 
@@ -167,6 +220,7 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
     if single:
         row.metrics = first["metrics"]
         row.samples = sum(first.get("counts", {}).values())
+        _note_errors(row, first.get("counts", {}).get("errors", 0), first.get("counts", {}).get("ok", 0))
         return row
     workload = WORKLOADS.get(row.workload)
     samples = _merge_samples(row.records, list(workload.sample_key), first["kind"], problems)
@@ -181,9 +235,17 @@ def _row(members: list[tuple[Path, dict]], problems: list[str]) -> Row:
     except (KeyError, ValueError, TypeError, AttributeError, ZeroDivisionError) as e:
         row.note = f"metrics not recomputed ({e})"
         problems.append(f"{row.records[0].parent}: {row.note}")
+    statuses = [s.get("status", "ok") for s in samples]
+    _note_errors(row, statuses.count("error"), statuses.count("ok"))
     if len(members) > 1:
         row.note = (row.note + "; " if row.note else "") + f"merged from {len(members)} records"
     return row
+
+
+def _note_errors(row: Row, errors: int, answered: int) -> None:
+    """Mark a row whose metrics leave out samples that errored (no answer): how many, over what."""
+    if errors and not row.error:  # a failed row's note already says why
+        row.note = (row.note + "; " if row.note else "") + f"{errors} errored, metrics over {answered} answered"
 
 
 def reference_rows(rows: list[Row]) -> list[Row]:

@@ -9,6 +9,8 @@ hands it the node (`takes_model_config`), as it has no checkpoint or placement.
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import ClassVar, Sequence
 
 import torch
@@ -61,19 +63,21 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
     @classmethod
     def from_config(cls, model_cfg, preflight: bool = True) -> "OpenAICompatibleAdapter":
         """Settings from the `model:` node, a client, and (by default) the one-line checks of the
-        server, key and model name before anything is sent."""
+        server, key and model name before anything is sent. A job then sends one real chat
+        request (`probe`, called by mmsafety.cli.lifecycle.run_job) before its first sample."""
         from mmsafety.served.client import ServedClient
         from mmsafety.served.settings import settings_from_config
 
         settings = settings_from_config(model_cfg)
         client = ServedClient(settings)
         try:
+            adapter = cls(settings, client)
             if preflight:
                 client.preflight()
         except BaseException:
             client.close()
             raise
-        return cls(settings, client)
+        return adapter
 
     @property
     def accounting(self):
@@ -85,6 +89,33 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
 
     def close(self) -> None:
         self.client.close()
+
+    def probe(self) -> None:
+        """One real chat request before the run: a server can list its models and still refuse every
+        chat request (a proxy with a wrong key answers 400 to each). A small image with a short text
+        is sent first; refused, the same text alone (a text-only model refuses images); refused
+        again, or unanswered after every retry, the run stops here in one line, before any sample
+        is recorded. Never answered from the cache (its key carries a fresh nonce): a cached answer
+        says nothing about the server now. Counted in the accounting like any request."""
+        from mmsafety.errors import UserError
+        from mmsafety.served.client import NOT_RUN, Failure
+
+        probe_image = Image.new("RGB", (32, 32), (128, 128, 128))
+        reasons = []
+        for images in ([probe_image], None):
+            (key, build), = self._requests(images, ["Answer with one word: is this a test?"], 1, None)
+            response, = self.client.complete([({**key, "probe_nonce": uuid.uuid4().hex}, build)])
+            if response is NOT_RUN:
+                self.accounting.check_budget()  # a budget of 0 requests: its own one line
+            if not isinstance(response, Failure):
+                return
+            reasons.append(response.reason)
+            if not re.match(r"\d{3} refused", response.reason):  # no answer after every retry: not the image's fault
+                break
+        why = " / then text only: ".join(reasons)[:400]
+        raise UserError(f"the server at {self.settings.base_url} did not answer a well-formed probe request for "
+                        f"{self.settings.model} ({why}); no sample was sent: check the server, its key and "
+                        f"model.name_or_path, then run the same command again")
 
     # -- requests ---------------------------------------------------------------------
     def _requests(self, images, prompts: Sequence[str], max_tokens: int, top_logprobs: int | None):

@@ -1,5 +1,6 @@
 """What a run sent and what it cost: requests, retries, cache hits, tokens from `usage`, and cost
-from a price table. Budgets (max_requests, max_cost) are checked before each request is sent."""
+from a price table. Budgets (max_requests, max_cost) are checked before each request is sent.
+`accumulate` adds one invocation's accounting to the totals of a run's earlier invocations."""
 
 from __future__ import annotations
 
@@ -53,3 +54,34 @@ class Accounting:
         out["cost"] = self.cost
         out["price_per_million_tokens"] = dict(self.price_per_million_tokens) or None
         return out
+
+
+# Counters that add up over the invocations of one run (a resumed run is the same run).
+_SUMMED = ("requests", "retries", "answered", "cache_hits", "failed", "prompt_tokens", "completion_tokens")
+
+
+def accumulate(before: dict | None, now: dict) -> dict:
+    """The accounting of a whole run: `before` (the totals its earlier invocations recorded, or None)
+    plus `now` (this invocation's `as_dict()`). Counters, retry reasons and cost add up; the price
+    table and budgets are this invocation's settings (budgets apply per invocation)."""
+    if not isinstance(before, dict):
+        return dict(now)
+    total = dict(now)
+    for name in _SUMMED:
+        total[name] = _count(before.get(name)) + _count(now.get(name))
+    reasons = dict(before["retry_reasons"]) if isinstance(before.get("retry_reasons"), dict) else {}
+    for reason, n in (now.get("retry_reasons") or {}).items():
+        reasons[reason] = _count(reasons.get(reason)) + _count(n)
+    total["retry_reasons"] = reasons
+    costs = [c for c in (before.get("cost"), now.get("cost")) if _is_number(c)]
+    total["cost"] = sum(costs) if costs else None
+    return total
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value) -> int:
+    """A counter from a record (data, perhaps edited by hand): anything but a number counts as 0."""
+    return int(value) if _is_number(value) else 0
