@@ -209,7 +209,10 @@ def main(argv=None) -> int:
             machine = {"part": "machine", "ok": False, "size": args.size, "error": f"{type(e).__name__}: {e}"}
         write(machine)
         for name in parts:
-            write(run_part(name, args.size, plan.caps[name], machine))
+            try:
+                write(run_part(name, args.size, plan.caps[name], machine))
+            except Exception as e:  # noqa: BLE001 - the guard around the guard (e.g. no process could start)
+                write({"part": name, "ok": False, "error": f"{type(e).__name__}: {e}"})
     print(f"{path}: {len(parts) + 1} lines in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 

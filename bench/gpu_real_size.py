@@ -62,7 +62,8 @@ def random_llava(size: str, device: str, dtype: torch.dtype, vision_layers: int 
         dims["text"]["num_hidden_layers"] = text_layers
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(image_size=pixels, patch_size=14, projection_dim=768, **dims["vision"]),
-        text_config=LlamaConfig(vocab_size=32064, max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+        text_config=LlamaConfig(vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                                bos_token_id=tokenizer.bos_token_id,
                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                 num_key_value_heads=dims["text"]["num_attention_heads"], **dims["text"]),
         image_token_id=tokenizer.image_token_id, vision_feature_layer=-2, vision_feature_select_strategy="default",
