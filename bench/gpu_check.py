@@ -140,6 +140,8 @@ def machine_info(plan: Plan) -> dict:
         except (OSError, subprocess.TimeoutExpired):
             pass
     info["matmul"] = matmul_rate(plan.matmul_n)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the parts run in other processes: leave them the card
     return info
 
 

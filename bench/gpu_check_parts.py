@@ -66,7 +66,8 @@ def adapter(model_and_processor, checkpointing=False, compile=False, dtype=DTYPE
 
 
 def clean_image(a: LlavaAdapter) -> torch.Tensor:
-    return a.to_input_pixels([s.image for s in scenes.scenes(0, 1)])
+    """The attack's starting image on the model's device, as visual_attacks.craft hands it to pgd."""
+    return a.to_input_pixels([s.image for s in scenes.scenes(0, 1)]).to(a.device)
 
 
 def batch_prompts(b: int) -> list[str]:
