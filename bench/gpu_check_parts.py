@@ -74,8 +74,11 @@ def batch_prompts(b: int) -> list[str]:
     return prompt_sets.benign_prompts("train")[:b]
 
 
-def stored_memory_estimate() -> dict | None:
-    """The last llava-1.5-7b estimate of bench/memory_real_size.py (bench/results), or None."""
+def stored_memory_estimate(plan) -> dict | None:
+    """The last llava-1.5-7b estimate of bench/memory_real_size.py (bench/results), or None (and
+    None for another size: it would not apply)."""
+    if plan.model != "llava-1.5-7b":
+        return None
     path = Path(__file__).resolve().parent / "results" / "memory_real_size.jsonl"
     if not path.exists():
         return None
@@ -136,7 +139,7 @@ def pgd_row(a: LlavaAdapter, plan, b: int, mode: str, flops_by_prompts: dict) ->
 def part_pgd(plan, result: Result, machine: dict, deadline: float) -> None:
     rate = (machine.get("matmul") or {}).get("tflops")
     card_gib = machine.get("gpu_memory_gib")
-    estimate = stored_memory_estimate() if CUDA else None
+    estimate = stored_memory_estimate(plan) if CUDA else None
     weights = model(plan)
     result.set(model=plan.model, dtype=str(DTYPE).removeprefix("torch."), device=DEVICE,
                parameters=sum(p.numel() for p in weights[0].parameters()), matmul_tflops=rate, rows=[], skipped=[])
@@ -181,36 +184,41 @@ def part_goat(plan, result: Result, machine: dict, deadline: float) -> None:
     a = adapter(model(plan))
     result.set(memes=len(images), batches=list(plan.goat_batches), memes_per_s={})
 
-    def timed_once(fn):  # each method is warmed up on two memes first (allocations, caches)
+    def timed_once(fn, n=len(images)):  # each method is warmed up on two memes first (allocations, caches)
         start = time.perf_counter()
         out = fn()
         sync()
-        return out, len(images) / (time.perf_counter() - start)
+        return out, n / (time.perf_counter() - start)
 
     outputs = {}
     for batch in plan.goat_batches:
-        methods, answers = scoring_methods(a, images, prompts, batch)
+        methods, _ = scoring_methods(a, images, prompts, batch)
         warm, _ = scoring_methods(a, images[:2], prompts[:2], batch)
         warm["logprob"]()
         outputs[f"logprob_batch{batch}"], rate = timed_once(methods["logprob"])
         result.set(memes_per_s={**result.data["memes_per_s"], f"logprob_batch{batch}": rate})
-    batch = plan.goat_batches[0]
-    methods, answers = scoring_methods(a, images, prompts, batch)
+    # Batched generate on every meme; the official loop, the slowest by far, on the first
+    # plan.goat_loop_memes: its rate is per meme, and the comparison of answers is on those.
+    batch, n = plan.goat_batches[0], plan.goat_loop_memes
+    _, answers = scoring_methods(a, images, prompts, batch)
     _, warm_answers = scoring_methods(a, images[:2], prompts[:2], batch)
-    for name in ("generate_batched", "official_pattern"):
+    _, loop_answers = scoring_methods(a, images[:n], prompts[:n], batch)
+    for name, fn, count in (("generate_batched", answers["generate_batched"], len(images)),
+                            ("official_pattern", loop_answers["official_pattern"], n)):
         warm_answers[name]()
-        outputs[name], rate = timed_once(answers[name])
+        outputs[name], rate = timed_once(fn, count)
         result.set(memes_per_s={**result.data["memes_per_s"], f"{name}_batch{batch}" if name == "generate_batched" else name: rate})
+    outputs["generate_batched"] = outputs["generate_batched"][:n]
     labels = {name: [parse_answer(x).label for x in outputs[name]] for name in ("generate_batched", "official_pattern")}
-    n = len(images)
     rates = result.data["memes_per_s"]
     result.set(
         generate_batch=batch,
         speedup_vs_official_loop={k: v / rates["official_pattern"] for k, v in rates.items()},
         answers_equal_batched_vs_loop=sum(x == y for x, y in zip(outputs["generate_batched"], outputs["official_pattern"])) / n,
         labels_equal_batched_vs_loop=sum(x == y for x, y in zip(labels["generate_batched"], labels["official_pattern"])) / n,
+        compared_memes=n,
         logprob_labels_equal_across_batches=sum(
-            len({outputs[f"logprob_batch{b}"][i] for b in plan.goat_batches}) == 1 for i in range(n)) / n,
+            len({outputs[f"logprob_batch{b}"][i] for b in plan.goat_batches}) == 1 for i in range(len(images))) / len(images),
         labels={"generate_batched": labels["generate_batched"], "official_pattern": labels["official_pattern"]})
 
 
@@ -222,18 +230,18 @@ def part_memory(plan, result: Result, machine: dict, deadline: float) -> None:
     model (bench/_memory.py) vs the same 1-and-2-layer extrapolation that estimate uses."""
     from bench.execution_options import peak_step_memory
 
-    rows = []
-    if CUDA:
-        estimate = stored_memory_estimate()
-        weights = model(plan)
-        result.set(measured_by="torch.cuda.max_memory_allocated minus the memory held before the step",
-                   estimate_from=f"bench/results/memory_real_size.jsonl ({estimate['time']})" if estimate else None)
-    else:
-        from bench.memory_real_size import activation_estimate
+    from bench.memory_real_size import activation_estimate
 
+    rows = []
+    estimate = stored_memory_estimate(plan)
+    if CUDA:
+        weights = model(plan)
+        measured_by = "torch.cuda.max_memory_allocated minus the memory held before the step"
+    else:
         weights = model(plan, dtype=torch.bfloat16)  # the estimate counts bf16 tensors
-        result.set(measured_by="bench/_memory.py (every tensor the step creates, weights excluded)",
-                   estimate_from="bench/memory_real_size.activation_estimate on this size")
+        measured_by = "bench/_memory.py (every tensor the step creates, weights excluded)"
+    result.set(measured_by=measured_by, estimate_from=f"bench/results/memory_real_size.jsonl ({estimate['time']})"
+               if estimate else "bench/memory_real_size.activation_estimate on this size, counted on the CPU")
     for checkpointing in (False, True):
         a = adapter(weights, checkpointing=checkpointing, dtype=weights[0].dtype)
         for b in plan.memory_prompts:
@@ -244,10 +252,12 @@ def part_memory(plan, result: Result, machine: dict, deadline: float) -> None:
                 peak_step_memory(a, b)
                 sync()
                 measured = (torch.cuda.max_memory_allocated() - before) / GIB
-                fit = estimate["fits"][str(checkpointing)] if estimate else None
-                estimated = fit["fixed_gib"] + fit["per_prompt_gib"] * b if fit else None
             else:
                 measured = peak_step_memory(a, b) / GIB
+            if estimate:
+                fit = estimate["fits"][str(checkpointing)]
+                estimated = fit["fixed_gib"] + fit["per_prompt_gib"] * b
+            else:
                 estimated = activation_estimate(b, checkpointing, plan.model)["total"] / GIB
             row = {"checkpointing": checkpointing, "prompts": b, "measured_gib": measured, "estimated_gib": estimated,
                    "measured_vs_estimate": measured / estimated if estimated else None}
@@ -258,8 +268,7 @@ def part_memory(plan, result: Result, machine: dict, deadline: float) -> None:
         if hi["prompts"] > lo["prompts"]:
             per_prompt = {"checkpointing": checkpointing,
                           "measured_gib": (hi["measured_gib"] - lo["measured_gib"]) / (hi["prompts"] - lo["prompts"])}
-            if lo["estimated_gib"] is not None:
-                per_prompt["estimated_gib"] = (hi["estimated_gib"] - lo["estimated_gib"]) / (hi["prompts"] - lo["prompts"])
+            per_prompt["estimated_gib"] = (hi["estimated_gib"] - lo["estimated_gib"]) / (hi["prompts"] - lo["prompts"])
             result.set(per_prompt=[*result.data.get("per_prompt", []), per_prompt])
 
 

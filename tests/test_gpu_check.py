@@ -52,6 +52,19 @@ def test_package_versions_report_found_and_fit(monkeypatch):
     assert packages["torch"]["ok"] is False and packages["transformers"]["ok"] is True
 
 
+def test_goals_met_and_missed_from_a_parts_line():
+    pgd = gpu_check.goals({"part": "pgd", "worst_attack_vs_bare": 1.05, "best_share_of_matmul_rate": 0.6})
+    assert pgd["attack_vs_bare"] == {"goal": 1.02, "measured": 1.05, "met": False}
+    assert pgd["share_of_matmul_rate"]["met"] is True
+    goat = gpu_check.goals({"part": "goat", "speedup_vs_official_loop": {
+        "logprob_batch16": 12.0, "logprob_batch64": 21.0, "generate_batched_batch16": 30.0, "official_pattern": 1.0}})
+    assert goat == {"logprob_vs_official_loop": {"goal": 20.0, "measured": 21.0, "met": True}}
+    assert gpu_check.goals({"part": "serve", "speedup_vs_one_connection": {"1": 1.0, "16": 14.0}}) == \
+        {"serve_16_vs_1_connections": {"goal": 15.0, "measured": 14.0, "met": False}}
+    assert gpu_check.goals({"part": "memory", "rows": []}) == {}
+    assert gpu_check.goals({"part": "pgd", "rows": []}) == {}  # measured nothing: judged on nothing
+
+
 def test_a_part_over_its_cap_is_killed_and_reported():
     line = gpu_check.run_part("pgd", "small", timeout_s=1)
     assert line["part"] == "pgd" and line["ok"] is False
@@ -166,7 +179,8 @@ def test_small_run_goat_batched_and_loop_agree(small_run):
     plan = gpu_check.PLANS["small"]
     assert goat["answers_equal_batched_vs_loop"] == 1.0 and goat["labels_equal_batched_vs_loop"] == 1.0
     assert goat["labels"]["generate_batched"] == goat["labels"]["official_pattern"]
-    assert len(goat["labels"]["official_pattern"]) == goat["memes"] == plan.goat_memes
+    assert goat["memes"] == plan.goat_memes
+    assert len(goat["labels"]["official_pattern"]) == goat["compared_memes"] == plan.goat_loop_memes
     assert goat["logprob_labels_equal_across_batches"] == 1.0
     expected = {f"logprob_batch{b}" for b in plan.goat_batches} | {f"generate_batched_batch{plan.goat_batches[0]}",
                                                                    "official_pattern"}
