@@ -54,7 +54,7 @@ class Plan:
 
 
 PLANS = {
-    # 7B in bf16 on one H100: model build ~20 s per part; PGD rows of ~5 s; compile only if 100 s are left.
+    # 7B in bf16 on one H100: model build ~20 s per part; PGD rows of ~6 s; compile only if 100 s are left.
     "real": Plan("llava-1.5-7b", (1, 8, 32), ("eager", "checkpointing", "compile"), 6.0, 3, 100.0,
                  64, 32, (16, 64), (1, 8), {1: 16, 4: 32, 16: 64},
                  {"machine": 30, "pgd": 220, "goat": 90, "memory": 50, "serve": 70}, 8192),

@@ -167,7 +167,8 @@ def part_pgd(plan, result: Result, machine: dict, deadline: float) -> None:
     rows = result.data["rows"]
     eager = [r for r in rows if r["mode"] == "eager"]
     result.set(worst_attack_vs_bare=max((r["attack_vs_bare"] for r in eager), default=None),
-               best_share_of_matmul_rate=max((r.get("share_of_matmul_rate") or 0 for r in rows), default=None))
+               best_share_of_matmul_rate=max((r["share_of_matmul_rate"] for r in rows if r.get("share_of_matmul_rate")),
+                                             default=None))
 
 
 # -- GOAT scoring -------------------------------------------------------------------------
