@@ -196,10 +196,12 @@ def test_small_run_memory_matches_its_estimate(small_run):
     assert {(r["checkpointing"], r["prompts"]) for r in memory["rows"]} == \
         {(c, b) for c in (False, True) for b in plan.memory_prompts}
     for row in memory["rows"]:
-        # Full-depth count vs extrapolation from 1- and 2-layer models: identical layers add up.
-        assert 0.9 < row["measured_vs_estimate"] < 1.1, row
+        # Full-depth count vs extrapolation from 1- and 2-layer models: identical layers add up,
+        # and a tensor count is deterministic, so the match is tight. (Counting one layer too
+        # many per tower, the estimate is off by 3 % on the eager rows: the layers are small here.)
+        assert abs(row["measured_vs_estimate"] - 1) < 0.005, row
     for fit in memory["per_prompt"]:
-        assert positive(fit["measured_gib"]) and 0.9 < fit["measured_gib"] / fit["estimated_gib"] < 1.1
+        assert positive(fit["measured_gib"]) and abs(fit["measured_gib"] / fit["estimated_gib"] - 1) < 0.005
 
 
 @pytest.mark.slow
