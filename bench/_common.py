@@ -42,11 +42,18 @@ def timed(fn, repeats: int) -> float:
 
 def timed_pair(a, b, repeats: int) -> tuple[float, float]:
     """Median seconds of `a` and of `b`, run alternately (a, b, a, b, ...) after a warm-up of each."""
-    a(), b()
-    ta, tb = [], []
+    return timed_alternating(a, b, repeats=repeats)
+
+
+def timed_alternating(*fns, repeats: int) -> tuple[float, ...]:
+    """Median seconds of each of `fns`, run in turn (a, b, c, a, b, c, ...) after a warm-up of each,
+    so drift in the machine's speed hits all of them alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, times in ((a, ta), (b, tb)):
+        for fn, ts in zip(fns, times):
             start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
-    return sorted(ta)[len(ta) // 2], sorted(tb)[len(tb) // 2]
+            ts.append(time.perf_counter() - start)
+    return tuple(sorted(ts)[len(ts) // 2] for ts in times)

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench._common import save, timed, timed_pair  # noqa: E402
+from mmsafety.models.execution import recomputing  # noqa: E402
 from mmsafety.models.sequences import prompt_target_batch, token_nll  # noqa: E402
 from mmsafety.synthetic import prompts as prompt_sets  # noqa: E402
 from mmsafety.synthetic import scenes  # noqa: E402
@@ -22,6 +23,32 @@ from tests.helpers import load_builtin  # noqa: E402
 from visual_attacks.objectives import PromptSampler, target_string  # noqa: E402
 from visual_attacks.pgd import PGDConfig, pgd  # noqa: E402
 from visual_attacks.targets import ToolTarget  # noqa: E402
+
+
+def bare_steps(adapter, target, prompts: list[str], clean: torch.Tensor, steps: int):
+    """A callable running `steps` bare forward+backward passes of one batch (each prompt with the
+    clean image, tokenised once): the model's loss and the gradient to the pixels, nothing else.
+    Under placement.gradient_checkpointing the layers recompute, as in the attack."""
+    ids, mask, labels = prompt_target_batch([adapter.prompt_ids(p) for p in prompts],
+                                            [adapter.answer_ids(target.render(p)) for p in prompts], adapter.pad_id)
+    ids, mask, labels = ids.to(adapter.device), mask.to(adapter.device), labels.to(adapter.device)
+    x = clean.to(adapter.device).repeat(len(prompts), 1, 1, 1)
+
+    def bare():
+        for _ in range(steps):
+            px = x.clone().requires_grad_(True)
+            with recomputing(adapter._recomputed):
+                nll, _ = token_nll(adapter.model, ids, mask, labels, pixel_values=adapter.preprocess(px).to(adapter.dtype))
+            torch.autograd.grad(nll.mean(), px)
+    return bare
+
+
+def our_steps(adapter, target, prompts: list[str], clean: torch.Tensor, steps: int, per_step: int | None = None):
+    """A callable running our PGD loop for `steps` steps, `per_step` prompts (default: all of
+    `prompts`, then every step sees exactly the bare batch) drawn from `prompts` each step."""
+    sampler = PromptSampler(prompts, per_step or len(prompts), seed=0)
+    objective = target_string(adapter, target, sampler)
+    return lambda: pgd(objective, clean, PGDConfig(steps=steps, keep_best=True))
 
 
 def main() -> None:
@@ -35,22 +62,11 @@ def main() -> None:
     train = prompt_sets.benign_prompts("train")
     steps = args.steps
 
-    # Bare: the same batch, prepared once, forward + backward to the pixels, nothing else.
     fixed = train[: args.prompts]
-    ids, mask, labels = prompt_target_batch([adapter.prompt_ids(p) for p in fixed],
-                                            [adapter.answer_ids(target.render(p)) for p in fixed], adapter.pad_id)
-    x = clean.repeat(args.prompts, 1, 1, 1)
-
-    def bare():
-        for _ in range(steps):
-            px = x.clone().requires_grad_(True)
-            nll, _ = token_nll(adapter.model, ids, mask, labels, pixel_values=adapter.preprocess(px).to(adapter.dtype))
-            torch.autograd.grad(nll.mean(), px)
+    bare = bare_steps(adapter, target, fixed, clean, steps)
 
     def ours(b: int, prompts=train):
-        sampler = PromptSampler(prompts, b, seed=0)
-        objective = target_string(adapter, target, sampler)
-        return lambda: pgd(objective, clean, PGDConfig(steps=steps, keep_best=True))
+        return our_steps(adapter, target, prompts, clean, steps, b)
 
     # Same model and batch: our loop samples the step's prompts from exactly the bare batch's prompts.
     # The two alternate, so drift in the machine's speed hits both alike.

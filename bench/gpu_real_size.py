@@ -39,15 +39,19 @@ SIZES = {
     "small": dict(vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4),
                   text=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)),
 }
+# Input resolution: llava-1.5's 336 px (576 image tokens); the small config checks the scripts at
+# 112 px (64 image tokens), a loaded 2-core CPU being ~10x slower per step at 336.
+IMAGE_SIZES = {"llava-1.5-7b": 336, "small": 112}
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "RTX 4090": 165.0}  # dense
 
 
 def random_llava(size: str, device: str, dtype: torch.dtype, vision_layers: int | None = None,
                  text_layers: int | None = None):
-    """(model, processor) of a random-init LLaVA-1.5 of `size` (depths overridable), at 336 px."""
+    """(model, processor) of a random-init LLaVA-1.5 of `size` (depths overridable), at IMAGE_SIZES[size] px."""
     tokenizer = train_tokenizer()
+    pixels = IMAGE_SIZES[size]
     processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+        image_processor=CLIPImageProcessor(size={"shortest_edge": pixels}, crop_size={"height": pixels, "width": pixels},
                                            image_mean=CLIP_MEAN, image_std=CLIP_STD),
         tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
         chat_template=tokenizer.chat_template)
@@ -57,12 +61,13 @@ def random_llava(size: str, device: str, dtype: torch.dtype, vision_layers: int 
     if text_layers is not None:
         dims["text"]["num_hidden_layers"] = text_layers
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(image_size=336, patch_size=14, projection_dim=768, **dims["vision"]),
-        text_config=LlamaConfig(vocab_size=32064, max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+        vision_config=CLIPVisionConfig(image_size=pixels, patch_size=14, projection_dim=768, **dims["vision"]),
+        text_config=LlamaConfig(vocab_size=32064, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                                bos_token_id=tokenizer.bos_token_id,
                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                 num_key_value_heads=dims["text"]["num_attention_heads"], **dims["text"]),
         image_token_id=tokenizer.image_token_id, vision_feature_layer=-2, vision_feature_select_strategy="default",
-        image_seq_length=576)
+        image_seq_length=(pixels // 14) ** 2)
     with torch.device(device):  # initialised where it runs: a 7B model is 14 GB in bf16
         model = LlavaForConditionalGeneration._from_config(config, dtype=dtype)
     return model, processor

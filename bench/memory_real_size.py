@@ -33,18 +33,28 @@ GIB = 2**30
 CARDS_GIB = {"24 GB (RTX 4090, A10)": 24, "48 GB (L40S, A6000)": 48, "80 GB (A100, H100)": 80, "141 GB (H200)": 141}
 
 
-def step_peak(vision_layers: int, text_layers: int, prompts: int, checkpointing: bool) -> int:
-    model, processor = random_llava("llava-1.5-7b", "cpu", torch.bfloat16, vision_layers, text_layers)
+def step_peak(vision_layers: int, text_layers: int, prompts: int, checkpointing: bool,
+              size: str = "llava-1.5-7b") -> int:
+    model, processor = random_llava(size, "cpu", torch.bfloat16, vision_layers, text_layers)
     adapter = LlavaAdapter(model, processor, resolve_placement("cpu", "bfloat16", None, checkpointing),
-                           "llava-1.5-7b-sized", "random-init")
+                           f"{size}-sized", "random-init")
     return peak_step_memory(adapter, prompts)
+
+
+def activation_estimate(prompts: int, checkpointing: bool, size: str = "llava-1.5-7b") -> dict:
+    """Bytes of one step's activations at the full depth of `size`, from models of 1 and 2 layers
+    per tower: {"total", "per_vision_layer", "per_text_layer", "one_layer_each"}."""
+    depth = {tower: SIZES[size][tower]["num_hidden_layers"] for tower in ("vision", "text")}
+    base, more_vision, more_text = (step_peak(v, t, prompts, checkpointing, size) for v, t in ((1, 1), (2, 1), (1, 2)))
+    per_vision, per_text = more_vision - base, more_text - base
+    return {"total": base + (depth["vision"] - 1) * per_vision + (depth["text"] - 1) * per_text,
+            "per_vision_layer": per_vision, "per_text_layer": per_text, "one_layer_each": base}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, nargs="+", default=[1, 8])
     args = ap.parse_args()
-    depth = {tower: SIZES["llava-1.5-7b"][tower]["num_hidden_layers"] for tower in ("vision", "text")}
     model, _ = random_llava("llava-1.5-7b", "meta", torch.bfloat16)
     weights_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / GIB
     print(f"llava-1.5-7b-sized, bf16: weights {weights_gib:.1f} GiB; activation peak of one PGD step "
@@ -53,9 +63,9 @@ def main() -> None:
     for checkpointing in (False, True):
         for b in args.prompts:
             start = time.perf_counter()
-            base, more_vision, more_text = (step_peak(v, t, b, checkpointing) for v, t in ((1, 1), (2, 1), (1, 2)))
-            per_vision, per_text = more_vision - base, more_text - base
-            total = base + (depth["vision"] - 1) * per_vision + (depth["text"] - 1) * per_text
+            estimate = activation_estimate(b, checkpointing)
+            total, per_vision, per_text = estimate["total"], estimate["per_vision_layer"], estimate["per_text_layer"]
+            base = estimate["one_layer_each"]
             rows.append({"checkpointing": checkpointing, "prompts": b, "activations_gib": total / GIB,
                          "per_vision_layer_mib": per_vision / 2**20, "per_text_layer_mib": per_text / 2**20,
                          "one_layer_each_gib": base / GIB, "seconds": time.perf_counter() - start})
