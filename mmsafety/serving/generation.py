@@ -84,17 +84,16 @@ def generator_for(seed: int | None, choice: int) -> torch.Generator:
 
 def _template_knows_system(adapter) -> bool:
     """False when the template renders a system turn exactly as an assistant turn (it has no system
-    role, so the instruction would reach the model as something it said)."""
-    if not hasattr(adapter, "_serve_system_role"):
-        probe = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
-        render = adapter.processor.apply_chat_template
-        try:
-            as_system = render([{"role": "system", "content": [{"type": "text", "text": "s"}]}, *probe])
-            as_assistant = render([{"role": "assistant", "content": [{"type": "text", "text": "s"}]}, *probe])
-            adapter._serve_system_role = as_system != as_assistant
-        except Exception:  # the template refuses system turns outright
-            adapter._serve_system_role = False
-    return adapter._serve_system_role
+    role, so the instruction would reach the model as something it said) or refuses system turns.
+    Two renders of a three-word chat: cheap next to a forward, so nothing is cached."""
+    probe = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+    render = adapter.processor.apply_chat_template
+    try:
+        as_system = render([{"role": "system", "content": [{"type": "text", "text": "s"}]}, *probe])
+        as_assistant = render([{"role": "assistant", "content": [{"type": "text", "text": "s"}]}, *probe])
+    except Exception:  # the template refuses system turns outright
+        return False
+    return as_system != as_assistant
 
 
 def prompt_limit(adapter, prompt_tokens: int, max_tokens: int | None, param: str) -> int:

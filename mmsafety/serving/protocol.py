@@ -36,7 +36,6 @@ ONLY_AT = {
     "tool_choice": "absent, null or \"none\": this server has no tool calling",
     "functions": "absent, null or []: this server has no function calling",
     "function_call": "absent, null or \"none\": this server has no function calling",
-    "parallel_tool_calls": "accepted only with no tools (it constrains tool calls, and tools are refused)",
     "response_format": "absent, null or {\"type\": \"text\"}: no JSON mode or JSON schema",
     "modalities": "absent, null or [\"text\"]: the answer is text only",
     "audio": "absent or null: no audio output",
@@ -49,6 +48,7 @@ ONLY_AT = {
 }
 # Fields that do not change the answer, accepted and not used (why, per field).
 NOT_USED = {
+    "parallel_tool_calls": "it constrains tool calls, and tools are refused, so it changes nothing",
     "user": "an end-user id for the provider's abuse monitoring; the answer does not depend on it",
     "safety_identifier": "as `user`",
     "metadata": "tags for stored completions; nothing is stored (store is refused)",
@@ -112,11 +112,9 @@ def _check_unsupported(body: dict) -> None:
     for name in body:
         if name not in HONOURED and name not in ONLY_AT and name not in NOT_USED:
             raise RequestError(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
-    no_tools = body.get("tools") in (None, [])
     allowed = {
-        "tools": no_tools, "tool_choice": body.get("tool_choice") in (None, "none"),
+        "tools": body.get("tools") in (None, []), "tool_choice": body.get("tool_choice") in (None, "none"),
         "functions": body.get("functions") in (None, []), "function_call": body.get("function_call") in (None, "none"),
-        "parallel_tool_calls": no_tools,
         "response_format": body.get("response_format") in (None, {"type": "text"}),
         "modalities": body.get("modalities") in (None, ["text"]),
         "audio": body.get("audio") is None, "prediction": body.get("prediction") is None,
