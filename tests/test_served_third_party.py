@@ -70,7 +70,8 @@ def test_inspect_ai_scores_the_served_organism_as_the_local_one_answers(server, 
     assert log.status == "success", log.error
     answers = [s.output.completion for s in sorted(log.samples, key=lambda s: s.id)]
     assert answers == local
-    assert log.results.scores[0].metrics["accuracy"].value == 1.0
+    metrics = log.results.scores[0].metrics  # exact() reports its mean (or accuracy, by inspect version)
+    assert (metrics.get("mean") or metrics.get("accuracy")).value == 1.0
     usage = log.stats.model_usage["openai-api/mmsafety-serve/organism"]
     assert usage.input_tokens > 4 * 40 and 4 <= usage.output_tokens <= 32  # 64 image tokens per prompt at most
 
@@ -82,7 +83,7 @@ def test_inspect_ai_sees_the_servers_refusal_by_name_not_a_silent_answer(server,
     log = run_inspect(inspect_task(images, ["x", "x"], system="Answer in one word."), server, tmp_path / "system",
                       temperature=0, max_tokens=4)
     errors = [s.error.message for s in log.samples if s.error]
-    assert len(errors) == 2 and all("messages[0].role='system'" in e for e in errors), errors
+    assert len(errors) == 2 and all("messages[0].role" in e and "unsupported_role" in e for e in errors), errors
     # A field the server cannot honour (a JSON schema) comes back as a 400 naming it.
     from inspect_ai.model import ResponseSchema
     from inspect_ai.util import JSONSchema
@@ -90,7 +91,7 @@ def test_inspect_ai_sees_the_servers_refusal_by_name_not_a_silent_answer(server,
     schema = ResponseSchema(name="verdict", json_schema=JSONSchema(type="object"))
     log = run_inspect(inspect_task(images, ["x", "x"]), server, tmp_path / "schema", max_tokens=4, response_schema=schema)
     errors = [s.error.message for s in log.samples if s.error]
-    assert len(errors) == 2 and all("response_format" in e for e in errors), errors
+    assert len(errors) == 2 and all("'param': 'response_format'" in e.replace("\\", "") for e in errors), errors
 
 
 @pytest.fixture(scope="module")
