@@ -224,15 +224,23 @@ def test_logit_bias_and_penalties_equal_a_hand_written_greedy_loop(client, organ
     text = template_text([("user+image", QUESTION)])
     tok = organism.tokenizer
     first = greedy_reference(organism, images[0], text, 1)[0]
-    cases = [dict(bias=[(first, -100.0)]), dict(bias=[(tok.convert_tokens_to_ids("Ġthe"), 30.0)]),
-             dict(frequency=2.0), dict(presence=2.0, frequency=-1.0)]
+    the = tok.convert_tokens_to_ids("Ġthe")
+    # A bias that makes " the" win by about 3 logits: it repeats until a penalty has taken those 3 back.
+    logits = forward_logits(organism, images[0], text)
+    lift = [(the, float(logits.max() - logits[the]) + 3.0)]
+    cases = [dict(bias=[(first, -100.0)]), dict(bias=[(the, 30.0)]), dict(bias=lift),
+             dict(bias=lift, frequency=2.0), dict(bias=lift, presence=2.0, frequency=0.5), dict(bias=lift, frequency=-2.0)]
+    references = []
     for case in cases:
         reference = greedy_reference(organism, images[0], text, 8, **case)
+        references.append(reference)
         fields = {"logit_bias": {str(t): v for t, v in case.get("bias", [])},
                   "presence_penalty": case.get("presence", 0.0), "frequency_penalty": case.get("frequency", 0.0)}
         body = ask(client, [user(images[0])], max_tokens=8, temperature=0, **fields).json()
         assert body["choices"][0]["message"]["content"] == tok.decode(reference, skip_special_tokens=True).strip(), case
-    assert greedy_reference(organism, images[0], text, 8, bias=[(first, -100.0)]) != greedy_reference(organism, images[0], text, 8)
+    # The cases can tell a wrong implementation: bias and each penalty change the answer.
+    assert references[0] != greedy_reference(organism, images[0], text, 8)
+    assert references[3] != references[2] and references[4] != references[2]
 
 
 def test_temperature_and_top_p_sample_the_models_distribution_with_a_seed(client, organism, images):
@@ -275,8 +283,11 @@ def test_a_stream_read_by_the_openai_client_equals_the_plain_answer(client, imag
         plain = oa.chat.completions.create(model="organism", messages=messages, max_tokens=20, temperature=0, logprobs=True)
         chunks = list(oa.chat.completions.create(model="organism", messages=messages, max_tokens=20, temperature=0,
                                                  logprobs=True, stream=True, stream_options={"include_usage": True}))
-        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        text = "".join(pieces)
         assert text == plain.choices[0].message.content and text
+        # Token by token, not the whole answer in one event: a multi-token answer arrives in several pieces.
+        assert len(pieces) > 1 if plain.usage.completion_tokens > 2 else pieces
         assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
             plain.choices[0].finish_reason]
         streamed_tokens = [t.token for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
