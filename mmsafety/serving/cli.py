@@ -1,4 +1,5 @@
-"""`mmsafety-serve`: a conf/model preset (the organism by default) over the OpenAI protocol.
+"""`mmsafety-serve`: a conf/model preset (the organism by default) over the OpenAI protocol
+(docs/serving.md: what every request field does, streaming, the endpoints).
 
     mmsafety-serve                                  # the organism on http://127.0.0.1:8000/v1
     mmsafety-serve --model tiny_llava --port 8001
@@ -24,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--served-name", default=None, help="model name clients ask for (default: the preset's name)")
     p.add_argument("--api-key-env", default=None,
                    help="environment variable holding the key clients must send (default: no key checked)")
-    p.add_argument("--max-batch", type=int, default=16, help="requests run together in one forward, at most")
+    p.add_argument("--max-batch", type=int, default=16, help="choices run together in one generate, at most")
     p.add_argument("--delay-ms", type=float, default=0.0, help="added to every completion (benchmarks)")
     p.add_argument("--no-logprobs", action="store_true", help="never return logprobs, like some servers")
     p.add_argument("--threads", type=int, default=None,

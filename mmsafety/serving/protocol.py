@@ -1,0 +1,257 @@
+"""A chat-completions request body checked field by field: every field the server knows is honoured
+or refused with a `RequestError` (a 400 naming the field); an unknown field is refused as OpenAI
+itself does ("Unrecognized request argument supplied"). docs/serving.md lists the same table.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from dataclasses import dataclass, field
+
+from PIL import Image, UnidentifiedImageError
+
+from mmsafety.served.encoding import decode_data_url
+
+
+class RequestError(Exception):
+    """A client mistake: HTTP `status` (400 unless said) with OpenAI's error body naming `param`."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None, status: int = 400,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.message, self.param, self.code, self.status, self.kind = message, param, code, status, kind
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+# Fields that change the answer and are applied as OpenAI documents them.
+HONOURED = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "seed", "stop",
+            "logprobs", "top_logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "stream",
+            "stream_options")
+# Fields accepted only at the value that asks for nothing this server lacks; any other value is a 400.
+ONLY_AT = {
+    "tools": "absent, null or []: this server has no tool calling",
+    "tool_choice": "absent, null or \"none\": this server has no tool calling",
+    "functions": "absent, null or []: this server has no function calling",
+    "function_call": "absent, null or \"none\": this server has no function calling",
+    "response_format": "absent, null or {\"type\": \"text\"}: no JSON mode or JSON schema",
+    "modalities": "absent, null or [\"text\"]: the answer is text only",
+    "audio": "absent or null: no audio output",
+    "prediction": "absent or null: no predicted outputs",
+    "web_search_options": "absent or null: no web search",
+    "reasoning_effort": "absent or null: the model does not reason separately",
+    "verbosity": "absent or null: no verbosity control",
+    "store": "absent, null or false: nothing is stored",
+    "service_tier": "absent, null, \"auto\" or \"default\": there is one tier",
+}
+# Fields that do not change the answer, accepted and not used (why, per field).
+NOT_USED = {
+    "parallel_tool_calls": "it constrains tool calls, and tools are refused, so it changes nothing",
+    "user": "an end-user id for the provider's abuse monitoring; the answer does not depend on it",
+    "safety_identifier": "as `user`",
+    "metadata": "tags for stored completions; nothing is stored (store is refused)",
+    "prompt_cache_key": "a hint for the provider's prompt cache; the answer does not depend on it",
+    "prompt_cache_retention": "as prompt_cache_key",
+}
+MAX_STOP, MAX_N, MAX_TOP_LOGPROBS = 4, 128, 20
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How one choice's tokens are chosen. temperature 0: greedy (the argmax after bias and penalties)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    stop: tuple[str, ...] = ()
+
+    @property
+    def plain(self) -> bool:
+        """Greedy with nothing applied to the logits: the adapter's own decoding."""
+        return (self.temperature == 0 and not self.logit_bias and not self.presence_penalty
+                and not self.frequency_penalty)
+
+
+@dataclass
+class ChatRequest:
+    conversation: list[dict]  # transformers chat format: {"role", "content": [{"type": "image"} | {"type": "text", "text"}]}
+    images: list[Image.Image]
+    max_tokens: int | None  # None: until the end of the context
+    n: int = 1
+    seed: int | None = None
+    decoding: Decoding = field(default_factory=Decoding)
+    top_logprobs: int | None = None  # None: no logprobs
+    stream: bool = False
+    include_usage: bool = False
+
+
+def _number(body: dict, name: str, low: float, high: float, default: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise RequestError(f"{name}={value!r}: must be a number from {low:g} to {high:g}", name, "invalid_value")
+    return float(value)
+
+
+def _integer(body: dict, name: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise RequestError(f"{name}={value!r}: must be an integer {bound}", name, "invalid_value")
+    return value
+
+
+def _check_unsupported(body: dict) -> None:
+    for name in body:
+        if name not in HONOURED and name not in ONLY_AT and name not in NOT_USED:
+            raise RequestError(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
+    allowed = {
+        "tools": body.get("tools") in (None, []), "tool_choice": body.get("tool_choice") in (None, "none"),
+        "functions": body.get("functions") in (None, []), "function_call": body.get("function_call") in (None, "none"),
+        "response_format": body.get("response_format") in (None, {"type": "text"}),
+        "modalities": body.get("modalities") in (None, ["text"]),
+        "audio": body.get("audio") is None, "prediction": body.get("prediction") is None,
+        "web_search_options": body.get("web_search_options") is None,
+        "reasoning_effort": body.get("reasoning_effort") is None, "verbosity": body.get("verbosity") is None,
+        "store": body.get("store") in (None, False), "service_tier": body.get("service_tier") in (None, "auto", "default"),
+    }
+    for name, ok in allowed.items():
+        if name in body and not ok:
+            raise RequestError(f"{name}={body[name]!r} is not supported by mmsafety-serve; send it {ONLY_AT[name]}",
+                               name, "unsupported_parameter")
+
+
+def _image(part: dict, where: str) -> Image.Image:
+    url = part.get("image_url")
+    detail = url.get("detail", "auto") if isinstance(url, dict) else "auto"
+    if detail not in (None, "auto"):
+        raise RequestError(f"{where}.image_url.detail={detail!r}: the model sees every image at its own resolution; "
+                           "send \"auto\"", f"{where}.image_url.detail", "unsupported_parameter")
+    url = url.get("url") if isinstance(url, dict) else url
+    if not isinstance(url, str):
+        raise RequestError(f"{where}.image_url.url must be a string (a data:image/...;base64 URL)",
+                           f"{where}.image_url.url", "invalid_value")
+    try:
+        image = decode_data_url(url)
+    except (ValueError, binascii.Error) as e:  # not a data URL, bad base64
+        message = str(e) if url.startswith("data:image/") else (
+            "only base64 image data URLs (data:image/png;base64,...) are accepted; this server fetches no URLs")
+        raise RequestError(f"{where}.image_url.url: {message}", f"{where}.image_url.url", "invalid_image_url") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise RequestError(f"{where}.image_url.url: the data is not a readable image ({type(e).__name__}); "
+                           "send PNG or JPEG bytes", f"{where}.image_url.url", "invalid_image") from None
+    return image
+
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def parse_messages(messages) -> tuple[list[dict], list[Image.Image]]:
+    """(conversation in the transformers chat format, images in order). Roles are kept; `developer`
+    is OpenAI's newer name for `system`."""
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages must be a non-empty list", "messages", "invalid_value")
+    conversation, images = [], []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise RequestError(f"{where} must be an object with role and content", where, "invalid_value")
+        extra = set(m) - {"role", "content"}
+        if extra:  # name, tool_calls, tool_call_id, audio, refusal...
+            key = sorted(extra)[0]
+            raise RequestError(f"{where}.{key} is not supported by mmsafety-serve (messages carry role and content)",
+                               f"{where}.{key}", "unsupported_parameter")
+        role = _ROLES.get(m.get("role"))
+        if role is None:
+            raise RequestError(f"{where}.role={m.get('role')!r}: must be system, developer, user or assistant "
+                               "(no tool or function messages: tools are not supported)", f"{where}.role", "invalid_value")
+        content = m.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(parts, list):
+            raise RequestError(f"{where}.content must be a string or a list of parts", f"{where}.content", "invalid_value")
+        out = []
+        for j, part in enumerate(parts):
+            at = f"{where}.content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                out.append({"type": "text", "text": part["text"]})
+            elif kind == "image_url" and role == "user":
+                images.append(_image(part, at))
+                out.append({"type": "image"})
+            else:
+                what = "image_url parts are read in user messages only" if kind == "image_url" else (
+                    "a part is {\"type\": \"text\", \"text\": ...} or {\"type\": \"image_url\", ...}")
+                raise RequestError(f"{at}: type {kind!r} is not supported here; {what}", f"{at}.type", "invalid_value")
+        conversation.append({"role": role, "content": out})
+    return conversation, images
+
+
+def parse_request(body, served_name: str, vocab_size: int | None = None) -> ChatRequest:
+    """The request `body` checked field by field (RequestError on the first problem)."""
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object", None, "invalid_value")
+    if "model" not in body:
+        raise RequestError("you must provide a model parameter", "model", "missing_required_parameter")
+    if body["model"] != served_name:
+        raise RequestError(f"The model `{body['model']}` does not exist; this server serves `{served_name}`.",
+                           "model", "model_not_found", status=404)
+    _check_unsupported(body)
+    conversation, images = parse_messages(body.get("messages"))
+    for name in ("max_tokens", "max_completion_tokens"):
+        _integer(body, name, 1)  # 0 and negatives are refused, never replaced by a default
+    max_tokens = body.get("max_completion_tokens") if body.get("max_completion_tokens") is not None else body.get("max_tokens")
+    n = _integer(body, "n", 1, MAX_N) or 1
+    seed = _integer(body, "seed", -(2 ** 63))
+    top = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if body.get("logprobs") not in (None, True, False):
+        raise RequestError(f"logprobs={body['logprobs']!r}: must be true or false", "logprobs", "invalid_value")
+    if top is not None and not body.get("logprobs"):
+        raise RequestError("top_logprobs needs logprobs=true", "top_logprobs", "invalid_value")
+    stop = body.get("stop")
+    stop = [stop] if isinstance(stop, str) else (stop or [])
+    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and s for s in stop):
+        raise RequestError(f"stop={body.get('stop')!r}: a non-empty string or a list of at most {MAX_STOP}", "stop",
+                           "invalid_value")
+    bias = body.get("logit_bias") or {}
+    if not isinstance(bias, dict):
+        raise RequestError("logit_bias must map token ids to numbers from -100 to 100", "logit_bias", "invalid_value")
+    pairs = []
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except (TypeError, ValueError):
+            token = -1
+        if token < 0 or (vocab_size is not None and token >= vocab_size):
+            raise RequestError(f"logit_bias: {key!r} is not a token id of this model (0 to {(vocab_size or 1) - 1})",
+                               "logit_bias", "invalid_value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+            raise RequestError(f"logit_bias[{key}]={value!r}: must be a number from -100 to 100", "logit_bias",
+                               "invalid_value")
+        pairs.append((token, float(value)))
+    stream = body.get("stream")
+    if stream not in (None, True, False):
+        raise RequestError(f"stream={stream!r}: must be true or false", "stream", "invalid_value")
+    options = body.get("stream_options")
+    if options is not None:
+        if not stream:
+            raise RequestError("stream_options is only allowed with stream=true", "stream_options", "invalid_value")
+        unknown = sorted(set(options) - {"include_usage"}) if isinstance(options, dict) else ["(not an object)"]
+        if unknown:  # e.g. include_obfuscation: this server pads nothing
+            raise RequestError(f"stream_options.{unknown[0]} is not supported (only include_usage)",
+                               f"stream_options.{unknown[0]}", "unsupported_parameter")
+    decoding = Decoding(temperature=_number(body, "temperature", 0, 2, 1.0), top_p=_number(body, "top_p", 0, 1, 1.0),
+                        presence_penalty=_number(body, "presence_penalty", -2, 2, 0.0),
+                        frequency_penalty=_number(body, "frequency_penalty", -2, 2, 0.0),
+                        logit_bias=tuple(pairs), stop=tuple(stop))
+    if decoding.temperature > 0 and decoding.top_p == 0:
+        raise RequestError("top_p=0 keeps no token; use temperature=0 for greedy decoding", "top_p", "invalid_value")
+    return ChatRequest(conversation, images, max_tokens, n, seed, decoding,
+                       (top or 0) if body.get("logprobs") else None, bool(stream),
+                       bool(isinstance(options, dict) and options.get("include_usage")))

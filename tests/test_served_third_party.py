@@ -1,0 +1,200 @@
+"""Third-party software on both sides of the protocol: `inspect_ai` and `litellm` as clients of
+`mmsafety-serve` (a tiny inspect task with an image; litellm's completion, plain and streamed), run
+against a server this test starts on 127.0.0.1, and LiteLLM's proxy (`mock_response`, offline) as
+the server behind `model=openai_compatible`. Each part skips, saying why, where its package is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mmsafety.served.encoding import data_url, encode_image
+from mmsafety.synthetic import scenes
+from tests.served_support import KEY_ENV, TEST_KEY, child_env, free_port, keyed_served_organism
+
+pytestmark = pytest.mark.slow  # starts mmsafety-serve (about 15 s on 2 busy cores) or LiteLLM's proxy
+
+QUESTION = "What colour is the shape?"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with keyed_served_organism() as base_url:
+        yield base_url
+
+
+def inspect_task(images, targets, system: str | None = None):
+    from inspect_ai import Task
+    from inspect_ai.dataset import Sample
+    from inspect_ai.model import ChatMessageSystem, ChatMessageUser, ContentImage, ContentText
+    from inspect_ai.scorer import exact
+    from inspect_ai.solver import generate
+
+    samples = []
+    for i, (image, target) in enumerate(zip(images, targets)):
+        messages = [ChatMessageSystem(content=system)] if system else []
+        messages.append(ChatMessageUser(content=[ContentImage(image=data_url(encode_image(image))),
+                                                 ContentText(text=QUESTION)]))
+        samples.append(Sample(input=messages, target=target, id=i))
+    return Task(dataset=samples, solver=generate(), scorer=exact())
+
+
+def run_inspect(task, base_url: str, log_dir: Path, **config):
+    from inspect_ai import eval as inspect_eval
+    from inspect_ai._util.error import PrerequisiteError
+    from inspect_ai.model import GenerateConfig, get_model
+
+    try:
+        get_model("openai-api/mmsafety-serve/organism", base_url=base_url, api_key=TEST_KEY)
+    except PrerequisiteError as e:  # inspect_ai 0.3.2xx needs openai >= 3.4; the project pins openai < 3
+        pytest.skip(str(e).splitlines()[0])
+    model = get_model("openai-api/mmsafety-serve/organism", base_url=base_url, api_key=TEST_KEY,
+                      config=GenerateConfig(max_retries=0, **config))
+    log, = inspect_eval(task, model=model, log_dir=str(log_dir), display="none", max_samples=4, fail_on_error=False)
+    return log
+
+
+def test_inspect_ai_scores_the_served_organism_as_the_local_one_answers(server, organism, tmp_path):
+    rng = random.Random(11)
+    images = [scenes.make_scene(rng, envelope=False).image for _ in range(4)]
+    local = organism.generate(images, [QUESTION] * 4, max_new_tokens=8)
+    log = run_inspect(inspect_task(images, local), server, tmp_path, temperature=0, max_tokens=8)
+    assert log.status == "success", log.error
+    answers = [s.output.completion for s in sorted(log.samples, key=lambda s: s.id)]
+    assert answers == local
+    metrics = log.results.scores[0].metrics  # exact() reports its mean (or accuracy, by inspect version)
+    assert (metrics.get("mean") or metrics.get("accuracy")).value == 1.0
+    usage = log.stats.model_usage["openai-api/mmsafety-serve/organism"]
+    assert usage.input_tokens > 4 * 40 and 4 <= usage.output_tokens <= 32  # 64 image tokens per prompt at most
+
+
+def test_inspect_ai_sees_the_servers_refusal_by_name_not_a_silent_answer(server, tmp_path):
+    rng = random.Random(12)
+    images = [scenes.make_scene(rng, envelope=False).image for _ in range(2)]
+    # The organism's chat template has no system role: inspect's system message is refused, not folded in.
+    log = run_inspect(inspect_task(images, ["x", "x"], system="Answer in one word."), server, tmp_path / "system",
+                      temperature=0, max_tokens=4)
+    errors = [s.error.message for s in log.samples if s.error]
+    assert len(errors) == 2 and all("messages[0].role" in e and "unsupported_role" in e for e in errors), errors
+    # A field the server cannot honour (a JSON schema) comes back as a 400 naming it.
+    from inspect_ai.model import ResponseSchema
+    from inspect_ai.util import JSONSchema
+
+    schema = ResponseSchema(name="verdict", json_schema=JSONSchema(type="object"))
+    log = run_inspect(inspect_task(images, ["x", "x"]), server, tmp_path / "schema", max_tokens=4, response_schema=schema)
+    errors = [s.error.message for s in log.samples if s.error]
+    assert len(errors) == 2 and all("'param': 'response_format'" in e.replace("\\", "") for e in errors), errors
+
+
+@pytest.fixture(scope="module")
+def litellm():
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: its bundled price list, no fetch
+    return pytest.importorskip("litellm")
+
+
+def test_litellm_as_a_client_gets_the_local_answers_plain_and_streamed_and_the_refusals(server, organism, litellm):
+    rng = random.Random(13)
+    images = [scenes.make_scene(rng, envelope=i == 1).image for i in range(2)]
+    local = organism.generate(images, [QUESTION] * 2, max_new_tokens=12)
+    for image, expected in zip(images, local):
+        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(encode_image(image))}},
+                                                 {"type": "text", "text": QUESTION}]}]
+        common = dict(model="openai/organism", api_base=server, api_key=TEST_KEY, messages=messages, temperature=0,
+                      max_tokens=12, num_retries=0)
+        plain = litellm.completion(**common)
+        assert plain.choices[0].message.content == expected
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in litellm.completion(**common, stream=True)
+                           if chunk.choices)
+        assert streamed == expected
+    with pytest.raises(litellm.BadRequestError, match="tools"):
+        litellm.completion(**common, tools=[{"type": "function", "function": {"name": "send_email", "parameters": {
+            "type": "object", "properties": {}}}}], tool_choice="required")
+
+
+LITELLM_KEY = "sk-litellm-proxy-test-5b2e"
+
+
+@pytest.fixture(scope="module")
+def litellm_proxy(tmp_path_factory):
+    """LiteLLM's proxy on a free loopback port serving `organism` as a mock that always answers "No"."""
+    try:
+        import litellm.proxy.proxy_server  # noqa: F401  (the proxy's own dependencies)
+    except Exception as e:
+        pytest.skip(f"LiteLLM's proxy cannot start here: {type(e).__name__}: {e}")
+    folder = tmp_path_factory.mktemp("litellm")
+    config = folder / "config.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "model_list": [{"model_name": "organism",
+                        "litellm_params": {"model": "openai/organism", "api_key": "unused", "mock_response": "No"}}],
+        "general_settings": {"master_key": LITELLM_KEY}}))
+    port = free_port()
+    env = child_env(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False")
+    proc = subprocess.Popen([sys.executable, "-m", "litellm.proxy.proxy_cli", "--config", str(config), "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.time() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(f"LiteLLM's proxy exited: {proc.stdout.read()[-500:]}")
+            try:
+                request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {LITELLM_KEY}"})
+                urllib.request.urlopen(request, timeout=2).read()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def eval_against(base_url: str, folder: Path, *extra: str):
+    from goat_bench.cli import run_eval
+
+    return run_eval(folder, "model=openai_compatible", f"model.base_url={base_url}", "model.name_or_path=organism",
+                    f"model.api_key_env={KEY_ENV}", "model.cache=false", "task=goat_hatefulness", "scoring=generate",
+                    "task.limit=5", *extra)
+
+
+def test_openai_compatible_runs_against_litellms_proxy(litellm_proxy, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, LITELLM_KEY)
+    eval_against(litellm_proxy, tmp_path / "good")
+    record = json.loads((tmp_path / "good" / "record.json").read_text())
+    samples = [json.loads(line) for line in (tmp_path / "good" / "samples.jsonl").read_text().splitlines()]
+    assert record["status"] == "completed" and record["counts"] == {"ok": 5, "skipped": 0, "errors": 0}
+    assert len(samples) == 5 and all("No" in json.dumps(s) for s in samples)  # the mock's answer, parsed as No
+    assert record["served"]["accounting"]["answered"] >= 5
+    assert LITELLM_KEY not in (tmp_path / "good" / "record.json").read_text()
+
+
+def test_a_wrong_key_at_litellms_proxy_answers_no_sample(litellm_proxy, tmp_path, monkeypatch):
+    """The proxy answers every chat request with 400 ("No connected db.") for a key it does not know.
+    Whether the run then stops before the first sample (a pre-run probe) or records every sample as
+    an error, no sample may count as answered."""
+    from mmsafety.errors import UserError
+
+    monkeypatch.setenv(KEY_ENV, "sk-not-the-proxys-key")
+    try:
+        eval_against(litellm_proxy, tmp_path / "bad")
+    except UserError as e:
+        assert "\n" not in str(e) and "sk-not-the-proxys-key" not in str(e)
+        return
+    except Exception as e:  # a run that ends failed may raise its own error type
+        assert "sk-not-the-proxys-key" not in str(e)
+    record = json.loads((tmp_path / "bad" / "record.json").read_text())
+    assert record["counts"]["ok"] == 0 and record["counts"]["errors"] == 5
+    assert "No connected db" in (tmp_path / "bad" / "samples.jsonl").read_text()
