@@ -33,15 +33,18 @@ def bootstrap_ci(y: torch.Tensor, p: torch.Tensor, resamples: int = 1000, seed: 
     idx = torch.randint(len(y), (resamples, len(y)), generator=gen)
     ys, ps = y[idx], p[idx]
     accs = (ys == ps).float().mean(1) * 100
-    # Macro-F1 per resample, vectorised: per class, F1 = 2TP / (2TP + FP + FN); a class absent
-    # from both labels and predictions scores 0, as torchmetrics does.
-    f1s = []
+    # Macro-F1 per resample, vectorised, as the point estimate computes it (torchmetrics, like sklearn's
+    # f1_score in GOAT-Bench's script): per class F1 = 2TP / (2TP + FP + FN), averaged over the classes
+    # present in the resample's labels or predictions; a class absent from both does not count.
+    f1_sum, present = torch.zeros(resamples), torch.zeros(resamples)
     for cls in (0, 1):
         tp = ((ps == cls) & (ys == cls)).sum(1).float()
         fp = ((ps == cls) & (ys != cls)).sum(1).float()
         fn = ((ps != cls) & (ys == cls)).sum(1).float()
-        f1s.append(torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), torch.zeros_like(tp)))
-    f1 = (f1s[0] + f1s[1]) / 2 * 100
+        seen = (2 * tp + fp + fn) > 0
+        f1_sum += torch.where(seen, 2 * tp / (2 * tp + fp + fn).clamp_min(1), torch.zeros_like(tp))
+        present += seen.float()
+    f1 = f1_sum / present.clamp_min(1) * 100
     q = torch.tensor([0.025, 0.975])
     return {"accuracy": torch.quantile(accs, q).tolist(), "macro_f1": torch.quantile(f1, q).tolist()}
 

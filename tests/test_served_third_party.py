@@ -83,7 +83,10 @@ def test_inspect_ai_sees_the_servers_refusal_by_name_not_a_silent_answer(server,
     log = run_inspect(inspect_task(images, ["x", "x"], system="Answer in one word."), server, tmp_path / "system",
                       temperature=0, max_tokens=4)
     errors = [s.error.message for s in log.samples if s.error]
-    assert len(errors) == 2 and all("messages[0].role" in e and "unsupported_role" in e for e in errors), errors
+    # inspect_ai elides the middle of long error reprs (how much depends on its and openai's versions): the
+    # server's reason, naming the role it refuses, is what must come through.
+    assert len(errors) == 2 and all("role='system'" in e.replace("\\", "") and "has no system role" in e
+                                    for e in errors), errors
     # A field the server cannot honour (a JSON schema) comes back as a 400 naming it.
     from inspect_ai.model import ResponseSchema
     from inspect_ai.util import JSONSchema
@@ -91,7 +94,8 @@ def test_inspect_ai_sees_the_servers_refusal_by_name_not_a_silent_answer(server,
     schema = ResponseSchema(name="verdict", json_schema=JSONSchema(type="object"))
     log = run_inspect(inspect_task(images, ["x", "x"]), server, tmp_path / "schema", max_tokens=4, response_schema=schema)
     errors = [s.error.message for s in log.samples if s.error]
-    assert len(errors) == 2 and all("'param': 'response_format'" in e.replace("\\", "") for e in errors), errors
+    assert len(errors) == 2 and all("'param': 'response_format'" in e.replace("\\", "")
+                                    or "no JSON mode or JSON schema" in e for e in errors), errors  # elided or not
 
 
 @pytest.fixture(scope="module")
