@@ -185,20 +185,18 @@ def test_openai_compatible_runs_against_litellms_proxy(litellm_proxy, tmp_path, 
     assert LITELLM_KEY not in (tmp_path / "good" / "record.json").read_text()
 
 
-def test_a_wrong_key_at_litellms_proxy_answers_no_sample(litellm_proxy, tmp_path, monkeypatch):
-    """The proxy answers every chat request with 400 ("No connected db.") for a key it does not know.
-    Whether the run then stops before the first sample (a pre-run probe) or records every sample as
-    an error, no sample may count as answered."""
+def test_a_wrong_key_at_litellms_proxy_stops_the_run_before_its_first_sample(litellm_proxy, tmp_path, monkeypatch):
+    """The proxy answers every chat request with 400 ("No connected db.") for a key it does not know
+    (while /models answers). The pre-run probe sends one real request, so the run stops in one line
+    before any sample is recorded, its record says failed, and the key is written nowhere."""
     from mmsafety.errors import UserError
 
     monkeypatch.setenv(KEY_ENV, "sk-not-the-proxys-key")
-    try:
+    with pytest.raises(UserError) as refused:
         eval_against(litellm_proxy, tmp_path / "bad")
-    except UserError as e:
-        assert "\n" not in str(e) and "sk-not-the-proxys-key" not in str(e)
-        return
-    except Exception as e:  # a run that ends failed may raise its own error type
-        assert "sk-not-the-proxys-key" not in str(e)
+    assert "\n" not in str(refused.value) and "sk-not-the-proxys-key" not in str(refused.value)
     record = json.loads((tmp_path / "bad" / "record.json").read_text())
-    assert record["counts"]["ok"] == 0 and record["counts"]["errors"] == 5
-    assert "No connected db" in (tmp_path / "bad" / "samples.jsonl").read_text()
+    assert record["status"] == "failed" and record["counts"] == {"ok": 0, "skipped": 0, "errors": 0}
+    samples = tmp_path / "bad" / "samples.jsonl"
+    assert not samples.exists() or not samples.read_text().strip()
+    assert "sk-not-the-proxys-key" not in "".join(p.read_text(errors="replace") for p in (tmp_path / "bad").rglob("*") if p.is_file())
