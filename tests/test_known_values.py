@@ -86,3 +86,15 @@ def test_the_bootstrap_interval_of_a_one_class_task_answered_all_right_is_its_po
     metrics = task_metrics([0] * 6, [0] * 6)
     assert metrics["macro_f1"] == 100.0
     assert metrics["ci95"]["macro_f1"] == [100.0, 100.0]
+
+
+def test_a_run_with_no_scored_meme_has_an_overall_count_of_zero():
+    """Every meme skipped (unreadable images): no accuracy to report, and the count says so, as the
+    table and the leaderboard read it (metrics["overall"]["n"])."""
+    from goat_bench.evaluate import score_samples
+
+    samples = [{"task": "sarcasm", "id": str(k), "status": "skipped", "reason": "unreadable image", "label": 1}
+               for k in range(3)]
+    metrics = score_samples(samples, ["sarcasm"])
+    assert metrics["per_task"]["sarcasm"] == {"n": 0, "skipped": 3, "errors": 0}
+    assert metrics["overall"] == {"n": 0}
