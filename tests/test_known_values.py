@@ -98,3 +98,17 @@ def test_a_run_with_no_scored_meme_has_an_overall_count_of_zero():
     metrics = score_samples(samples, ["sarcasm"])
     assert metrics["per_task"]["sarcasm"] == {"n": 0, "skipped": 3, "errors": 0}
     assert metrics["overall"] == {"n": 0}
+
+
+def test_overall_pools_accuracy_by_count_and_names_the_tasks_it_pooled():
+    """Table 2's Overall: accuracy weighted by each task's meme count, macro-F1 the plain mean, and the
+    record names which tasks went in (a task with no scored meme is left out, not counted as 0)."""
+    from goat_bench.metrics import overall
+
+    per_task = {"sarcasm": {"n": 30, "accuracy": 90.0, "macro_f1": 80.0},
+                "misogyny": {"n": 10, "accuracy": 50.0, "macro_f1": 40.0},
+                "harmfulness": {"n": 0}}
+    pooled = overall(per_task)
+    assert pooled["n"] == 40 and pooled["tasks"] == ["misogyny", "sarcasm"]
+    assert math.isclose(pooled["accuracy"], (30 * 90 + 10 * 50) / 40)
+    assert math.isclose(pooled["macro_f1"], (80 + 40) / 2)
