@@ -111,6 +111,36 @@ def test_quantised_linf_iterates_stay_on_the_8_bit_grid_inside_the_ball(eps_leve
         assert torch.equal(x, (x * 255).round() / 255)
 
 
+@FAST
+@given(norm=st.sampled_from(["linf", "l2", "none"]), eps=st.floats(0.0, 2.0), seed=st.integers(0, 2**16),
+       spread=st.floats(0.0, 3.0))
+def test_the_projection_is_the_nearest_feasible_point(norm, eps, seed, spread):
+    """Feasibility alone passes a projection that ignores its input (every iterate pinned inside the
+    ball): the projected point must also be the textbook one, computed here in numpy. L-inf: clip to
+    the ball then to [0,1] (the nearest point of their intersection, coordinate by coordinate); L2:
+    scale the perturbation onto the ball when it is outside, then clip to [0,1], as the module states."""
+    import numpy as np
+
+    from visual_attacks.pgd import _project
+
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(2, 3, 4, 4, generator=gen)
+    x = x0 + spread * (torch.rand(x0.shape, generator=gen) - 0.5)
+    a, a0 = x.double().numpy(), x0.double().numpy()
+    if norm == "linf":
+        expected = np.clip(np.clip(a, a0 - eps, a0 + eps), 0, 1)
+    elif norm == "l2":
+        delta = a - a0
+        length = np.sqrt((delta.reshape(2, -1) ** 2).sum(1)).reshape(2, 1, 1, 1)
+        expected = np.clip(a0 + delta * np.minimum(1.0, eps / np.maximum(length, 1e-12)), 0, 1)
+    else:
+        expected = np.clip(a, 0, 1)
+    projected = _project(x, x0, PGDConfig(norm=norm, eps=eps))
+    assert np.allclose(projected.double().numpy(), expected, atol=1e-6)
+    if norm != "l2":  # clipping is exactly idempotent; rescaling onto the sphere only up to rounding
+        assert torch.equal(_project(projected, x0, PGDConfig(norm=norm, eps=eps)), projected)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Metrics: order-free, and equal to counting by hand
 
