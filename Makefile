@@ -49,5 +49,13 @@ test: setup-test
 test-fast: setup-test
 	$(BIN)/python -m pytest -m "not slow"
 
+# Mutation testing of the core (mutmut; not part of `make test`): each module group in tests/mutation.py
+# mutated in a scratch copy under .cache/mutation/, each mutant run against the tests that cover it.
+# MUTATION_GROUPS="metrics pgd_projection" runs some groups (all of them: not yet timed). Scores: docs/testing.md.
+.PHONY: mutation
+MUTATION_GROUPS ?=
+mutation: setup-test
+	$(BIN)/python -m tests.mutation $(MUTATION_GROUPS)
+
 clean:
 	rm -rf runs .pytest_cache

@@ -1,0 +1,138 @@
+"""`make mutation`: mutation testing of the core with mutmut, one module group at a time.
+
+Each group names the modules to mutate and the test files that cover them. mutmut reads one config per
+folder, so each group runs in its own scratch copy of the tracked files (under .cache/mutation/GROUP,
+git-ignored) with the base settings of `[tool.mutmut]` in pyproject.toml plus the group's
+`only_mutate` and test selection. Inside a group, mutmut runs for each mutant only the tests that
+executed the mutated function (its stats phase), so a group costs about its mutants times the few
+covering tests.
+
+    python -m tests.mutation                  # every group (not yet timed as a whole)
+    python -m tests.mutation pgd metrics      # the named groups
+    python -m tests.mutation --list           # the groups and their tests
+
+Prints per group: mutants, killed, survived, timeouts, the score (killed + timeouts over the mutants
+tested), and the survivors' names (`mutmut show NAME` in the group's folder prints the diff).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / ".cache" / "mutation"
+
+# group -> (modules to mutate, tests that cover them: files or node ids). Tests that need no trained
+# organism where possible (the organism makes each mutant cost a minute). A group may also name mutant
+# globs in MUTANTS (default: every mutant of its modules).
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "pgd_projection": (["visual_attacks/pgd.py"],
+                       ["tests/test_pgd.py::test_budget_and_box_hold", "tests/test_pgd.py::test_quantized_iterates_are_on_the_8bit_grid",
+                        "tests/test_properties.py::test_every_pgd_iterate_stays_in_the_ball_and_the_box",
+                        "tests/test_properties.py::test_quantised_linf_iterates_stay_on_the_8_bit_grid_inside_the_ball"]),
+    "pgd": (["visual_attacks/pgd.py"],
+            ["tests/test_pgd.py", "tests/test_known_values.py", "tests/test_properties.py"]),
+    "metrics": (["goat_bench/metrics.py"],
+                ["tests/test_goat_metrics.py", "tests/test_known_values.py", "tests/test_properties.py"]),
+    "stealth": (["visual_attacks/stealth.py"], ["tests/test_known_values.py", "tests/test_transfer_board.py"]),
+    "sequences": (["mmsafety/models/sequences.py"],
+                  ["tests/test_answer_spellings.py", "tests/test_adapter_contract.py", "tests/test_targets.py"]),
+    "records": (["mmsafety/records.py"],
+                ["tests/test_records.py", "tests/test_atomic_writes.py", "tests/test_resume_shared_ids.py"]),
+    "evaluate": (["goat_bench/evaluate.py"],
+                 ["tests/test_resume_shared_ids.py", "tests/test_goat_metrics.py", "tests/test_properties.py"]),
+    "leaderboard": (["mmsafety/leaderboard/collect.py"],
+                    ["tests/test_leaderboard.py", "tests/test_properties.py"]),
+    "targets_judges": (["visual_attacks/targets.py", "visual_attacks/judge.py"],
+                       ["tests/test_targets.py", "tests/test_judge_stage.py"]),
+    "deploy": (["visual_attacks/deploy.py"], ["tests/test_deploy.py", "tests/test_eot_deploy.py"]),
+    "served_accounting": (["mmsafety/served/client.py"], ["tests/test_served_units.py", "tests/test_served_faults.py"]),
+}
+MUTANTS: dict[str, list[str]] = {
+    "pgd_projection": ["visual_attacks.pgd.x__project__mutmut_*"],
+}
+
+
+def base_config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+
+
+def cfg_value(value) -> str:
+    if isinstance(value, list):
+        return "\n" + "\n".join(f"    {v}" for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def prepare(group: str) -> Path:
+    """A scratch copy of the tracked files with the group's config as setup.cfg (and pyproject's
+    [tool.mutmut] removed there, since mutmut prefers it over setup.cfg)."""
+    modules, tests = GROUPS[group]
+    folder = SCRATCH / group
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.split()
+    if folder.exists():
+        shutil.rmtree(folder)
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, folder / name)
+    pyproject = (folder / "pyproject.toml").read_text()
+    (folder / "pyproject.toml").write_text(re.sub(r"\n\[tool\.mutmut\]\n.*", "\n", pyproject, flags=re.S))
+    config = {**base_config(), "only_mutate": modules, "pytest_add_cli_args_test_selection": tests}
+    (folder / "setup.cfg").write_text("[mutmut]\n" + "".join(f"{k} = {cfg_value(v)}\n" for k, v in config.items()))
+    return folder
+
+
+def run_group(group: str, max_children: int) -> dict:
+    folder = prepare(group)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts its mutants/ first itself
+    mutmut = [sys.executable, "-m", "mutmut"]
+    subprocess.run([*mutmut, "run", "--max-children", str(max_children), *MUTANTS.get(group, [])], cwd=folder, env=env,
+                   check=True)
+    listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=folder, env=env, check=True,
+                             capture_output=True, text=True).stdout
+    statuses: dict[str, str] = {}
+    for line in listing.splitlines():
+        if ":" in line:
+            name, status = line.rsplit(":", 1)
+            statuses[name.strip()] = status.strip()
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    caught = counts.get("killed", 0) + counts.get("timeout", 0)
+    tested = caught + counts.get("survived", 0)
+    return {"group": group, "modules": GROUPS[group][0], "counts": counts,
+            "score": round(100 * caught / tested, 1) if tested else None,
+            "survivors": sorted(n for n, s in statuses.items() if s == "survived")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("groups", nargs="*", help=f"groups to run (default: all): {', '.join(GROUPS)}")
+    parser.add_argument("--list", action="store_true", help="print the groups and exit")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    if args.list:
+        for group, (modules, tests) in GROUPS.items():
+            print(f"{group}: {' '.join(modules)} <- {' '.join(tests)}")
+        return 0
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; use one of {', '.join(GROUPS)}")
+    reports = [run_group(g, args.max_children) for g in args.groups or GROUPS]
+    for report in reports:
+        print(json.dumps(report))
+    (SCRATCH / "report.json").write_text(json.dumps(reports, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
