@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mmsafety.record_kinds import schema_of
 from mmsafety.records import RunRecord
 
 CHILD = r"""
@@ -71,14 +72,14 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_whole(tmp_path):
 
 
 def test_the_next_job_on_the_folder_resumes_the_old_record_and_removes_the_temporary_file(tmp_path):
-    first = RunRecord(tmp_path, "goat_bench", {"x": 1})
+    first = RunRecord.open(tmp_path, "goat_bench", {"x": 1}, schema=schema_of("goat_bench"))
     first.add_sample({"task": "sarcasm", "id": "a", "status": "ok", "label": 1, "pred": 1, "correct": True})
     first.write("partial")
     first.close()
     old = (tmp_path / "record.json").read_bytes()
     assert kill_mid_write(tmp_path / "record.json") == "paused"
     assert (tmp_path / "record.json").read_bytes() == old
-    resumed = RunRecord(tmp_path, "goat_bench", {"x": 1})
+    resumed = RunRecord.open(tmp_path, "goat_bench", {"x": 1}, schema=schema_of("goat_bench"))
     try:
         assert resumed.data["run_id"] == json.loads(old)["run_id"]  # the old record was read, not lost
         assert resumed.done_keys(("task", "id")) == {("sarcasm", "a")}

@@ -71,25 +71,12 @@ def job_commands(text: str) -> list[tuple[str, list[str]]]:
 
 def variants(arguments: list[str]) -> list[list[str]]:
     """Plain override lists that cover every value of every sweep (`key=a,b`), each sweep's values in
-    turn with the others at their first; `-m` and Hydra's own overrides (hydra.*, hydra/launcher=)
-    left out, as they configure Hydra, not the job."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    turn with the others at their first (the commands' own pre-run check, mmsafety.cli.sweeps); `-m`
+    left out, and Hydra's own overrides (hydra.*, hydra/launcher=) skipped there, as they configure
+    Hydra, not the job."""
+    from mmsafety.cli.sweeps import override_variants
 
-    raws = [a for a in arguments if a != "-m"]
-    base, sweeps = [], []
-    for raw, parsed in zip(raws, OverridesParser.create().parse_overrides(raws)):
-        if parsed.is_hydra_override():
-            continue
-        if parsed.is_sweep_override():
-            key = raw.split("=", 1)[0]
-            values = list(parsed.sweep_string_iterator())
-            sweeps.append((len(base), key, values))
-            raw = f"{key}={values[0]}"
-        base.append(raw)
-    out = [base]
-    for index, key, values in sweeps:
-        out += [base[:index] + [f"{key}={value}"] + base[index + 1:] for value in values[1:]]
-    return out
+    return override_variants([a for a in arguments if a != "-m"])
 
 
 def docs_pages() -> list[Path]:

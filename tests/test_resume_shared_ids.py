@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from goat_bench.evaluate import evaluate
+from mmsafety.record_kinds import schema_of
 from mmsafety.records import RunRecord
 
 TASKS = ["hatefulness", "sarcasm"]
@@ -81,7 +82,8 @@ def eval_config(root: Path, batch_size: int):
 def run(out: Path, root: Path, batch_size: int, stop_at: int | None = None) -> tuple[ImageReader, dict | None]:
     """One job on `out` (resuming what is there); the model, and the metrics (None when interrupted)."""
     cfg = eval_config(root, batch_size)
-    model, record = ImageReader(stop_at), RunRecord(out, "goat_bench", OmegaConf.to_container(cfg))
+    model, record = ImageReader(stop_at), RunRecord.open(out, "goat_bench", OmegaConf.to_container(cfg),
+                                                         schema=schema_of("goat_bench"))
     try:
         metrics = evaluate(cfg, model, record, log=lambda *_: None)
     except Interrupted:

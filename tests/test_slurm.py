@@ -21,7 +21,7 @@ from tests.helpers import cli_command, run_cli
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 CLUSTER = Path(__file__).parent / "slurm" / "cluster.sh"
-ATTACK = ["images=1", "heldout_prompts=4", "attack.steps=400", "attack.checkpoint_every=1000"]
+ATTACK = ["images=1", "heldout_prompts=4", "attack.steps=1000", "attack.checkpoint_every=1000"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_an_attack_warned_twice_resumes_from_the_steps_it_reached_and_equals_an_
             launcher.kill()
             subprocess.run(["scancel", job_dir.name] if "job_dir" in locals() else ["true"])
     assert launcher.returncode == 0, err[-3000:]
-    assert 0 < resumed_from[0] < resumed_from[1] < 400, resumed_from  # from the step reached, never from 0
+    assert 0 < resumed_from[0] < resumed_from[1] < 1000, resumed_from  # from the step reached, never from 0
     assert "sacct" not in err and "accounting storage is disabled" not in err  # quiet polling
     assert f"slurm: job {job_id} running" in err and f"slurm: job {job_id} completed" in err
 
