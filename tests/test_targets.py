@@ -81,5 +81,5 @@ def test_unknown_target_kind_is_one_line_listing_the_kinds():
 
     from mmsafety.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"target.kind=json_call: not registered; use one of exfiltration, expedia, function_call"):
+    with pytest.raises(ConfigError, match=r"target.kind=json_call: not registered \(did you mean function_call\?\); use one of exfiltration, expedia, function_call"):
         load_target(OmegaConf.create({"name": "x", "kind": "json_call", "text": "y"}))
