@@ -84,7 +84,7 @@ def test_an_attack_warned_twice_resumes_from_the_steps_it_reached_and_equals_an_
     assert launcher.returncode == 0, err[-3000:]
     assert 0 < resumed_from[0] < resumed_from[1] < 1000, resumed_from  # from the step reached, never from 0
     assert "sacct" not in err and "accounting storage is disabled" not in err  # quiet polling
-    assert f"slurm: job {job_id} running" in err and f"slurm: job {job_id} requeued" in err  # (a job whose result file is seen first ends without a poll)
+    assert f"slurm: job {job_id} running" in err  # state lines come from polls: a short requeue or the end may fall between two
 
     (run,) = [p.parent for p in sweep.glob("*/record.json")]
     assert json.loads((run / "record.json").read_text())["status"] == "completed"
