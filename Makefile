@@ -26,8 +26,17 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
+# LiteLLM's proxy: a third-party OpenAI-compatible server the suite runs `model=openai_compatible`
+# against (tests/test_served_third_party.py). In a virtual environment of its own: litellm pins
+# huggingface-hub<2, which transformers 5 cannot share.
+LITELLM_VENV ?= .venv-litellm
+$(LITELLM_VENV)/.installed:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet "litellm[proxy]>=1.100,<2"
+	touch $@
+
 setup: $(VENV)/.installed
-setup-test: $(VENV)/.installed-test
+setup-test: $(VENV)/.installed-test $(LITELLM_VENV)/.installed
 
 # The product on the embedded default, in runs/demo/: the model organism (built on first use, ~2-3 min
 # on 2 CPU cores) scored on the five GOAT-Bench tasks of the synthetic memes; one tool-call attack

@@ -124,15 +124,31 @@ def test_litellm_as_a_client_gets_the_local_answers_plain_and_streamed_and_the_r
 
 
 LITELLM_KEY = "sk-litellm-proxy-test-5b2e"
+# `make setup-test` installs LiteLLM's proxy into a virtual environment of its own (litellm pins
+# huggingface-hub<2, which transformers 5 cannot share); $MMSAFETY_LITELLM_PYTHON names another one.
+LITELLM_VENV_PYTHON = Path(__file__).resolve().parents[1] / ".venv-litellm" / "bin" / "python"
+
+
+def litellm_python() -> str:
+    """The interpreter whose LiteLLM proxy imports: $MMSAFETY_LITELLM_PYTHON, the project's .venv-litellm,
+    or this one; skips (saying why) where none has it."""
+    candidates = [os.environ.get("MMSAFETY_LITELLM_PYTHON"), str(LITELLM_VENV_PYTHON), sys.executable]
+    why = "no interpreter tried"
+    for python in filter(None, candidates):
+        if not Path(python).exists():
+            continue
+        probe = subprocess.run([python, "-c", "import litellm.proxy.proxy_server"], capture_output=True, text=True,
+                               env=child_env(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False"))
+        if probe.returncode == 0:
+            return python
+        why = f"{python}: {(probe.stderr.strip().splitlines() or ['import failed'])[-1]}"
+    pytest.skip(f"LiteLLM's proxy cannot start here (run `make setup-test` to install it): {why}")
 
 
 @pytest.fixture(scope="module")
 def litellm_proxy(tmp_path_factory):
     """LiteLLM's proxy on a free loopback port serving `organism` as a mock that always answers "No"."""
-    try:
-        import litellm.proxy.proxy_server  # noqa: F401  (the proxy's own dependencies)
-    except Exception as e:
-        pytest.skip(f"LiteLLM's proxy cannot start here: {type(e).__name__}: {e}")
+    python = litellm_python()
     folder = tmp_path_factory.mktemp("litellm")
     config = folder / "config.yaml"
     config.write_text(json.dumps({  # JSON is YAML
@@ -141,7 +157,7 @@ def litellm_proxy(tmp_path_factory):
         "general_settings": {"master_key": LITELLM_KEY}}))
     port = free_port()
     env = child_env(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False")
-    proc = subprocess.Popen([sys.executable, "-m", "litellm.proxy.proxy_cli", "--config", str(config), "--host", "127.0.0.1",
+    proc = subprocess.Popen([python, "-m", "litellm.proxy.proxy_cli", "--config", str(config), "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
