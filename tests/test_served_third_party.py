@@ -98,29 +98,43 @@ def test_inspect_ai_sees_the_servers_refusal_by_name_not_a_silent_answer(server,
                                     or "no JSON mode or JSON schema" in e for e in errors), errors  # elided or not
 
 
-@pytest.fixture(scope="module")
-def litellm():
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # offline: its bundled price list, no fetch
-    return pytest.importorskip("litellm")
+# litellm's client, run in LiteLLM's own interpreter (see litellm_python): plain and streamed answers to
+# each message list on argv, then the refusal of a tool request, printed as one JSON object.
+LITELLM_CLIENT = """
+import json, sys
+import litellm
+base, key, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out = {"plain": [], "streamed": []}
+for messages in json.loads(sys.stdin.read()):
+    common = dict(model="openai/organism", api_base=base, api_key=key, messages=messages, temperature=0,
+                  max_tokens=max_tokens, num_retries=0)
+    out["plain"].append(litellm.completion(**common).choices[0].message.content)
+    out["streamed"].append("".join(c.choices[0].delta.content or "" for c in litellm.completion(**common, stream=True)
+                                   if c.choices))
+try:
+    litellm.completion(**common, tools=[{"type": "function", "function": {"name": "send_email",
+                       "parameters": {"type": "object", "properties": {}}}}], tool_choice="required")
+    out["tools"] = "accepted"
+except litellm.BadRequestError as e:
+    out["tools"] = "BadRequestError: " + str(e)
+print(json.dumps(out))
+"""
 
 
-def test_litellm_as_a_client_gets_the_local_answers_plain_and_streamed_and_the_refusals(server, organism, litellm):
+def test_litellm_as_a_client_gets_the_local_answers_plain_and_streamed_and_the_refusals(server, organism):
+    python = litellm_python()
     rng = random.Random(13)
     images = [scenes.make_scene(rng, envelope=i == 1).image for i in range(2)]
     local = organism.generate(images, [QUESTION] * 2, max_new_tokens=12)
-    for image, expected in zip(images, local):
-        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(encode_image(image))}},
-                                                 {"type": "text", "text": QUESTION}]}]
-        common = dict(model="openai/organism", api_base=server, api_key=TEST_KEY, messages=messages, temperature=0,
-                      max_tokens=12, num_retries=0)
-        plain = litellm.completion(**common)
-        assert plain.choices[0].message.content == expected
-        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in litellm.completion(**common, stream=True)
-                           if chunk.choices)
-        assert streamed == expected
-    with pytest.raises(litellm.BadRequestError, match="tools"):
-        litellm.completion(**common, tools=[{"type": "function", "function": {"name": "send_email", "parameters": {
-            "type": "object", "properties": {}}}}], tool_choice="required")
+    conversations = [[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(encode_image(image))}},
+                                                   {"type": "text", "text": QUESTION}]}] for image in images]
+    done = subprocess.run([python, "-c", LITELLM_CLIENT, server, TEST_KEY, "12"], input=json.dumps(conversations),
+                          capture_output=True, text=True, timeout=300,
+                          env=child_env(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answers["plain"] == local and answers["streamed"] == local
+    assert answers["tools"].startswith("BadRequestError") and "tools" in answers["tools"]
 
 
 LITELLM_KEY = "sk-litellm-proxy-test-5b2e"
