@@ -141,3 +141,48 @@ def test_steps_count_updates():
     out = pgd(lambda px, _: -px.flatten(1).sum(1), torch.zeros(1, 3, 2, 2),
               PGDConfig(norm="none", eps=1, optimizer="sign", step_size=1 / 255, steps=7, keep_best=False))
     assert torch.allclose(out.pixels, torch.full((1, 3, 2, 2), 7 / 255))
+
+
+# Fu et al.'s judge (LLaMAAdapterModel.generate in their code): `def generate(self, raw_prompt,
+# path_to_image, max_gen_len=64, temperature=0.1)`, which calls LLaMA-Adapter's generate with its
+# default top_p of 0.75 (nucleus sampling, no top-k).
+FU_SAMPLING = {"temperature": 0.1, "top_p": 0.75, "seed": 0}
+
+
+class DecodingRecorder(ScriptedJudge):
+    def __init__(self):
+        super().__init__(set())
+        self.decoding = {"do_sample": False}
+        self.device, self.seen, self.draws = "cpu", [], []
+
+    def generate(self, images, prompts, max_new_tokens=64):
+        self.seen.append(dict(self.decoding))
+        self.draws.append(torch.rand(1).item())  # what a sampler would draw from the global RNG
+        return super().generate(images, prompts, max_new_tokens)
+
+
+def test_sampling_option_decodes_as_their_judge_and_is_seeded():
+    greedy = DecodingRecorder()
+    ToolCallCase(TARGET, images=1, heldout_prompts=8).judge(greedy, None, None)
+    assert greedy.seen == [{"do_sample": False}]  # the default stays greedy
+    sampled = DecodingRecorder()
+    case = ToolCallCase(TARGET, images=1, heldout_prompts=8, sampling=FU_SAMPLING)
+    case.judge(sampled, None, None)
+    case.judge(sampled, None, None)
+    assert sampled.seen[0] == {"do_sample": True, "temperature": 0.1, "top_p": 0.75, "top_k": 0}
+    assert sampled.decoding == {"do_sample": False}  # restored after the judgement
+    assert sampled.draws[0] == sampled.draws[1]  # seeded: clean and adversarial judged on the same draws
+    assert case.spec()["sampling"] == FU_SAMPLING
+    with pytest.raises(ConfigError, match="case.sampling"):
+        ToolCallCase(TARGET, images=1, heldout_prompts=8, sampling={"temperature": 0.1})
+
+
+def test_sampled_judgement_on_the_organism_is_reproducible(organism):
+    case = ToolCallCase(TARGET, images=1, heldout_prompts=6, max_new_tokens=24,
+                        sampling={"temperature": 5.0, "top_p": 0.99, "seed": 3})
+    image = case.bases()[0].image
+    first, second = case.judge(organism, image, None), case.judge(organism, image, None)
+    assert [r["output"] for r in first.rows] == [r["output"] for r in second.rows]
+    greedy = ToolCallCase(TARGET, images=1, heldout_prompts=6, max_new_tokens=24).judge(organism, image, None)
+    assert [r["output"] for r in first.rows] != [r["output"] for r in greedy.rows]  # it did sample (hot)
+    assert organism.decoding == {"do_sample": False}

@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from types import SimpleNamespace
+
+import torch
 
 from PIL import Image
 
@@ -55,6 +58,29 @@ def prompt_sets(files, split: str) -> dict[str, list[str]]:
     return {"all": read_prompt_files([files] if isinstance(files, str) else list(files))}
 
 
+@contextmanager
+def sampled_decoding(adapter, sampling: dict | None):
+    """While inside, `adapter.generate` samples with `sampling` ({temperature, top_p, seed}; Fu et al.'s
+    judge: temperature 0.1, top_p 0.75, no top-k), the torch RNG seeded with `seed` and restored after,
+    so a judgement is reproducible and the same for the clean and the adversarial image. None: greedy."""
+    if not sampling:
+        yield
+        return
+    if not isinstance(getattr(adapter, "decoding", None), dict):
+        raise ConfigError(f"case.sampling needs a local transformers model; {getattr(adapter, 'name', 'this model')} "
+                          f"decodes its own way (a served model samples at model.temperature): drop case.sampling")
+    saved = adapter.decoding
+    adapter.decoding = {"do_sample": True, "temperature": float(sampling["temperature"]),
+                        "top_p": float(sampling["top_p"]), "top_k": 0}  # top_k 0: no top-k cut, as theirs
+    devices = [adapter.device] if str(adapter.device).startswith("cuda") else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(sampling.get("seed", 0)))
+            yield
+    finally:
+        adapter.decoding = saved
+
+
 def pooled(sets: dict[str, list[str]]) -> list[str]:
     """Every set's prompts in order, duplicates kept once (the first set a prompt is in owns it)."""
     return list(dict.fromkeys(p for prompts in sets.values() for p in prompts))
@@ -73,7 +99,7 @@ class ToolCallCase(AttackCase):
 
     def __init__(self, target, images: int = 8, heldout_prompts: int = 32, seed: int = 0,
                  batch_size: int = 16, max_new_tokens: int = 256, name: str = "tool_call", tag: str = "",
-                 train_prompt_files=(), test_prompt_files=()):
+                 train_prompt_files=(), test_prompt_files=(), sampling: dict | None = None):
         # A plain dict when the case is rebuilt from a config or a saved record's config.
         self.target = load_target(SimpleNamespace(**target) if isinstance(target, dict) else target)
         self.images, self.seed = images, seed
@@ -91,13 +117,18 @@ class ToolCallCase(AttackCase):
             raise ConfigError("case.train_prompt_files / case.test_prompt_files hold no prompts; give one prompt a "
                               "line (.txt) or instruction records (.json)")
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        # Held-out answers: greedy (None), or sampled as Fu et al.'s judge ({temperature, top_p, seed}).
+        if sampling and not {"temperature", "top_p"} <= set(sampling):
+            raise ConfigError(f"case.sampling={sampling}: give temperature and top_p (and a seed), e.g. "
+                              f"{{temperature: 0.1, top_p: 0.75, seed: 0}}, or null for greedy answers")
+        self.sampling = dict(sampling) if sampling else None
 
     def bases(self) -> list[AttackBase]:
         return scene_bases(self.images, self.seed)
 
     def spec(self) -> dict:
         return {"case": "tool_call", "target": self.target.name, "target_text": self.target.text,
-                "heldout_prompts": len(self.heldout), "train_prompts": len(self.train),
+                "heldout_prompts": len(self.heldout), "train_prompts": len(self.train), "sampling": self.sampling,
                 "train_prompt_sets": {name: len(prompts) for name, prompts in self.train_sets.items()},
                 "heldout_prompt_sets": {name: sum(s == name for s in self.heldout_set.values())
                                         for name in dict.fromkeys(self.heldout_set.values())}}
@@ -121,9 +152,10 @@ class ToolCallCase(AttackCase):
 
     def judge(self, adapter: ModelAdapter, image: Image.Image, base: AttackBase) -> Judgement:
         outs: list[str] = []
-        for i in range(0, len(self.heldout), self.batch_size):
-            chunk = self.heldout[i:i + self.batch_size]
-            outs += adapter.generate([image] * len(chunk), chunk, max_new_tokens=self.max_new_tokens)
+        with sampled_decoding(adapter, self.sampling):
+            for i in range(0, len(self.heldout), self.batch_size):
+                chunk = self.heldout[i:i + self.batch_size]
+                outs += adapter.generate([image] * len(chunk), chunk, max_new_tokens=self.max_new_tokens)
         rows = [{"prompt": p, "output": o, **self.target.judge(o, p).as_dict()} for p, o in zip(self.heldout, outs)]
         keys = ("exact", "syntax", "argument", "leaked")
         measured = rates(rows, keys)
