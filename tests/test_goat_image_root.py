@@ -75,7 +75,7 @@ def test_overall_that_lacks_a_task_says_so_in_console_record_and_board():
     row = type("Row", (), {"metrics": metrics, "spec": {"scoring": "logprob"}, "reported": False, "model": "m",
                            "status": "completed", "shards": 1, "source": "", "note": ""})()
     cell = cells(row)
-    assert cell["overall"].endswith("(4/5 tasks: no hatefulness)") and cell["overall_missing"] == "hatefulness"
+    assert cell["overall"].endswith("(4/5 tasks)") and cell["overall_missing"] == "hatefulness"
     assert "without hatefulness" in hover(row)["overall"]
     complete = score_samples(ok + [{**s, "status": "ok", "label": 1, "pred": 1} for s in skipped], list(TASKS))
     assert complete["overall"]["missing_tasks"] == [] and "lacks" not in format_table(complete)
@@ -121,3 +121,15 @@ def test_eval_scores_hatefulness_with_image_root_and_names_it_without(tmp_path, 
     assert record["metrics"]["per_task"]["hatefulness"]["skipped"] == 0
     assert record["metrics"]["overall"]["missing_tasks"] == [] and record["spec"]["image_root"] == str(fhm)
     assert "lacks" not in with_root.stdout
+
+
+def test_meme_verdict_case_reads_hatefulness_images_from_image_root(tmp_path):
+    from goat_bench.verdict_flip import MemeVerdictCase
+
+    goat, fhm = goat_and_fhm(tmp_path, per_task=12)
+    positives = sum(json.loads(line)["label"] == 1 for line in (goat / "hatefulness" / "test.jsonl").read_text().splitlines())
+    assert positives >= 2
+    case = dict(tasks=["hatefulness"], images=2, root=str(goat))
+    assert MemeVerdictCase(**case).bases() == []  # no image under the task folder: nothing to attack
+    bases = MemeVerdictCase(**case, image_root=str(fhm)).bases()
+    assert len(bases) == 2 and all(b.image is not None for b in bases)
