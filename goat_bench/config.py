@@ -21,9 +21,14 @@ class TaskConfig:
     name: str = MISSING
     tasks: list[str] = field(default_factory=list)  # GOAT-Bench task names
     root: Optional[str] = None      # dataset root; null: the synthetic sample built offline
+    # where images the task folder does not hold are looked up: Facebook's Hateful Memes folder
+    # (the one that holds img/) for hatefulness, which the GOAT-Bench release ships as text only
+    image_root: Optional[str] = None
     synthetic_per_task: int = 100   # size of that sample
     limit: Optional[int] = None     # at most this many memes per task (quick looks)
-    prompt: str = "paper"           # prompt template: paper | cot
+    # prompt template: paper (each task's own question) | official_script (the released script's
+    # "is this meme harmful?" for every task) | cot
+    prompt: str = "paper"
 
 
 @dataclass

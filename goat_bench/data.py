@@ -4,6 +4,10 @@ Field aliases follow the official code: text in `text` or `org_sent`; image in `
 `image`; id in `id`, else the image path with `.png` stripped; label 0/1 in `label`.
 A line that cannot become a sample becomes a *skipped* sample with its reason, so counts
 always add up to the lines read. Image paths may not leave the dataset root.
+
+Images the task folder does not hold are looked up under `image_root` (`task.image_root`): the
+release ships hatefulness as text only, its images are Facebook's Hateful Memes (`img/<id>.png`
+in the folder that holds `img/`). A path may not leave the root it is found under either.
 """
 
 from __future__ import annotations
@@ -117,9 +121,40 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def load_task(root: str | Path, task: str) -> list[MemeSample]:
-    """All samples of one task; problems become skipped samples with a reason."""
+NO_IMAGE = "image not found: "  # how every missing-image skip reason starts
+
+
+def missing_image_reason(name: str, task_root: Path, image_root: Path | None) -> str:
+    """Why a meme is skipped when its image is in neither folder, naming the fix."""
+    if image_root is not None:
+        return (f"{NO_IMAGE}{name} is neither under {task_root} nor under task.image_root={image_root}; "
+                f"task.image_root must be the folder that holds the file paths the task file names (e.g. img/)")
+    return (f"{NO_IMAGE}{name} is not under {task_root}; if the images live elsewhere (GOAT-Bench's hatefulness "
+            f"images are Facebook's Hateful Memes), set task.image_root=DIR, the folder that holds img/")
+
+
+def _image_path(name: str, task_root: Path, image_root: Path | None) -> tuple[Path | None, str | None]:
+    """(resolved image path, None) or (None, skip reason): the file under the task folder if it is
+    there, else under `image_root`. A path that reaches a file outside the root it names (`..`, an
+    absolute path, a symlink out) is refused, never followed to the other root."""
+    roots = [task_root] + ([image_root] if image_root is not None else [])
+    for root in roots:
+        if (root / name).exists():
+            inside = _inside(root, name)
+            if inside is None:
+                return None, "image path leaves the dataset root"
+            if inside.is_file():
+                return inside, None
+    if all(_inside(root, name) is None for root in roots):
+        return None, "image path leaves the dataset root"
+    return None, missing_image_reason(name, task_root, image_root)
+
+
+def load_task(root: str | Path, task: str, image_root: str | Path | None = None) -> list[MemeSample]:
+    """All samples of one task; problems become skipped samples with a reason. `image_root`: where
+    images the task folder does not hold are looked up (task.image_root)."""
     root = Path(root)
+    image_root = Path(image_root).expanduser() if image_root else None
     path = dataset_file(root, task)
     task_root = path.parent
     samples: list[MemeSample] = []
@@ -146,9 +181,7 @@ def load_task(root: str | Path, task: str) -> list[MemeSample]:
         elif not image_name:
             sample.skip_reason = "no image field (img or image)"
         else:
-            sample.image_path = _inside(task_root, str(image_name))
-            if sample.image_path is None:
-                sample.skip_reason = "image path leaves the dataset root"
+            sample.image_path, sample.skip_reason = _image_path(str(image_name), task_root, image_root)
         seen.add(sid)
         samples.append(sample)
     return samples

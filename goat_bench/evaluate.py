@@ -6,14 +6,14 @@ import math
 import time
 from pathlib import Path
 
-from goat_bench.data import MemeSample, load_task, with_images
+from goat_bench.data import NO_IMAGE, MemeSample, load_task, with_images
 from goat_bench.metrics import overall, task_metrics
 from goat_bench.parsing import parse_answer
 from goat_bench.prompts import TEMPLATES
-from goat_bench.tasks import ADJECTIVES, TASKS
+from goat_bench.tasks import TASKS
 from mmsafety.cli.lifecycle import note_invocation
 from mmsafety.config import plain
-from mmsafety.errors import ConfigError
+from mmsafety.errors import ConfigError, UserError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.context import answer_length, too_long
 from mmsafety.oom import HalvingBatcher
@@ -77,7 +77,7 @@ def _score_batch(adapter, batch: list[tuple[MemeSample, object]], template, scor
         if why:
             out.append({"status": "error", "reason": why})
             continue
-        parsed = parse_answer(answer, ADJECTIVES[s.task])
+        parsed = parse_answer(answer, template.adjective_for(s.task))
         out.append({"answer": answer, "pred": parsed.label, "parse": parsed.reason})
     return out
 
@@ -97,15 +97,23 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     template = TEMPLATES[cfg.task.prompt]
     max_new_tokens = cfg.max_new_tokens or template.max_new_tokens
     root = Path(cfg.task.root).expanduser() if cfg.task.root else synthetic_root(cfg.task.synthetic_per_task)
+    image_root = cfg.task.get("image_root")
+    if image_root and not Path(image_root).expanduser().is_dir():
+        raise UserError(f"task.image_root={image_root} is not a folder: give the folder that holds the images' "
+                        f"paths (for hatefulness, Facebook's Hateful Memes folder that holds img/)")
     samples = []
     for task in cfg.task.tasks:
-        loaded = load_task(root, task)
+        loaded = load_task(root, task, image_root)
+        no_image = [s.skip_reason for s in loaded if s.skip_reason and s.skip_reason.startswith(NO_IMAGE)]
+        if no_image:  # said once per task, before the run: all 2,000 hatefulness memes without task.image_root
+            log(f"{task}: {len(no_image)} of {len(loaded)} memes will be skipped: {no_image[0]}")
         samples += loaded[: cfg.task.limit] if cfg.task.limit else loaded
     if cfg.num_shards > 1:
         samples = [s for s in samples if shard_of(f"{s.task}/{s.id}", cfg.num_shards) == cfg.shard]
     record.update(
         model={"name": cfg.model.name, "id": adapter.model_id, "adapter": adapter.name, "weights_sha256": adapter.weights_sha256},
         spec={"workload": "goat_bench", "tasks": list(cfg.task.tasks), "root": str(root), "synthetic": not cfg.task.root,
+              "image_root": str(Path(image_root).expanduser()) if image_root else None,
               "scoring": scoring, "prompt": {"name": template.name, "version": template.version, "sha256": template.sha256},
               "max_new_tokens": max_new_tokens, "batch_size": cfg.batch_size,
               "shard": {"index": cfg.shard, "count": cfg.num_shards},
@@ -188,11 +196,23 @@ def score_samples(samples: list[dict], tasks: list[str], seed: int = 0) -> dict:
     metrics = {"per_task": per_task, "overall": overall(per_task)}
     # Metrics are over the answered memes; the errored ones are counted beside them, never scored.
     metrics["overall"]["errors"] = sum(m["errors"] for m in per_task.values())
+    # The paper's Overall covers all five tasks; one without a scored meme is named, never silently dropped.
+    metrics["overall"]["missing_tasks"] = missing_tasks(per_task)
     missing = [s["missing_from_top_k"] for s in samples if s.get("status") == "ok" and s.get("missing_from_top_k")]
     if missing:  # a served model's logprob scoring: how often Yes or No was not among the top-k tokens
         metrics["missing_from_top_k"] = {"samples": len(missing), "Yes": sum("Yes" in m for m in missing),
                                          "No": sum("No" in m for m in missing), "both": sum(len(m) == 2 for m in missing)}
     return metrics
+
+
+def missing_tasks(per_task: dict) -> list[str]:
+    """The GOAT-Bench tasks (of the paper's five) with no scored meme in `per_task`."""
+    return [t for t in TASKS if not (per_task.get(t) or {}).get("n")]
+
+
+def overall_label(missing: list[str]) -> str:
+    """"overall", or "overall (4/5)" when it lacks tasks: a partial Overall is never called plain Overall."""
+    return "overall" if not missing else f"overall ({len(TASKS) - len(missing)}/{len(TASKS)})"
 
 
 def rescore(samples: list[dict], record: dict) -> dict:
@@ -204,7 +224,8 @@ def format_table(metrics: dict) -> str:
     """Acc / macro-F1 per task and Overall, as in the paper's Table 2."""
     per_task = metrics["per_task"]
     cols = list(per_task) + (["overall"] if len(per_task) > 1 else [])
-    head = f"{'':14}" + "".join(f"{c:>16}" for c in cols)
+    missing = metrics["overall"].get("missing_tasks", missing_tasks(per_task))
+    head = f"{'':14}" + "".join(f"{overall_label(missing) if c == 'overall' else c:>16}" for c in cols)
     row = f"{'Acc / F1':14}"
     for c in cols:
         m = metrics["overall"] if c == "overall" else per_task[c]
@@ -219,4 +240,7 @@ def format_table(metrics: dict) -> str:
             for c in cols))
     lines.append(f"{'invalid %':14}" + "".join(
         f"{per_task[c].get('invalid_rate', 0):>16.1f}" if c != "overall" else f"{'':>16}" for c in cols))
+    if "overall" in cols and missing:
+        lines.append(f"{overall_label(missing)} lacks {', '.join(missing)} (no meme scored): not the paper's Overall, "
+                     f"which covers all {len(TASKS)} tasks")
     return "\n".join(lines)

@@ -30,7 +30,13 @@ def cells(row) -> dict:
            "scoring": spec.get("scoring", "reported" if row.reported else ""),
            "prompt": (spec.get("prompt") or {}).get("name", "")}
     out["overall_acc"], out["overall_f1"] = num(overall.get("accuracy")), num(overall.get("macro_f1"))
+    # An Overall without one of the five tasks says so in its own cell (markdown, page) and column (CSV, JSON).
+    missing = [] if row.reported else [t for t in TASKS if not (per_task.get(t) or {}).get("n")]
+    out["overall_missing"] = ", ".join(missing)
     out["overall"] = acc_f1(out["overall_acc"], out["overall_f1"])
+    if out["overall"] is not None and missing:
+        # Short (cells do not wrap on the page); the hover and `overall_missing` name the tasks.
+        out["overall"] += f" ({len(TASKS) - len(missing)}/{len(TASKS)} tasks)"
     for task in TASKS:
         m = per_task.get(task, {})
         out[f"{task}_acc"], out[f"{task}_f1"] = num(m.get("accuracy")), num(m.get("macro_f1"))
@@ -61,7 +67,10 @@ def hover(row) -> dict[str, str]:
         if acc or f1:
             out[task] = f"95% bootstrap interval: accuracy {acc or '?'}, macro-F1 {f1 or '?'} (n={m.get('n', '?')})"
     n = row.metrics.get("overall", {}).get("n")
-    out["overall"] = f"accuracy pooled over {n} memes; F1 the mean of the per-task macro-F1"
+    per_task = row.metrics.get("per_task", {})
+    missing = [t for t in TASKS if not (per_task.get(t) or {}).get("n")]
+    out["overall"] = f"accuracy pooled over {n} memes; F1 the mean of the per-task macro-F1" + (
+        f"; without {', '.join(missing)} (no meme scored), so not the paper's Overall" if missing else "")
     return out
 
 
@@ -92,13 +101,14 @@ def figures(rows, table: list[dict]) -> list[Figure]:
     return [Figure("f1_per_task", "Macro-F1 per task", png_of(fig))] if fig else []
 
 
-def _memes_by_id(root: str, task: str) -> dict:
-    """The task's memes under `root` by id (caption, image path); empty when the data is not there."""
+def _memes_by_id(root: str, task: str, image_root: str | None = None) -> dict:
+    """The task's memes under `root` by id (caption, image path, looked up under `image_root` too);
+    empty when the data is not there."""
     from goat_bench.data import load_task
     from mmsafety.errors import UserError
 
     try:
-        return {m.id: m for m in load_task(root, task)}
+        return {m.id: m for m in load_task(root, task, image_root if isinstance(image_root, str) else None)}
     except (UserError, OSError, ValueError):
         return {}
 
@@ -116,7 +126,7 @@ def samples(row) -> list[SampleView]:
         for s in art.get("samples", []):
             task, sid = str(s.get("task")), str(s.get("id"))
             if isinstance(root, str) and task not in datasets:
-                datasets[task] = _memes_by_id(root, task)
+                datasets[task] = _memes_by_id(root, task, row.spec.get("image_root"))
             meme = datasets.get(task, {}).get(sid)
             images = [("meme", meme.image_path)] if meme is not None and isinstance(meme.image_path, Path) else []
             if s.get("status", "ok") != "ok":

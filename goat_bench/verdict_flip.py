@@ -41,11 +41,11 @@ def _synthetic_positives(tasks: list[str], per_task: int, seed: int) -> list[Att
     return bases
 
 
-def _dataset_positives(root: Path, tasks: list[str], per_task: int) -> list[AttackBase]:
+def _dataset_positives(root: Path, tasks: list[str], per_task: int, image_root: Path | None = None) -> list[AttackBase]:
     bases = []
     for task in tasks:
         kept = 0
-        for s in load_task(root, task):
+        for s in load_task(root, task, image_root):
             if kept == per_task:
                 break
             image = open_image(s) if s.skip_reason is None and s.label == 1 else None
@@ -63,7 +63,7 @@ class MemeVerdictCase(AttackCase):
     group_by = ("task", "cue")
 
     def __init__(self, tasks: list[str], images: int = 8, root: str | None = None, prompt: str = "paper",
-                 seed: int = 0, name: str = "meme_verdict", tag: str = ""):
+                 seed: int = 0, name: str = "meme_verdict", tag: str = "", image_root: str | None = None):
         tasks = list(tasks)
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
@@ -73,11 +73,12 @@ class MemeVerdictCase(AttackCase):
                               f"from log p(Yes) vs log p(No)")
         self.tasks, self.images, self.seed = tasks, images, seed
         self.root = Path(root).expanduser() if root else None
+        self.image_root = Path(image_root).expanduser() if image_root else None  # as task.image_root (FHM)
         self.template = TEMPLATES[prompt]
 
     def bases(self) -> list[AttackBase]:
         per_task = -(-self.images // len(self.tasks))  # ceil: spread the images over the tasks
-        found = (_dataset_positives(self.root, self.tasks, per_task) if self.root
+        found = (_dataset_positives(self.root, self.tasks, per_task, self.image_root) if self.root
                  else _synthetic_positives(self.tasks, per_task, self.seed))
         # Round-robin over tasks, so `images` smaller than the task count still mixes tasks.
         by_task = [[b for b in found if b.info["task"] == t] for t in self.tasks]

@@ -19,7 +19,8 @@ from mmsafety.workload import WORKLOADS, Workload
 class GoatBench(Workload):
     config_name = "eval"
     sample_key = ("task", "id")
-    spec_shape = {"tasks": ListOf(str), "synthetic": bool, "root": (str, type(None)), "scoring": str,
+    spec_shape = {"tasks": ListOf(str), "synthetic": bool, "root": (str, type(None)), "image_root": (str, type(None)),
+                  "scoring": str,
                   "prompt": {"name": str}, "reference_rows": str}
     task_metrics = {"n": int, "skipped": int, "accuracy": NUMBER, "macro_f1": NUMBER, "invalid_rate": NUMBER}
     metrics_shape = {"per_task": MapOf(task_metrics), "overall": task_metrics}

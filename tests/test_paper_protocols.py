@@ -222,7 +222,8 @@ def test_linf_random_start_is_x0_plus_uniform_eps():
 @pytest.mark.parametrize("name", ["pgd_linf", "pgd_unconstrained"])
 def test_qi_presets(name):
     p = preset("attack", name)
-    assert (p["optimizer"], p["step_size"], p["steps"], p["random_start"], p["keep_best"]) == ("sign", "1/255", 5000, True, False)
+    # Their loop is `for t in tqdm(range(num_iter + 1))` with num_iter=5000: 5,001 updates.
+    assert (p["optimizer"], p["step_size"], p["steps"], p["random_start"], p["keep_best"]) == ("sign", "1/255", 5000 + 1, True, False)
 
 
 def test_target_corpus_draws_8_sentences_under_one_prompt(tmp_path):

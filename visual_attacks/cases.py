@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from types import SimpleNamespace
+
+import torch
 
 from PIL import Image
 
@@ -18,10 +21,10 @@ from mmsafety.attack_case import CASES, AttackBase, AttackCase, Judgement, Objec
 from mmsafety.errors import ConfigError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import EMBED, GENERATE, SCORE_CHOICES
-from mmsafety.synthetic import prompts as prompt_sets
+from mmsafety.synthetic import prompts as prompt_sets_synthetic
 from mmsafety.synthetic import scenes
 from visual_attacks.objectives import (
-    CleanAnswers, PromptSampler, read_corpus, target_corpus, target_string, tool_misuse,
+    CleanAnswers, MixedPromptSampler, PromptSampler, read_corpus, target_corpus, target_string, tool_misuse,
 )
 from visual_attacks.prompt_files import read_prompt_files
 from visual_attacks.targets import load_target
@@ -42,6 +45,47 @@ def rates(rows: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in present}
 
 
+def prompt_sets(files, split: str) -> dict[str, list[str]]:
+    """Named prompt sets: `{name: file or [files]}` keeps each set apart (Fu et al.'s image-related
+    questions and image-unrelated instructions); a plain list of files is one set, `all`; none: the
+    synthetic sets of that split, under Fu et al.'s two names."""
+    if not files:
+        return {"image_related": prompt_sets_synthetic.image_questions(split),
+                "image_unrelated": prompt_sets_synthetic.instructions(split)}
+    if isinstance(files, dict):
+        return {str(name): read_prompt_files([paths] if isinstance(paths, str) else list(paths))
+                for name, paths in files.items()}
+    return {"all": read_prompt_files([files] if isinstance(files, str) else list(files))}
+
+
+@contextmanager
+def sampled_decoding(adapter, sampling: dict | None):
+    """While inside, `adapter.generate` samples with `sampling` ({temperature, top_p, seed}; Fu et al.'s
+    judge: temperature 0.1, top_p 0.75, no top-k), the torch RNG seeded with `seed` and restored after,
+    so a judgement is reproducible and the same for the clean and the adversarial image. None: greedy."""
+    if not sampling:
+        yield
+        return
+    if not isinstance(getattr(adapter, "decoding", None), dict):
+        raise ConfigError(f"case.sampling needs a local transformers model; {getattr(adapter, 'name', 'this model')} "
+                          f"decodes its own way (a served model samples at model.temperature): drop case.sampling")
+    saved = adapter.decoding
+    adapter.decoding = {"do_sample": True, "temperature": float(sampling["temperature"]),
+                        "top_p": float(sampling["top_p"]), "top_k": 0}  # top_k 0: no top-k cut, as theirs
+    devices = [adapter.device] if str(adapter.device).startswith("cuda") else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(sampling.get("seed", 0)))
+            yield
+    finally:
+        adapter.decoding = saved
+
+
+def pooled(sets: dict[str, list[str]]) -> list[str]:
+    """Every set's prompts in order, duplicates kept once (the first set a prompt is in owns it)."""
+    return list(dict.fromkeys(p for prompts in sets.values() for p in prompts))
+
+
 # The one prompt every corpus sentence follows under objective=target_corpus (Qi et al. attack the
 # image with no user text; an empty message keeps the chat template's own wording only).
 CORPUS_PROMPT = ""
@@ -55,36 +99,73 @@ class ToolCallCase(AttackCase):
 
     def __init__(self, target, images: int = 8, heldout_prompts: int = 32, seed: int = 0,
                  batch_size: int = 16, max_new_tokens: int = 256, name: str = "tool_call", tag: str = "",
-                 train_prompt_files: tuple[str, ...] = (), test_prompt_files: tuple[str, ...] = ()):
+                 train_prompt_files=(), test_prompt_files=(), sampling: dict | None = None):
         # A plain dict when the case is rebuilt from a config or a saved record's config.
         self.target = load_target(SimpleNamespace(**target) if isinstance(target, dict) else target)
         self.images, self.seed = images, seed
-        # Offline default: the synthetic prompt sets; or the user's files in Fu et al.'s formats.
-        heldout = read_prompt_files(test_prompt_files) if test_prompt_files else prompt_sets.benign_prompts("heldout")
+        # Offline default: the synthetic prompt sets; or the user's files in Fu et al.'s formats, one
+        # list (a single set) or {set name: file(s)} (each set judged apart, and weighted by
+        # attack.prompt_weights in training).
+        self.train_sets = prompt_sets(train_prompt_files, "train")
+        test_sets = prompt_sets(test_prompt_files, "heldout")
+        heldout = pooled(test_sets)
         self.heldout = random.Random(f"heldout/{seed}").sample(heldout, min(heldout_prompts, len(heldout)))
-        self.train = read_prompt_files(train_prompt_files) if train_prompt_files else prompt_sets.benign_prompts("train")
+        owner = {p: name for name, prompts in reversed(test_sets.items()) for p in prompts}
+        self.heldout_set = {p: owner[p] for p in self.heldout} if len(test_sets) > 1 else {}
+        self.train = pooled(self.train_sets)
         if not self.train or not self.heldout:
             raise ConfigError("case.train_prompt_files / case.test_prompt_files hold no prompts; give one prompt a "
                               "line (.txt) or instruction records (.json)")
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        # Held-out answers: greedy (None), or sampled as Fu et al.'s judge ({temperature, top_p, seed}).
+        if sampling and not {"temperature", "top_p"} <= set(sampling):
+            raise ConfigError(f"case.sampling={sampling}: give temperature and top_p (and a seed), e.g. "
+                              f"{{temperature: 0.1, top_p: 0.75, seed: 0}}, or null for greedy answers")
+        self.sampling = dict(sampling) if sampling else None
 
     def bases(self) -> list[AttackBase]:
         return scene_bases(self.images, self.seed)
 
     def spec(self) -> dict:
         return {"case": "tool_call", "target": self.target.name, "target_text": self.target.text,
-                "heldout_prompts": len(self.heldout), "train_prompts": len(self.train)}
+                "heldout_prompts": len(self.heldout), "train_prompts": len(self.train), "sampling": self.sampling,
+                "train_prompt_sets": {name: len(prompts) for name, prompts in self.train_sets.items()},
+                "heldout_prompt_sets": {name: sum(s == name for s in self.heldout_set.values())
+                                        for name in dict.fromkeys(self.heldout_set.values())}}
 
     def sampler(self, attack) -> PromptSampler:
-        return PromptSampler(self.train, attack.prompts_per_step, attack.seed)
+        """The training prompts of each step: the pooled sets uniformly, or with `attack.prompt_weights`
+        a set drawn by weight per item, then a prompt of it (Fu et al.'s mix)."""
+        weights = attack.get("prompt_weights") if hasattr(attack, "get") else getattr(attack, "prompt_weights", None)
+        if not weights:
+            return PromptSampler(self.train, attack.prompts_per_step, attack.seed)
+        weights = {str(k): float(v) for k, v in dict(weights).items()}
+        unknown = [k for k in weights if k not in self.train_sets]
+        if unknown or any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ConfigError(f"attack.prompt_weights={weights}: give a weight >= 0 (some > 0) per training prompt set "
+                              f"of the case ({', '.join(self.train_sets)}); name the sets with "
+                              f"case.train_prompt_files={{name: file}}")
+        empty = [k for k, w in weights.items() if w > 0 and not self.train_sets[k]]
+        if empty:
+            raise ConfigError(f"attack.prompt_weights: the prompt set(s) {', '.join(empty)} hold no prompts")
+        return MixedPromptSampler(self.train_sets, weights, attack.prompts_per_step, attack.seed)
 
     def judge(self, adapter: ModelAdapter, image: Image.Image, base: AttackBase) -> Judgement:
         outs: list[str] = []
-        for i in range(0, len(self.heldout), self.batch_size):
-            chunk = self.heldout[i:i + self.batch_size]
-            outs += adapter.generate([image] * len(chunk), chunk, max_new_tokens=self.max_new_tokens)
+        with sampled_decoding(adapter, self.sampling):
+            for i in range(0, len(self.heldout), self.batch_size):
+                chunk = self.heldout[i:i + self.batch_size]
+                outs += adapter.generate([image] * len(chunk), chunk, max_new_tokens=self.max_new_tokens)
         rows = [{"prompt": p, "output": o, **self.target.judge(o, p).as_dict()} for p, o in zip(self.heldout, outs)]
-        return Judgement(rates(rows, ("exact", "syntax", "argument", "leaked")), rows)
+        keys = ("exact", "syntax", "argument", "leaked")
+        measured = rates(rows, keys)
+        if self.heldout_set:  # Fu et al. report image-related and image-unrelated test prompts apart
+            for row in rows:
+                row["set"] = self.heldout_set[row["prompt"]]
+            for name in dict.fromkeys(self.heldout_set.values()):
+                group = [r for r in rows if r["set"] == name]
+                measured.update({f"{k}/{name}": v for k, v in rates(group, keys).items()})
+        return Judgement(measured, rows)
 
     def utility(self, clean: Judgement, adversarial: Judgement, base: AttackBase) -> dict[str, float]:
         """The benign part of the answer (its first line) on held-out prompts: how often the attack left

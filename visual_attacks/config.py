@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -37,6 +37,7 @@ class AttackConfig:
     random_start: bool = False
     optimizer: str = "sign"   # a name in visual_attacks.pgd.OPTIMIZERS: sign | sgd | adam
     prompts_per_step: int = 8
+    prompt_weights: Optional[Dict[str, float]] = None  # {prompt set: weight}: Fu et al.'s mix (toolmisuse); null: pool the case's sets
     images_per_batch: int = 8  # base images attacked together in one forward; more are done in chunks
     early_stop_loss: Optional[float] = None
     early_stop_every: int = 10  # check the early stop every N steps (each check syncs with the host)

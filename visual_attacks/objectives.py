@@ -52,6 +52,44 @@ class PromptSampler:
         return self.cache[step]
 
 
+class MixedPromptSampler(PromptSampler):
+    """Fu et al.'s prompt mix (`get_one` in `train_adversarial_image.py`): each item first picks a
+    prompt set by weight (theirs: image-related questions when `random.random() <= 0.15`, else an
+    image-unrelated instruction), then a prompt of that set uniformly. Draws are independent (an
+    item may repeat within a step); seeded from the attack's seed. The validation batch is drawn
+    the same way from a generator of its own."""
+
+    def __init__(self, sets: dict[str, Sequence[str]], weights: dict[str, float], per_step: int, seed: int,
+                 validation_size: int = VALIDATION_ITEMS):
+        self.names = [name for name in weights if weights[name] > 0]
+        total = sum(weights[name] for name in self.names)
+        self.sets = {name: list(sets[name]) for name in self.names}
+        self.cumulative = torch.tensor([weights[name] for name in self.names], dtype=torch.float64).cumsum(0) / total
+        self.prompts = [p for name in self.names for p in self.sets[name]]
+        self.per_step = per_step
+        self.gen = torch.Generator().manual_seed(seed)
+        self.cache = {}
+        self.validation = self._draw(validation_size, torch.Generator().manual_seed(seed + 1_000_003))
+
+    @property
+    def universal(self) -> bool:
+        return True
+
+    def _draw(self, n: int, gen: torch.Generator) -> list[str]:
+        out = []
+        for u in torch.rand(n, generator=gen, dtype=torch.float64).tolist():
+            # The first set whose cumulative weight reaches u: theirs is `random.random() <= 0.15`.
+            k = min(int((self.cumulative < u).sum()), len(self.names) - 1)
+            chosen = self.sets[self.names[k]]
+            out.append(chosen[int(torch.randint(len(chosen), (1,), generator=gen))])
+        return out
+
+    def __call__(self, step: int) -> list[str]:
+        if step not in self.cache:
+            self.cache = {step: self._draw(self.per_step, self.gen)}
+        return self.cache[step]
+
+
 class SampledObjective:
     """`loss_on(pixels, items) -> [N]` over the sampler's items of each step; `validation` on its fixed batch."""
 
@@ -106,14 +144,26 @@ def read_corpus(path: str) -> list[str]:
     return rows
 
 
+def pooled_token_mean(per_sentence: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
+    """[N, B] mean token NLL per sentence -> [N]: the mean over all the batch's target tokens, as a
+    causal LM's `outputs.loss` with padded labels (Qi et al.'s `attack_loss`): sentence k weighs by its
+    token count, not 1/B (a long sentence counts more than a short one)."""
+    weights = torch.tensor(tokens, dtype=per_sentence.dtype, device=per_sentence.device)
+    return (per_sentence * weights).sum(1) / weights.sum().clamp_min(1)
+
+
 def target_corpus(adapter: VLMAdapter, prompt: str, corpus: PromptSampler) -> SampledObjective:
     """Qi et al. (`visual_attacker.py`): each step, B target sentences drawn from a corpus, all under
-    one prompt; an image's loss is the mean NLL over its B sentences. `corpus` samples sentences."""
+    one prompt; an image's loss is their `outputs.loss`, the token NLL averaged over all B sentences'
+    tokens together (`pooled_token_mean`). `corpus` samples sentences. An adapter that cannot count
+    a sentence's tokens (no `answer_ids`) weighs every sentence alike."""
+    count = getattr(adapter, "answer_ids", None)
 
     def loss_on(pixels: torch.Tensor, sentences: list[str]) -> torch.Tensor:
         n, b = pixels.shape[0], len(sentences)
         losses = adapter.target_loss(pixels.repeat_interleave(b, dim=0), [prompt] * (n * b), sentences * n)
-        return losses.view(n, b).mean(1)
+        tokens = [len(count(s)) for s in sentences] if count is not None else [1] * b
+        return pooled_token_mean(losses.view(n, b), tokens)
 
     return SampledObjective(loss_on, corpus)
 

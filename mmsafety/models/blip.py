@@ -93,7 +93,7 @@ class BlipAdapter(HFVLMAdapter):
         ids, mask = pad_batch([self.prompt_ids(p) for p in prompts], self.pad_id, side="left")
         ids, mask = ids.to(self.device), mask.to(self.device)
         out = self.lm.generate(inputs_embeds=self._embeds(ids, self.query_embeddings(images, prompts)), input_ids=ids,
-                               attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                               attention_mask=mask, max_new_tokens=max_new_tokens, **self.decoding,
                                pad_token_id=self.pad_id)
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 

@@ -28,6 +28,9 @@ class HFVLMAdapter(VLMAdapter):
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self._prompts_cache, self._answers_cache = TokenCache(), TokenCache()
         self._recomputed = apply_execution_options(self.model, placement)
+        # How `generate` decodes: greedy. A caller may swap in sampling options for a while
+        # (visual_attacks' case.sampling: Fu et al.'s temperature 0.1, top_p 0.75), seeding torch itself.
+        self.decoding: dict = {"do_sample": False}
 
     def answer_ids(self, text: str, eos: bool = False) -> list[int]:
         """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""

@@ -153,7 +153,7 @@ class Idefics3Adapter(HFVLMAdapter):
         vision, grids = self.vision_inputs(images)
         ids, mask = pad_batch([self.prompt_ids(p, g) for p, g in zip(prompts, grids)], self.pad_id, side="left")
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **vision,
-                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id)
+                                  max_new_tokens=max_new_tokens, **self.decoding, pad_token_id=self.pad_id)
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
     def target_nll(self, images, prompts, target_ids, repeat=1):

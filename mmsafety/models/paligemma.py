@@ -56,7 +56,7 @@ class PaliGemmaAdapter(HFVLMAdapter):
         ids, mask = ids.to(self.device), mask.to(self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
                                   pixel_values=self.pixel_values(images), max_new_tokens=max_new_tokens,
-                                  do_sample=False, pad_token_id=self.pad_id)
+                                  **self.decoding, pad_token_id=self.pad_id)
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
     def target_nll(self, images, prompts, target_ids, repeat=1):

@@ -134,7 +134,7 @@ class Qwen2VLAdapter(HFVLMAdapter):
         ids, mask = ids.to(self.device), mask.to(self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, mm_token_type_ids=self._mm_types(ids),
                                   pixel_values=values, image_grid_thw=grid, max_new_tokens=max_new_tokens,
-                                  do_sample=False, pad_token_id=self.pad_id)
+                                  **self.decoding, pad_token_id=self.pad_id)
         return [s.strip() for s in self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
 
     def target_nll(self, images, prompts, target_ids, repeat=1):
