@@ -45,7 +45,8 @@ def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool
             figure.caption += " (synthetic data)" if suffix else ""
             figures[figure.name] = figure
     for figure in figures.values():
-        atomic_write_bytes(out / f"{figure.name}.png", figure.png)
+        if figure.png:
+            atomic_write_bytes(out / f"{figure.name}.png", figure.png)
     atomic_write_text(out / "leaderboard.csv", to_csv(shown))
     atomic_write_text(out / "leaderboard.json", json.dumps(
         # Every installed workload's tables, empty ones too: readers can count on the keys.
@@ -56,7 +57,7 @@ def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool
     atomic_write_text(out / "leaderboard.md", to_markdown(shown, problems))
     atomic_write_text(out / "leaderboard.html", to_html(shown, figures, problems))
     return {"out": str(out), "rows": {block.key: len(block.table) for block in shown},
-            "problems": problems, "figures": sorted(figures)}
+            "problems": problems, "figures": sorted(name for name, figure in figures.items() if figure.png)}
 
 
 def to_csv(tables: list[Block]) -> str:

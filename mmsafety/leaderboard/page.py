@@ -171,8 +171,12 @@ def to_html(blocks: list[Block], figures: dict, problems: list[str]) -> str:
         for pivot in block.pivots:
             parts.append(f"<h3>{html.escape(pivot.title)}</h3>" + pivot_html(pivot))
     for figure in figures.values():
-        parts.append(f'<figure><img alt="{html.escape(figure.name)}" src="{data_uri(figure.png)}">'
-                     f'<figcaption>{html.escape(figure.caption)}</figcaption></figure>')
+        if figure.png:
+            parts.append(f'<figure><img alt="{html.escape(figure.name)}" src="{data_uri(figure.png)}">'
+                         f'<figcaption>{html.escape(figure.caption)}</figcaption></figure>')
+        else:  # too few points for a plot: the sentence that says what it would show
+            parts.append(f'<p class="figure-text" data-figure="{html.escape(figure.name)}">'
+                         f'<b>{html.escape(figure.caption)}.</b> {html.escape(figure.text)}</p>')
     browsers = [b for block in blocks if (b := _browser(block))]
     if browsers:
         parts += ["<h2>Samples</h2>", '<p>Each row\'s samples: image, caption or prompt, answer and verdict '

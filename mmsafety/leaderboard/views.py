@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class Figure:
-    """One leaderboard plot: its file stem, caption and PNG bytes."""
+    """One leaderboard plot: its file stem, caption and PNG bytes; or, where the data has too few
+    points to draw (one budget: a single dot), `text`, a sentence that the page shows instead."""
 
     name: str
     caption: str
-    png: bytes
+    png: bytes = b""
+    text: str = ""
 
 
 @dataclass
