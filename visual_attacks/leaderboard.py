@@ -224,4 +224,7 @@ def figures(rows, table: list[dict]) -> list[Figure]:
 
 SECTION = Section(key="attacks", title="Visual attacks (success %, measured on saved PNGs)", columns=COLUMNS,
                   cells=cells, figures=figures, images=images, group_by=("case", "target", "success_measure"), hover=hover,
-                  samples=samples)
+                  samples=samples, headline="asr",
+                  about="Attack success (%): how often the attacked image, judged as a saved PNG, makes the model do "
+                        "the target on held-out prompts (clean_baseline: the unattacked image); higher means a stronger "
+                        "attack, a less robust model.")

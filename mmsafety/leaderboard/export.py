@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mmsafety.leaderboard.blocks import Block, blocks
 from mmsafety.leaderboard.collect import build_rows, reference_rows
+from mmsafety.leaderboard.overview import about, headlines, what_ran
 from mmsafety.leaderboard.page import to_html
 from mmsafety.records import atomic_write_bytes, atomic_write_text
 
@@ -91,10 +92,27 @@ def _md_table(rows: list[dict], columns: list[str], escape_header: bool = False)
     return lines
 
 
+def _md_hover_notes(block: Block) -> list[str]:
+    """What the page shows on hovering a measured row's cells (its 95 % intervals), as a list under the
+    table: Markdown has no hover, and a percent is read with its interval where there is one."""
+    if block.section.hover is None:
+        return []
+    notes = []
+    for row, cells in zip(block.rows, block.table):
+        if row.reported:
+            continue
+        texts = [f"{column}: {text}" for column, text in block.section.hover(row).items() if text]
+        if texts:
+            notes.append(f"- {md_cell(cells.get('model'))} ({md_cell(row.status_label)}): " + "; ".join(md_cell(t) for t in texts))
+    return notes + [""] if notes else []
+
+
 def to_markdown(tables: list[Block], problems: list[str]) -> str:
-    lines = ["# mmsafety leaderboard", ""]
+    lines = ["# mmsafety leaderboard", "", "## What was run", ""] + [f"- {md_cell(line)}" for line in what_ran(tables)] + [""]
+    if tops := headlines(tables):
+        lines += ["## Headline numbers", ""] + [f"- {md_cell(line)}" for line in tops] + [""]
     for block in tables:
-        lines += [f"## {block.title}", ""] + ([md_cell(block.caption), ""] if block.caption else [])
+        lines += [f"## {block.title}", "", md_cell(about(block)), ""] + ([md_cell(block.caption), ""] if block.caption else [])
         group_by = block.section.group_by
         groups: dict[tuple, list[dict]] = {}
         for r in block.table:
@@ -103,6 +121,7 @@ def to_markdown(tables: list[Block], problems: list[str]) -> str:
             if group_by:
                 lines += ["### " + md_cell(" · ".join(f"{g} {'' if v is None else v}" for g, v in zip(group_by, group))), ""]
             lines += _md_table(table, block.columns) + [""]
+        lines += _md_hover_notes(block)
         for pivot in block.pivots:
             lines += ["### " + md_cell(pivot.title), ""] + _md_table(pivot.rows, pivot.columns, escape_header=True) + [""]
     if problems:

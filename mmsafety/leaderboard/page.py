@@ -16,6 +16,7 @@ import html
 import re
 
 from mmsafety.leaderboard.blocks import Block
+from mmsafety.leaderboard.overview import about, headlines, what_ran
 from mmsafety.leaderboard.sample_browser import browser_html, data_uri, row_views, thumbnail
 from mmsafety.workload import WORKLOADS
 
@@ -55,7 +56,9 @@ window.addEventListener('load',function(){applyHash();
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
-h2{margin:1.4em 0 .3em}p.caption{margin:.2em 0;color:#8a5a00}
+h2{margin:1.4em 0 .3em}p.caption{margin:.2em 0;color:#8a5a00}p.about{margin:.2em 0;color:#444;max-width:60em}
+section.overview{border:1px solid #ddd;background:#fafafa;padding:.2em 1em .6em}section.overview h2{font-size:1.1em;margin:.6em 0 .2em}
+section.overview li{overflow-wrap:anywhere}p.figure-text{max-width:60em;overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:12px;max-width:100%}
 th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;white-space:nowrap}
 thead th{background:#f3f3f3;cursor:pointer;user-select:none;white-space:normal}
@@ -163,8 +166,14 @@ def to_html(blocks: list[Block], figures: dict, problems: list[str]) -> str:
         "<title>mmsafety leaderboard</title>", f"<style>{STYLE}</style>", "</head><body>",
         "<h1>mmsafety leaderboard</h1>",
     ]
+    ran, tops = what_ran(blocks), headlines(blocks)
+    parts.append('<section class="overview"><h2>What was run</h2><ul class="ran">'
+                 + "".join(f"<li>{html.escape(line)}</li>" for line in ran) + "</ul>"
+                 + ("<h2>Headline numbers</h2><ul class=\"headlines\">" + "".join(f"<li>{html.escape(line)}</li>" for line in tops)
+                    + "</ul>" if tops else "") + "</section>")
     for block in blocks:
         parts.append(f"<h2>{html.escape(block.title)}</h2>")
+        parts.append(f'<p class="about">{html.escape(about(block))}</p>')
         if block.caption:
             parts.append(f'<p class="caption">{html.escape(block.caption)}</p>')
         parts.append(table_html(block))

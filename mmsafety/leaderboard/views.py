@@ -69,6 +69,11 @@ class Section:
     table: Callable[[list["Row"]], list[dict]] | None = None
     # Derived views of the written table (its cells, as every format has them), shown after it.
     pivots: Callable[[list[dict]], list[Pivot]] | None = None
+    # Read at a glance: `about`, one sentence under the title saying what the numbers mean and what a
+    # higher one means; `headline`, the column whose highest measured value the page's top shows
+    # (with its interval when the table has `<headline>_ci95`).
+    about: str = ""
+    headline: str = ""
 
 
 @dataclass
