@@ -205,8 +205,8 @@ def format_table(metrics: dict) -> str:
     """Acc / macro-F1 per task and Overall, as in the paper's Table 2."""
     per_task = metrics["per_task"]
     cols = list(per_task) + (["overall"] if len(per_task) > 1 else [])
-    head = f"{'':14}" + "".join(f"{c:>16}" for c in cols)
-    row = f"{'Acc / F1 %':14}"
+    head = f"{'in %':14}" + "".join(f"{c:>16}" for c in cols)
+    row = f"{'Acc / F1':14}"
     for c in cols:
         m = metrics["overall"] if c == "overall" else per_task[c]
         row += f"{pct(m['accuracy']):>8}/{pct(m['macro_f1']):<7}" if m.get("n") else f"{'-':>16}"

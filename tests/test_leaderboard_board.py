@@ -248,3 +248,21 @@ def test_harmbench_judge_prints_asr_in_percent_with_its_interval(tmp_path):
     low, high = (f"{100 * v:.1f}" for v in report["ci95"])
     assert f"ASR 33.3 % [{low}, {high}] over 3 behaviours" in proc.stdout
     assert "0.333" not in proc.stdout
+
+
+def test_the_record_schema_says_which_rates_are_fractions_and_which_percent():
+    """Records keep unrounded values under their stored names; the published schema's `metrics`
+    description names the unit of each rate, and the workloads' own metric functions agree with it:
+    GOAT-Bench's accuracy of 3 right of 4 is 75.0 (percent), an attack's success on 1 of 2 images 0.5."""
+    from goat_bench.metrics import task_metrics
+    from visual_attacks.summary import summarize
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "record.schema.json").read_text())
+    description = schema["properties"]["metrics"].get("description", "")
+    fractions, percent = description.split("are fractions 0-1", 1) if "are fractions 0-1" in description else ("", "")
+    assert {"asr", "clean_baseline", "utility"} <= set(re.findall(r"\w+", fractions))
+    assert {"accuracy", "macro_f1", "invalid_rate"} <= set(re.findall(r"\w+", percent.split("are percent 0-100")[0]))
+    assert task_metrics([1, 1, 0, 0], [1, 0, 0, 0], bootstrap=0)["accuracy"] == pytest.approx(75.0)
+    image = {"status": "ok", "clean": {"syntax": 0.0}, "stealth": {"linf": 0.03}, "steps_run": 1, "attack_seconds": 1.0}
+    metrics = summarize([{**image, "adversarial": {"syntax": 1.0}}, {**image, "adversarial": {"syntax": 0.0}}])
+    assert metrics["asr"]["syntax"] == 0.5
