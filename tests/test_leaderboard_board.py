@@ -266,3 +266,17 @@ def test_the_record_schema_says_which_rates_are_fractions_and_which_percent():
     image = {"status": "ok", "clean": {"syntax": 0.0}, "stealth": {"linf": 0.03}, "steps_run": 1, "attack_seconds": 1.0}
     metrics = summarize([{**image, "adversarial": {"syntax": 1.0}}, {**image, "adversarial": {"syntax": 0.0}}])
     assert metrics["asr"]["syntax"] == 0.5
+
+
+def test_a_single_budget_is_a_sentence_on_the_page_and_in_the_markdown(tmp_path):
+    """One attack run at one budget: no asr_vs_eps.png (it would be a lone dot); the page and the
+    Markdown say its success at its budget in a sentence instead."""
+    write_record(tmp_path / "runs" / "one", attack_record("llava-hf/llava-1.5-7b-hf", 8, 13 / 16))
+    summary = write_leaderboard([tmp_path / "runs"], tmp_path / "out")
+    assert "asr_vs_eps" not in summary["figures"] and not (tmp_path / "out" / "asr_vs_eps.png").exists()
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert 'alt="asr_vs_eps"' not in page
+    sentence = page.split('<p class="figure-text" data-figure="asr_vs_eps">', 1)[1].split("</p>", 1)[0]
+    assert "no curve" in sentence and "81.2 % at eps 8/255" in sentence
+    md = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "81.2 % at eps 8/255" in md and "asr_vs_eps.png" not in md

@@ -55,7 +55,7 @@ def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool
          **{f"{block.key}_pivots": [asdict(p) for p in block.pivots] for block in shown if block.pivots},
          "problems": problems},
         indent=2, ensure_ascii=False, default=str))
-    atomic_write_text(out / "leaderboard.md", to_markdown(shown, problems))
+    atomic_write_text(out / "leaderboard.md", to_markdown(shown, problems, list(figures.values())))
     atomic_write_text(out / "leaderboard.html", to_html(shown, figures, problems))
     return {"out": str(out), "rows": {block.key: len(block.table) for block in shown},
             "problems": problems, "figures": sorted(name for name, figure in figures.items() if figure.png)}
@@ -107,7 +107,9 @@ def _md_hover_notes(block: Block) -> list[str]:
     return notes + [""] if notes else []
 
 
-def to_markdown(tables: list[Block], problems: list[str]) -> str:
+def to_markdown(tables: list[Block], problems: list[str], figures: list | None = None) -> str:
+    """The tables as Markdown; a plot with too few points to draw (Figure.text) as its sentence, and the
+    drawn plots as links to their PNGs beside the file."""
     lines = ["# mmsafety leaderboard", "", "## What was run", ""] + [f"- {md_cell(line)}" for line in what_ran(tables)] + [""]
     if tops := headlines(tables):
         lines += ["## Headline numbers", ""] + [f"- {md_cell(line)}" for line in tops] + [""]
@@ -124,6 +126,12 @@ def to_markdown(tables: list[Block], problems: list[str]) -> str:
         lines += _md_hover_notes(block)
         for pivot in block.pivots:
             lines += ["### " + md_cell(pivot.title), ""] + _md_table(pivot.rows, pivot.columns, escape_header=True) + [""]
+    if figures:
+        lines += ["## Plots", ""]
+        for figure in figures:
+            what = md_cell(figure.text) if not figure.png else f"[{md_cell(figure.name)}.png]({figure.name}.png)"
+            lines += [f"- **{md_cell(figure.caption)}**: {what}"]
+        lines += [""]
     if problems:
         lines += ["## Problems", ""] + [f"- {md_cell(p)}" for p in problems] + [""]
     return "\n".join(lines)
