@@ -229,6 +229,11 @@ def test_console_summaries_read_percent_with_one_decimal():
     for workload in (VisualAttack(), TransferJudge()):
         text = workload.summary(metrics)
         assert "81.2 %" in text and "40.6 %" in text and "0.8125" not in text and "0.40625" not in text, text
+    from harmbench.agreement import table as agreement_table  # mmsafety-judge-agreement's table
+
+    judge = {"n": 16, "agreement": 13 / 16, "kappa": 0.6, "fpr": 1 / 16, "fnr": 2 / 16, "unparsed": 0}
+    text = agreement_table({"judges": {"refusal_substring": judge}, "reference": {}})
+    assert "| refusal_substring | 16 | 81.2 | 0.600 | 6.2 | 12.5 | 0 |" in text and "0.812" not in text
 
 
 def test_harmbench_judge_prints_asr_in_percent_with_its_interval(tmp_path):
