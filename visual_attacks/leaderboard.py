@@ -12,6 +12,7 @@ from mmsafety.leaderboard.plots import CURVE_POINTS, plain_log_ticks, png_of, py
 from mmsafety.leaderboard.tables import num
 from mmsafety.paths import inside
 from mmsafety.leaderboard.views import Figure, SampleView, Section
+from mmsafety.numbers import pct
 from visual_attacks.deploy import deploy_label
 
 MAX_CURVES = 12
@@ -125,7 +126,7 @@ def asr_figure(rows, table: list[dict]):
 
 def budget_sentence(series: dict[str, list[tuple[float, float]]]) -> str:
     """What a budget plot with no line would have shown, in words: each run's success at its budget."""
-    runs = "; ".join(f"{label} {y:.1f} % at eps {x:g}/255" for label, points in sorted(series.items()) for x, y in points)
+    runs = "; ".join(f"{label} {pct(y, unit=' %')} at eps {x:g}/255" for label, points in sorted(series.items()) for x, y in points)
     return f"One budget per comparable group of runs, so no curve to draw: {runs}."
 
 

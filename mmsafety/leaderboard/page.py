@@ -109,6 +109,7 @@ def _cell(column: str, value, hover: str | None, data: str) -> str:
     attrs = ""
     if (key := _sort_key(value)) is not None:
         attrs += f' data-sort="{html.escape(key)}"'
+    if key is not None and len(text) <= 2 * LONG_TEXT:
         classes += " num"  # a number stays on one line; text wraps, so a wide board narrows its text columns
     elif len(text) > LONG_TEXT:
         classes += " long"  # a long name may break anywhere; a short word (completed, synthetic) never
