@@ -16,6 +16,7 @@ from mmsafety.config import plain
 from mmsafety.errors import ConfigError, UserError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.context import answer_length, too_long
+from mmsafety.numbers import interval, pct
 from mmsafety.oom import HalvingBatcher
 from mmsafety.paths import cache_dir
 from mmsafety.progress import progress
@@ -225,12 +226,16 @@ def format_table(metrics: dict) -> str:
     per_task = metrics["per_task"]
     cols = list(per_task) + (["overall"] if len(per_task) > 1 else [])
     missing = metrics["overall"].get("missing_tasks", missing_tasks(per_task))
-    head = f"{'':14}" + "".join(f"{overall_label(missing) if c == 'overall' else c:>16}" for c in cols)
+    head = f"{'in %':14}" + "".join(f"{overall_label(missing) if c == 'overall' else c:>16}" for c in cols)
     row = f"{'Acc / F1':14}"
     for c in cols:
         m = metrics["overall"] if c == "overall" else per_task[c]
-        row += f"{m['accuracy']:>8.2f}/{m['macro_f1']:<7.2f}" if m.get("n") else f"{'-':>16}"
+        row += f"{pct(m['accuracy']):>8}/{pct(m['macro_f1']):<7}" if m.get("n") else f"{'-':>16}"
     lines = [head, row]
+    for name, key in (("Acc 95% CI", "accuracy"), ("F1 95% CI", "macro_f1")):  # one decimal, as the rule
+        cis = [interval((per_task[c].get("ci95") or {}).get(key)) if c != "overall" else None for c in cols]
+        if any(cis):
+            lines.append(f"{name:14}" + "".join(f"{ci or '':>16}" for ci in cis))
     lines.append(f"{'n (skipped)':14}" + "".join(
         f"{(str(per_task[c]['n']) + ' (' + str(per_task[c]['skipped']) + ')') if c != 'overall' else str(metrics['overall'].get('n', 0)):>16}"
         for c in cols))

@@ -11,16 +11,18 @@ from goat_bench.tasks import TASKS
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.leaderboard.views import Figure, SampleView, Section
+from mmsafety.numbers import interval, pct
 
 # Markdown and HTML show these; CSV and JSON keep the separate numbers (hatefulness_acc, ..._f1) too.
 COLUMNS = ["model", "status", "scoring", "overall"] + list(TASKS) + ["memes", "skipped", "note"]
 
 
 def acc_f1(acc, f1) -> str | None:
-    """The paper's cell: "71.70 / 71.28"; None when neither was measured."""
+    """The paper's cell, one decimal as every percent people read (mmsafety.numbers): "71.7 / 71.3";
+    None when neither was measured."""
     if acc is None and f1 is None:
         return None
-    return " / ".join("–" if v is None else f"{v:.2f}" for v in (acc, f1))
+    return " / ".join(pct(v) or "–" for v in (acc, f1))
 
 
 def cells(row) -> dict:
@@ -49,12 +51,6 @@ def cells(row) -> dict:
     return out
 
 
-def _interval(ci) -> str | None:
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
-        return f"[{ci[0]:.1f}, {ci[1]:.1f}]"
-    return None
-
-
 def hover(row) -> dict[str, str]:
     """The 95% bootstrap intervals a measured task cell stands for; what a reported cell is."""
     if row.reported:
@@ -63,7 +59,7 @@ def hover(row) -> dict[str, str]:
     for task, m in row.metrics.get("per_task", {}).items():
         ci = m.get("ci95") if isinstance(m, dict) else None
         ci = ci if isinstance(ci, dict) else {}  # not in the record's checked shape: anything may be there
-        acc, f1 = _interval(ci.get("accuracy")), _interval(ci.get("macro_f1"))
+        acc, f1 = interval(ci.get("accuracy")), interval(ci.get("macro_f1"))
         if acc or f1:
             out[task] = f"95% bootstrap interval: accuracy {acc or '?'}, macro-F1 {f1 or '?'} (n={m.get('n', '?')})"
     n = row.metrics.get("overall", {}).get("n")
@@ -144,4 +140,6 @@ def samples(row) -> list[SampleView]:
 
 
 SECTION = Section(key="goat_bench", title="GOAT-Bench (accuracy / macro-F1, %)", columns=COLUMNS,
-                  cells=cells, figures=figures, hover=hover, samples=samples)
+                  cells=cells, figures=figures, hover=hover, samples=samples, headline="overall",
+                  about="Accuracy / macro-F1 (%) of the model's yes/no verdict on each task's memes (hateful, "
+                        "misogynistic, offensive, sarcastic, harmful or not); higher means it recognises them better.")

@@ -86,10 +86,14 @@ def reference_rows(entries: list[dict]) -> dict[str, dict]:
 
 
 def table(report: dict) -> str:
-    lines = ["| judge | n | agreement | kappa | FPR | FNR | unparsed |", "|---|---|---|---|---|---|---|"]
+    from mmsafety.numbers import pct_of
+
+    # Rates in percent with one decimal (docs/leaderboard.md, Numbers); kappa is not a rate.
+    lines = ["| judge | n | agreement % | kappa | FPR % | FNR % | unparsed |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    rate = lambda v: pct_of(v) or "-"  # noqa: E731
     for kind, rows in (("", report["judges"]), (" (stored)", report["reference"])):
         for name, r in rows.items():
-            lines.append(f"| {name}{kind} | {r['n']} | {fmt(r['agreement'])} | {fmt(r['kappa'])} | {fmt(r['fpr'])} | "
-                         f"{fmt(r['fnr'])} | {r['unparsed']} |")
+            lines.append(f"| {name}{kind} | {r['n']} | {rate(r['agreement'])} | {fmt(r['kappa'])} | {rate(r['fpr'])} | "
+                         f"{rate(r['fnr'])} | {r['unparsed']} |")
     return "\n".join(lines) + "\n"

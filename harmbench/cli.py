@@ -217,7 +217,10 @@ def _score_job(cfg: DictConfig, _prepared) -> None:
     report = score_report(cfg, _hydra_output_folder())
     for s in report["skipped"]:
         job_log(f"skipped {s['line']}: {s['reason']}")
-    print(f"{report['judge']}: ASR {report['asr']} over {report['behaviors']} behaviours "
+    from mmsafety.numbers import pct_of
+
+    asr = pct_of(report["asr"], report.get("ci95"), unit=" %") or "-"  # 81.2 % [62.5, 93.8], as every summary
+    print(f"{report['judge']}: ASR {asr} over {report['behaviors']} behaviours "
           f"({report['test_cases']} completions, {report['unparsed']} unparsed); {report['out']}/asr.json")
 
 

@@ -111,7 +111,9 @@ def table(rows) -> list[dict]:
 
 
 SECTION = Section(key="harmbench", title="HarmBench multimodal behaviours (ASR %, DirectRequest as the baseline)",
-                  columns=COLUMNS, cells=cells, table=table)
+                  columns=COLUMNS, cells=cells, table=table, headline="asr",
+                  about="HarmBench ASR (%): the share of behaviours whose completion the judge labels harmful, with its "
+                        "95 % interval (direct_request_asr: no attack); higher means the attack elicits harm more often.")
 
 
 def sections() -> list[Section]:

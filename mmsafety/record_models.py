@@ -117,7 +117,10 @@ class RunRecordModel(Open):
     config_sha256: StrictStr = None
     model: ModelInfo = None
     spec: Spec = None
-    metrics: dict[str, Any] = None
+    metrics: dict[str, Any] = Field(None, description=(
+        "the workload's measures, unrounded (docs/leaderboard.md, Numbers): rates of an attack record (asr, "
+        "clean_baseline, utility, asr_by) and HarmBench's asr and ci95 are fractions 0-1; GOAT-Bench's "
+        "accuracy, macro_f1, invalid_rate and their ci95 are percent 0-100, as the paper's Table 2"))
     counts: Counts = None
     skipped_reasons: dict[str, StrictInt] = None
     seeds: Seeds = None

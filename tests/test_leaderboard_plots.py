@@ -92,3 +92,84 @@ def _close_figures():
     from mmsafety.leaderboard.plots import pyplot
 
     pyplot().close("all")
+
+
+def _curve_rows(tmp_path, values_by_eps: dict) -> list[Row]:
+    rows = []
+    for eps, values in values_by_eps.items():
+        name = f"curve-{round(eps * 255)}.csv"
+        (tmp_path / name).write_text("step,mean\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
+        rows.append(attack_row(eps, 0.5, artifacts=[{"folder": tmp_path, "record": {"artifacts": {"loss_curve": {"csv": name}}}}]))
+    return rows
+
+
+def test_log_axis_ticks_read_as_plain_numbers(tmp_path):
+    """The loss curve's log y-axis (three decades) and the budget plot's log x-axis: every tick label the
+    drawn figure holds is a number (float() reads it back), no `$`, no mathtext; the numbers are the
+    tick positions."""
+    rows = _curve_rows(tmp_path, {8 / 255: [10 ** (-3 * i / 29) for i in range(30)]})
+    fig = attack_board.loss_figure(rows)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    shown = [(t.get_text(), t.get_position()[1]) for t in ax.get_yticklabels() if t.get_text()]
+    assert len(shown) >= 3
+    for text, position in shown:
+        assert "$" not in text and "mathdefault" not in text and float(text) == pytest.approx(position, rel=1e-6)
+    budgets = [attack_row(e / 255, a) for e, a in ((1, 0.1), (4, 0.4), (16, 0.7), (64, 0.9))]
+    fig = attack_board.asr_figure(budgets, [attack_board.cells(r) for r in budgets])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    shown = [(t.get_text(), t.get_position()[0]) for t in ax.get_xticklabels() if t.get_text()]
+    assert {float(text) for text, _ in shown} >= {1.0, 4.0, 16.0, 64.0}
+    assert all("$" not in text and float(text) == pytest.approx(x) for text, x in shown)
+
+
+def test_one_budget_is_a_sentence_not_a_dot():
+    """Runs at one budget each: no budget plot (a lone dot is no curve); a sentence with each run's
+    success at its budget instead. Two budgets in one group draw the plot."""
+    one = [attack_row(8 / 255, 0.8125)]
+    figures = attack_board.figures(one, [attack_board.cells(r) for r in one])
+    assert [(f.name, bool(f.png)) for f in figures] == [("asr_vs_eps", False)]
+    assert "81.2 % at eps 8/255" in figures[0].text and "no curve" in figures[0].text
+    two_models = one + [attack_row(16 / 255, 0.5, steps=200)]  # different steps: two groups of one point
+    assert attack_board.asr_figure(two_models, [attack_board.cells(r) for r in two_models]) is None
+    sweep = one + [attack_row(16 / 255, 0.9)]
+    figures = attack_board.figures(sweep, [attack_board.cells(r) for r in sweep])
+    assert [(f.name, bool(f.png), f.text) for f in figures] == [("asr_vs_eps", True, "")]
+
+
+def test_a_one_step_loss_curve_is_not_drawn(tmp_path):
+    rows = _curve_rows(tmp_path, {8 / 255: [0.5]})
+    assert attack_board.loss_figure(rows) is None
+
+
+def test_every_legend_fits_inside_its_image(tmp_path):
+    """A dozen rows with long labels in each plot: the saved PNG's border is blank on all four sides (a
+    legend or label cut at the image's edge would draw into it)."""
+    import io
+
+    from PIL import Image
+
+    from mmsafety.leaderboard.plots import png_of
+
+    rows = _curve_rows(tmp_path, {e / 255: [1 / (i + e) for i in range(10)] for e in range(1, 13)})
+    for i, row in enumerate(rows):
+        row.model = f"a-rather-long-model-name-number-{i}-" + "x" * 20
+    budgets = [attack_row(e / 255, e / 20, steps=s) for e in (4, 8, 16) for s in (10, 20, 40, 80)]
+    for i, row in enumerate(budgets):
+        row.model = f"model-with-a-long-name-{i % 4}"
+    goat = [Row("goat_bench", f"model-{i}-" + "y" * 30, {"scoring": "logprob"}, data="real",
+                metrics={"per_task": {t: {"accuracy": 50.0 + i, "macro_f1": 40.0 + i, "n": 20} for t in goat_board.TASKS}})
+            for i in range(12)]
+    goat_table = [{**goat_board.cells(r), "data": r.data} for r in goat]
+    for name, fig in (("loss", attack_board.loss_figure(rows)),
+                      ("budget", attack_board.asr_figure(budgets, [attack_board.cells(r) for r in budgets])),
+                      ("f1", goat_board.f1_figure(goat_table))):
+        assert len(fig.axes[0].get_legend().get_texts()) == {"loss": 12, "budget": 4, "f1": 12}[name]  # budget: 4 step counts
+        image = Image.open(io.BytesIO(png_of(fig))).convert("L")
+        w, h = image.size
+        for box in ((0, 0, w, 2), (0, h - 2, w, h), (0, 0, 2, h), (w - 2, 0, w, h)):
+            assert image.crop(box).getextrema() == (255, 255), (name, image.size, box)
+

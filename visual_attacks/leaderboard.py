@@ -8,10 +8,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from mmsafety.leaderboard.plots import png_of, pyplot
+from mmsafety.leaderboard.plots import CURVE_POINTS, plain_log_ticks, png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.paths import inside
 from mmsafety.leaderboard.views import Figure, SampleView, Section
+from mmsafety.numbers import pct
 from visual_attacks.deploy import deploy_label
 
 MAX_CURVES = 12
@@ -103,9 +104,10 @@ def legend_below(ax) -> None:
 
 
 def asr_figure(rows, table: list[dict]):
-    """The budget plot (matplotlib figure), or None when no run has a budget and a success rate."""
+    """The budget plot (matplotlib figure), or None when no line has two budgets to join (a lone dot
+    is no curve: `budget_sentence` says it in words)."""
     series = budget_series(rows, table)
-    if not series:
+    if not any(len(points) >= CURVE_POINTS for points in series.values()):
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=110)
@@ -116,9 +118,16 @@ def asr_figure(rows, table: list[dict]):
     xs = [x for pts in series.values() for x, _ in pts]
     if max(xs) > 4 * max(1e-9, min(xs)):
         ax.set_xscale("log", base=2)
+        plain_log_ticks(ax)
     ax.grid(alpha=0.3)
     legend_below(ax)
     return fig
+
+
+def budget_sentence(series: dict[str, list[tuple[float, float]]]) -> str:
+    """What a budget plot with no line would have shown, in words: each run's success at its budget."""
+    runs = "; ".join(f"{label} {pct(y, unit=' %')} at eps {x:g}/255" for label, points in sorted(series.items()) for x, y in points)
+    return f"One budget per comparable group of runs, so no curve to draw: {runs}."
 
 
 def asr_vs_eps(rows, table: list[dict]) -> bytes | None:
@@ -141,7 +150,8 @@ def _curve(art) -> list[float] | None:
 def loss_figure(rows):
     """Mean attack loss per step, one colour and one legend entry per row (its shards or repeats share
     both), labelled by what differs between the rows; at most MAX_CURVES rows."""
-    drawn = [(row, curves) for row in rows if (curves := [c for art in row.artifacts if (c := _curve(art))])]
+    drawn = [(row, curves) for row in rows
+             if (curves := [c for art in row.artifacts if (c := _curve(art)) and len(c) >= CURVE_POINTS])]
     drawn = drawn[:MAX_CURVES]
     if not drawn:
         return None
@@ -156,6 +166,7 @@ def loss_figure(rows):
     ax.set(xlabel="PGD step", ylabel="mean loss", title="Attack loss curves")
     if all(v > 0 for _, curves in drawn for values in curves for v in values):
         ax.set_yscale("log")
+        plain_log_ticks(ax)
     ax.grid(alpha=0.3)
     legend_below(ax)
     return fig
@@ -205,9 +216,16 @@ def samples(row) -> list[SampleView]:
 def figures(rows, table: list[dict]) -> list[Figure]:
     drawn = [("asr_vs_eps", "Attack success vs budget (a line joins runs that differ in the budget alone)",
               asr_vs_eps(rows, table)), ("loss_curves", "Loss curves", loss_curves(rows))]
-    return [Figure(name, caption, png) for name, caption, png in drawn if png]
+    out = [Figure(name, caption, png) for name, caption, png in drawn if png]
+    series = budget_series(rows, table)
+    if series and not drawn[0][2]:
+        out.insert(0, Figure("asr_vs_eps", "Attack success vs budget", text=budget_sentence(series)))
+    return out
 
 
 SECTION = Section(key="attacks", title="Visual attacks (success %, measured on saved PNGs)", columns=COLUMNS,
                   cells=cells, figures=figures, images=images, group_by=("case", "target", "success_measure"), hover=hover,
-                  samples=samples)
+                  samples=samples, headline="asr",
+                  about="Attack success (%): how often the attacked image, judged as a saved PNG, makes the model do "
+                        "the target on held-out prompts (clean_baseline: the unattacked image); higher means a stronger "
+                        "attack, a less robust model.")

@@ -3,9 +3,11 @@ success rates with the clean image's rates beside them, the utility rates, and s
 
 from __future__ import annotations
 
+from mmsafety.numbers import pct_of
+
 
 def _percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
+    return pct_of(value, unit=" %") or "-"
 
 
 def _number(value, fmt: str) -> str:

@@ -14,7 +14,6 @@ Found by the core through the entry `"workload:transfer" = "visual_attacks.trans
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +182,9 @@ class TransferJudge(Workload):
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
-        return json.dumps({k: metrics.get(k) for k in ("images", "asr", "clean_baseline", "asr_by", "stealth")}, indent=2)
+        from visual_attacks.report import format_attack_table  # percent, one decimal: the rule of every summary
+
+        return format_attack_table(metrics)
 
     def data_source(self, spec: dict) -> str:
         """Where the judged images came from: the source attack's data source (its spec fields are copied)."""

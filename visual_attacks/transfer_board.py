@@ -159,4 +159,6 @@ def pivots(table: list[dict]) -> list[Pivot]:
 SECTION = Section(key="transfer", title="Transfer (success % on the victim, clean baseline in brackets)",
                   columns=COLUMNS, cells=cells, figures=figures, images=images,
                   group_by=("case", "target", "attack", "eps", "steps"),  # one block per matrix
-                  pivots=pivots)
+                  pivots=pivots, headline="asr",
+                  about="Transfer success (%): how often an image crafted on the surrogate makes the victim do the target "
+                        "(clean: the victim on the unattacked image); higher means the attack transfers better.")

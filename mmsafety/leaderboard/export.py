@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mmsafety.leaderboard.blocks import Block, blocks
 from mmsafety.leaderboard.collect import build_rows, reference_rows
+from mmsafety.leaderboard.overview import about, headlines, what_ran
 from mmsafety.leaderboard.page import to_html
 from mmsafety.records import atomic_write_bytes, atomic_write_text
 
@@ -45,7 +46,8 @@ def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool
             figure.caption += " (synthetic data)" if suffix else ""
             figures[figure.name] = figure
     for figure in figures.values():
-        atomic_write_bytes(out / f"{figure.name}.png", figure.png)
+        if figure.png:
+            atomic_write_bytes(out / f"{figure.name}.png", figure.png)
     atomic_write_text(out / "leaderboard.csv", to_csv(shown))
     atomic_write_text(out / "leaderboard.json", json.dumps(
         # Every installed workload's tables, empty ones too: readers can count on the keys.
@@ -53,10 +55,10 @@ def write_leaderboard(paths: list[str | Path], out: str | Path, with_paper: bool
          **{f"{block.key}_pivots": [asdict(p) for p in block.pivots] for block in shown if block.pivots},
          "problems": problems},
         indent=2, ensure_ascii=False, default=str))
-    atomic_write_text(out / "leaderboard.md", to_markdown(shown, problems))
+    atomic_write_text(out / "leaderboard.md", to_markdown(shown, problems, list(figures.values())))
     atomic_write_text(out / "leaderboard.html", to_html(shown, figures, problems))
     return {"out": str(out), "rows": {block.key: len(block.table) for block in shown},
-            "problems": problems, "figures": sorted(figures)}
+            "problems": problems, "figures": sorted(name for name, figure in figures.items() if figure.png)}
 
 
 def to_csv(tables: list[Block]) -> str:
@@ -90,10 +92,29 @@ def _md_table(rows: list[dict], columns: list[str], escape_header: bool = False)
     return lines
 
 
-def to_markdown(tables: list[Block], problems: list[str]) -> str:
-    lines = ["# mmsafety leaderboard", ""]
+def _md_hover_notes(block: Block) -> list[str]:
+    """What the page shows on hovering a measured row's cells (its 95 % intervals), as a list under the
+    table: Markdown has no hover, and a percent is read with its interval where there is one."""
+    if block.section.hover is None:
+        return []
+    notes = []
+    for row, cells in zip(block.rows, block.table):
+        if row.reported:
+            continue
+        texts = [f"{column}: {text}" for column, text in block.section.hover(row).items() if text]
+        if texts:
+            notes.append(f"- {md_cell(cells.get('model'))} ({md_cell(row.status_label)}): " + "; ".join(md_cell(t) for t in texts))
+    return notes + [""] if notes else []
+
+
+def to_markdown(tables: list[Block], problems: list[str], figures: list | None = None) -> str:
+    """The tables as Markdown; a plot with too few points to draw (Figure.text) as its sentence, and the
+    drawn plots as links to their PNGs beside the file."""
+    lines = ["# mmsafety leaderboard", "", "## What was run", ""] + [f"- {md_cell(line)}" for line in what_ran(tables)] + [""]
+    if tops := headlines(tables):
+        lines += ["## Headline numbers", ""] + [f"- {md_cell(line)}" for line in tops] + [""]
     for block in tables:
-        lines += [f"## {block.title}", ""] + ([md_cell(block.caption), ""] if block.caption else [])
+        lines += [f"## {block.title}", "", md_cell(about(block)), ""] + ([md_cell(block.caption), ""] if block.caption else [])
         group_by = block.section.group_by
         groups: dict[tuple, list[dict]] = {}
         for r in block.table:
@@ -102,8 +123,15 @@ def to_markdown(tables: list[Block], problems: list[str]) -> str:
             if group_by:
                 lines += ["### " + md_cell(" · ".join(f"{g} {'' if v is None else v}" for g, v in zip(group_by, group))), ""]
             lines += _md_table(table, block.columns) + [""]
+        lines += _md_hover_notes(block)
         for pivot in block.pivots:
             lines += ["### " + md_cell(pivot.title), ""] + _md_table(pivot.rows, pivot.columns, escape_header=True) + [""]
+    if figures:
+        lines += ["## Plots", ""]
+        for figure in figures:
+            what = md_cell(figure.text) if not figure.png else f"[{md_cell(figure.name)}.png]({figure.name}.png)"
+            lines += [f"- **{md_cell(figure.caption)}**: {what}"]
+        lines += [""]
     if problems:
         lines += ["## Problems", ""] + [f"- {md_cell(p)}" for p in problems] + [""]
     return "\n".join(lines)

@@ -16,14 +16,17 @@ import html
 import re
 
 from mmsafety.leaderboard.blocks import Block
+from mmsafety.leaderboard.overview import about, headlines, what_ran
 from mmsafety.leaderboard.sample_browser import browser_html, data_uri, row_views, thumbnail
 from mmsafety.workload import WORKLOADS
 
 TABLE_THUMB = 48
+LONG_TEXT = 16  # cells of more characters than this may break inside a word to fit the window
 # Sorts tables by a clicked header (numbers by value, empty cells last, each group's rows in place);
 # `#sort=NAME` sorts by a column on load and `#open-all` unfolds every sample list. On load it also
-# records into data attributes what a headless browser test reads (tests/test_leaderboard.py): the
-# tables and decoded images, and every element that reaches past the window's right edge.
+# records into data attributes what a headless browser test reads (tests/test_leaderboard*.py): the
+# tables and decoded images, tables with a column that has no header, and every element that reaches
+# past the window's right edge.
 SCRIPT = r"""(function(){
 function key(td){var v=td.getAttribute('data-sort');if(v===null)v=td.textContent.trim();
  if(v==='')return[2,''];var n=parseFloat(v);return isNaN(n)?[1,v.toLowerCase()]:[0,n];}
@@ -49,15 +52,25 @@ window.addEventListener('load',function(){applyHash();
  b.dataset.images=document.images.length;
  document.querySelectorAll('body *').forEach(function(e){var r=e.getBoundingClientRect();
   if(r.width>0&&r.right>w+0.5)over.push(e.tagName.toLowerCase()+(e.className?'.'+e.className:''));});
+ var headless=[];document.querySelectorAll('table').forEach(function(t,ti){var n=0,h=0,empty=0;
+  Array.prototype.forEach.call(t.tBodies,function(tb){Array.prototype.forEach.call(tb.rows,function(r){
+   if(r.classList.contains('group'))return;var c=0;Array.prototype.forEach.call(r.cells,function(x){c+=x.colSpan;});n=Math.max(n,c);});});
+  if(t.tHead&&t.tHead.rows.length)Array.prototype.forEach.call(t.tHead.rows[0].cells,function(x){h+=x.colSpan;if(!x.textContent.trim())empty++;});
+  if(h<n||empty)headless.push(ti+':'+h+'/'+n);});
+ b.dataset.headerless=headless.length;b.dataset.headerlessTables=headless.join(' ');
+ b.dataset.innerWidth=window.innerWidth;
  b.dataset.viewport=w;b.dataset.scrollWidth=document.documentElement.scrollWidth;
  b.dataset.overflowing=over.length;b.dataset.overflow=over.slice(0,8).join(' ');});
 })();"""
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
-h2{margin:1.4em 0 .3em}p.caption{margin:.2em 0;color:#8a5a00}
+h2{margin:1.4em 0 .3em}p.caption{margin:.2em 0;color:#8a5a00}p.about{margin:.2em 0;color:#444;max-width:60em}
+section.overview{border:1px solid #ddd;background:#fafafa;padding:.2em 1em .6em}section.overview h2{font-size:1.1em;margin:.6em 0 .2em}
+section.overview li{overflow-wrap:anywhere}p.figure-text{max-width:60em;overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:12px;max-width:100%}
 th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;white-space:nowrap}
+td:not(.num){white-space:normal}td.long{overflow-wrap:anywhere}
 thead th{background:#f3f3f3;cursor:pointer;user-select:none;white-space:normal}
 thead th[aria-sort=ascending]::after{content:" \\25B2"}thead th[aria-sort=descending]::after{content:" \\25BC"}
 td:first-child,th:first-child{text-align:left}
@@ -93,9 +106,14 @@ def _sort_key(value) -> str | None:
 def _cell(column: str, value, hover: str | None, data: str) -> str:
     text = "" if value is None else str(value)
     classes = f"c-{column}" + (f" d-{data}" if column == "data" else "")
-    attrs = f' class="{html.escape(re.sub(r"[^a-z0-9_ -]", "", classes.lower()))}"'
+    attrs = ""
     if (key := _sort_key(value)) is not None:
         attrs += f' data-sort="{html.escape(key)}"'
+    if key is not None and len(text) <= 2 * LONG_TEXT:
+        classes += " num"  # a number stays on one line; text wraps, so a wide board narrows its text columns
+    elif len(text) > LONG_TEXT:
+        classes += " long"  # a long name may break anywhere; a short word (completed, synthetic) never
+    attrs = f' class="{html.escape(re.sub(r"[^a-z0-9_ -]", "", classes.lower()))}"' + attrs
     if hover:
         attrs += f' title="{html.escape(hover)}"'
     return f"<td{attrs}>{html.escape(text)}</td>"
@@ -114,7 +132,7 @@ def table_html(block: Block) -> str:
     with_thumbs = block.section.images is not None
     # A header may break after an underscore (clean_<wbr>baseline): narrow columns, not a wide table.
     head = "".join(f'<th data-column="{html.escape(c)}">{html.escape(c).replace("_", "_<wbr>")}</th>' for c in columns)
-    head += '<th data-column="images">images</th>' if with_thumbs else ""
+    head += '<th data-column="thumbnails">thumbnails</th>' if with_thumbs else ""  # not "images", a count's column
     width = len(columns) + with_thumbs
     groups: dict[tuple, list[str]] = {}
     for row, cells in zip(block.rows, block.table):
@@ -163,16 +181,26 @@ def to_html(blocks: list[Block], figures: dict, problems: list[str]) -> str:
         "<title>mmsafety leaderboard</title>", f"<style>{STYLE}</style>", "</head><body>",
         "<h1>mmsafety leaderboard</h1>",
     ]
+    ran, tops = what_ran(blocks), headlines(blocks)
+    parts.append('<section class="overview"><h2>What was run</h2><ul class="ran">'
+                 + "".join(f"<li>{html.escape(line)}</li>" for line in ran) + "</ul>"
+                 + ("<h2>Headline numbers</h2><ul class=\"headlines\">" + "".join(f"<li>{html.escape(line)}</li>" for line in tops)
+                    + "</ul>" if tops else "") + "</section>")
     for block in blocks:
         parts.append(f"<h2>{html.escape(block.title)}</h2>")
+        parts.append(f'<p class="about">{html.escape(about(block))}</p>')
         if block.caption:
             parts.append(f'<p class="caption">{html.escape(block.caption)}</p>')
         parts.append(table_html(block))
         for pivot in block.pivots:
             parts.append(f"<h3>{html.escape(pivot.title)}</h3>" + pivot_html(pivot))
     for figure in figures.values():
-        parts.append(f'<figure><img alt="{html.escape(figure.name)}" src="{data_uri(figure.png)}">'
-                     f'<figcaption>{html.escape(figure.caption)}</figcaption></figure>')
+        if figure.png:
+            parts.append(f'<figure><img alt="{html.escape(figure.name)}" src="{data_uri(figure.png)}">'
+                         f'<figcaption>{html.escape(figure.caption)}</figcaption></figure>')
+        else:  # too few points for a plot: the sentence that says what it would show
+            parts.append(f'<p class="figure-text" data-figure="{html.escape(figure.name)}">'
+                         f'<b>{html.escape(figure.caption)}.</b> {html.escape(figure.text)}</p>')
     browsers = [b for block in blocks if (b := _browser(block))]
     if browsers:
         parts += ["<h2>Samples</h2>", '<p>Each row\'s samples: image, caption or prompt, answer and verdict '

@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class Figure:
-    """One leaderboard plot: its file stem, caption and PNG bytes."""
+    """One leaderboard plot: its file stem, caption and PNG bytes; or, where the data has too few
+    points to draw (one budget: a single dot), `text`, a sentence that the page shows instead."""
 
     name: str
     caption: str
-    png: bytes
+    png: bytes = b""
+    text: str = ""
 
 
 @dataclass
@@ -67,6 +69,11 @@ class Section:
     table: Callable[[list["Row"]], list[dict]] | None = None
     # Derived views of the written table (its cells, as every format has them), shown after it.
     pivots: Callable[[list[dict]], list[Pivot]] | None = None
+    # Read at a glance: `about`, one sentence under the title saying what the numbers mean and what a
+    # higher one means; `headline`, the column whose highest measured value the page's top shows
+    # (with its interval when the table has `<headline>_ci95`).
+    about: str = ""
+    headline: str = ""
 
 
 @dataclass
