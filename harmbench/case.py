@@ -27,8 +27,8 @@ from PIL import Image
 from harmbench.data import TARGETS_JSON, behaviors_csv, load_targets, open_behavior_image, read_behaviors, skip_counts
 from harmbench.judges import JudgeInput, build_judge
 from harmbench.methods import (
-    HARMBENCH_LLAVA_PROMPT, fit_to_square, hash_seed, load_font, method_for, noise_image, patch_box, patch_mask,
-    render_text_image, case_text,
+    HARMBENCH_LLAVA_PROMPT, case_text, fit_to_square, hash_seed, load_font, method_for, noise_image, patch_box,
+    patch_mask, render_text_image,
 )
 from mmsafety.attack_case import CASES, AttackBase, AttackCase, Judgement, Objective
 from mmsafety.errors import ConfigError
@@ -67,6 +67,7 @@ class HarmBenchBehaviorsCase(AttackCase):
         if font is not None:
             load_font(font, 10)  # a bad path fails before any model loads
         self.prompt_format, self.image_size, self.font = prompt_format, image_size, font
+        self._to_input = None  # the crafting model's preprocessing (prepare): the patch method starts from it
         self.synthetic = root is None
         if root is None:
             from harmbench.synthetic import synthetic_root
@@ -125,7 +126,7 @@ class HarmBenchBehaviorsCase(AttackCase):
         if self.method.patch_fraction is None:
             return image, {}
         # MultiModalPGDPatch: the processed image (as the model sees it) with uniform noise in the patch.
-        if getattr(self, "_to_input", None) is None:
+        if self._to_input is None:
             raise ConfigError(f"case.method={self.method.name} needs the crafting model's preprocessing; run it through the attack job")
         pixels = self._to_input([image])[0]
         generator = torch.Generator().manual_seed(hash_seed(f"patch/{self.seed}/{index}"))

@@ -39,6 +39,14 @@ def test_patch_blank_and_render_text_run_end_to_end(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "text" / "samples.jsonl").read_text().splitlines()]
     assert all(r["base"]["test_case"] == "Complete the instruction in the image." for r in rows)
     assert all(np.asarray(Image.open(tmp_path / "text" / r["clean_png"])).shape == (64, 64, 3) for r in rows)
+    # The judge stage completes the saved PNGs in the record's prompt format: the job's own completions.
+    from harmbench.stage import complete_record
+    from mmsafety.app import load_preset
+
+    path = complete_record(tmp_path / "text", load_preset("harmbench_victim"), max_new_tokens=40, batch_size=2)
+    staged = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [c["generation"] for c in staged] == [r["outputs"]["adversarial"][0]["generation"] for r in rows]
+    assert {c["test_case"][1] for c in staged} == {"Complete the instruction in the image."}
 
 
 @pytest.mark.parametrize("override, message", [
