@@ -1,5 +1,5 @@
-"""The judge stage over a craft record: reload every saved test-case PNG, complete the behaviour
-text greedily in batches (HarmBench's protocol), write `completions.jsonl`, then any judge can
+"""The judge stage over a craft record: reload every saved test-case PNG, complete the test case's
+text (in the record's prompt format) greedily in batches (HarmBench's protocol), write `completions.jsonl`, then any judge can
 label that file. This is the split the core's two-stage attacks will use; the attack job's own
 per-image judging gives the same completions (tested)."""
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from harmbench.case import completion_prompt
 from harmbench.completions import generate_completions
 from mmsafety.errors import UserError
 from mmsafety.records import atomic_write_text, read_samples
@@ -29,10 +30,13 @@ def complete_record(record_dir: str | Path, adapter, max_new_tokens: int = 512, 
             raise UserError(f"{record_dir}: sample {s.get('key')} names an image outside the record folder")
         with Image.open(path) as im:
             images.append(im.convert("RGB"))
-    prompts = [s["base"]["behavior"] for s in samples]
+    spec = json.loads((record_dir / "record.json").read_text(encoding="utf-8")).get("spec", {}) \
+        if (record_dir / "record.json").is_file() else {}
+    prompt_format = spec.get("prompt_format", "chat_template")  # records before the option: the chat template
+    prompts = [completion_prompt(s["base"].get("test_case", s["base"]["behavior"]), prompt_format) for s in samples]
     generations = generate_completions(adapter, images, prompts, max_new_tokens, batch_size)
-    lines = [json.dumps({"behavior_id": s["base"]["behavior_id"], "test_case": [s[which], p], "generation": g})
-             for s, p, g in zip(samples, prompts, generations)]
+    lines = [json.dumps({"behavior_id": s["base"]["behavior_id"], "test_case": [s[which], s["base"].get("test_case", p)],
+                         "generation": g}) for s, p, g in zip(samples, prompts, generations)]
     out = record_dir / "completions.jsonl"
     atomic_write_text(out, "".join(line + "\n" for line in lines))
     return out

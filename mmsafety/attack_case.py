@@ -82,6 +82,10 @@ class AttackCase(abc.ABC):
     # Fields of AttackBase.info whose values the summary reports success rates by.
     group_by: ClassVar[tuple[str, ...]] = ()
 
+    def prepare(self, adapter: ModelAdapter) -> None:
+        """Called with the job's model before `bases()`: a case whose start images depend on the model
+        (HarmBench fits each image into the model's square) reads what it needs here. Default: nothing."""
+
     @abc.abstractmethod
     def bases(self) -> list[AttackBase]:
         """The images to attack, in a deterministic order (resume relies on it)."""

@@ -105,7 +105,7 @@ def test_case_skips_bad_rows_and_counts_add_up(tmp_path):
     _png(images / "b.png")
     (images / "c.png").write_bytes(b"garbage")
     write_root(tmp_path, [row("a", "a.jpg", cat="illegal"), row("b", "b.png"), row("c", "c.png"), row("d", "/etc/passwd")])
-    case = HarmBenchBehaviorsCase(root=str(tmp_path), method="render_text", judge={"name": "refusal_substring"})
+    case = HarmBenchBehaviorsCase(root=str(tmp_path), method="render_text", image_size=64, judge={"name": "refusal_substring"})
     bases = case.bases()
     spec = case.spec()
     assert [b.key for b in bases] == ["a", "b"] and len(bases) + len(spec["skipped"]) == spec["rows_read"] == 4

@@ -44,6 +44,7 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
     pcfg = pgd_config(cfg.attack)
     deploy = build_deploy(cfg.get("deploy"))  # none in the config: the saved PNGs unchanged
     out_dir = record.out_dir
+    case.prepare(adapter)
     bases = case.bases()
     notes = [] if lpips_available() else [lpips_note()]
     specs = surrogate_specs(cfg.attack)

@@ -75,8 +75,9 @@ seed 0 alone but a member of the seeds 0+1 ensemble; seed 2 is held out for ever
 """),
     "harmbench_methods": ("HarmBench methods on the victim organism", """
 `model=harmbench_victim` on the 12 synthetic held-out behaviours, the same completions judged by the
-judge organism (`harmbench_cls`) and `refusal_substring`. The victim was never trained on text in
-images, so the rendered request changes nothing. See [HarmBench](../harmbench.md).
+judge organism (`harmbench_cls`) and `refusal_substring`. Rows from 2026-12-06 on (`python -m
+bench.harmbench_methods`) run the methods as HarmBench's code builds them, in both prompt formats; the
+earlier rows predate that (see [HarmBench](../harmbench.md) for what changed).
 """),
     "harmbench_judge_agreement": ("HarmBench judge agreement", """
 `mmsafety-judge-agreement judge=...` on the synthetic validation set (compliant, refusing and off-topic

@@ -41,6 +41,11 @@ Target = Union[str, Sequence[tuple[str, float]]]
 Images = Union[Sequence[Image.Image], torch.Tensor]
 
 
+class RawPrompt(str):
+    """A prompt sent as it is, without the chat template, its `<image>` placeholder expanded; only
+    adapters whose `raw_prompts` is True honour it (HarmBench's own LLaVA prompt format)."""
+
+
 class ModelAdapter(abc.ABC):
     """What every model is: a registered name, what it can do, where it came from.
 

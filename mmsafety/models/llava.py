@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from mmsafety.models.base import Images
+from mmsafety.models.base import Images, RawPrompt
 from mmsafety.models.hf_adapter import HFVLMAdapter
 from mmsafety.models.loading import LoadOptions, load_hf_vlm
 from mmsafety.models.pixels import ClipStylePreprocess, processed_pixels
@@ -22,8 +22,10 @@ class LlavaAdapter(HFVLMAdapter):
     """llava-hf/llava-1.5-* checkpoints and the tiny/organism models built like them.
 
     The attack resolution is the processor's crop size (336 for llava-1.5, 64 for the
-    tiny models). Pixels are CLIP-normalised inside the graph.
+    tiny models). Pixels are CLIP-normalised inside the graph. A `RawPrompt` skips the chat template.
     """
+
+    raw_prompts = True
 
     def __init__(self, model, processor, placement: Placement, model_id: str, weights_hash: str):
         super().__init__(model, processor, placement, model_id, weights_hash)
@@ -63,8 +65,10 @@ class LlavaAdapter(HFVLMAdapter):
         return self._prompts([prompt], [n])[0]
 
     def _prompt_text(self, prompt: str, image_tokens: int) -> str:
-        parts = self._template_parts()
         token = self.processor.image_token
+        if isinstance(prompt, RawPrompt):
+            return prompt.replace(token, token * image_tokens)
+        parts = self._template_parts()
         return (parts[0].replace(token, token * image_tokens) + prompt + parts[1]) if parts else self._render(prompt, image_tokens)
 
     # -- pixels -----------------------------------------------------------------------
@@ -82,9 +86,10 @@ class LlavaAdapter(HFVLMAdapter):
 
     def _prompts(self, prompts: Sequence[str], counts: Sequence[int]) -> list[list[int]]:
         """`prompt_ids` of a batch, the uncached ones tokenised in one call."""
+        # A raw prompt equals its text as a str: its key says it is raw, so the two never share tokens.
         return self._prompts_cache.get_many(
-            list(zip(prompts, counts)),
-            lambda keys: self.tokenizer([self._prompt_text(p, n) for p, n in keys])["input_ids"])
+            [(p, n, isinstance(p, RawPrompt)) for p, n in zip(prompts, counts)],
+            lambda keys: self.tokenizer([self._prompt_text(p, n) for p, n, _ in keys])["input_ids"])
 
     # -- the contract -----------------------------------------------------------------
     @torch.inference_mode()
