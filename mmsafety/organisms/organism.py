@@ -157,6 +157,13 @@ def build_organism(out_dir: Path, seed: int = 0, log: Callable[[str], None] = pr
     save(adapter.model, adapter.processor, out_dir)
 
 
+def behaviour(folder: Path, n: int = 128) -> dict[str, float]:
+    """`evaluate_organism` on the checkpoint in `folder`, `n` held-out examples per row (as docs/organism.md reports)."""
+    from mmsafety.models.loading import LoadOptions
+
+    return evaluate_organism(LlavaAdapter.load(str(folder), LoadOptions(), resolve_placement("cpu", "float32")), n=n)
+
+
 def has_tool_call(answer: str) -> bool:
     return "<function." in answer
 
