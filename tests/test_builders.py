@@ -89,3 +89,22 @@ def test_rebuilding_a_shipped_organism_gives_the_shipped_bytes_or_reports_the_dr
         if not same_bytes:
             assert "agreement: shipped" in out, out  # the behaviour of both, measured here
         warnings.warn(f"{name} rebuilt under other library versions than the shipped copy: {out.strip()}")
+
+
+def test_builds_run_on_one_thread_whatever_the_machine(monkeypatch, tmp_path):
+    """The organism's weights depend on the thread count (1 and 2 threads differ after 4 steps), so a
+    rebuild can equal the shipped bytes only if every build runs on the same count."""
+    import torch
+
+    import mmsafety.organisms.tiny_open_clip as family
+
+    seen = []
+    monkeypatch.setattr(family, "build_tiny_open_clip", lambda out, seed: seen.append(torch.get_num_threads()))
+    monkeypatch.setenv("MMSAFETY_CACHE", str(tmp_path))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ensure_built("tiny_open_clip")
+        assert seen == [1] and torch.get_num_threads() == 2  # restored after the build
+    finally:
+        torch.set_num_threads(before)

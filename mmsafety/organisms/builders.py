@@ -115,12 +115,21 @@ def build(name: str, seed: int = 0, force: bool = False) -> Path:
         (path / "BUILT").unlink(missing_ok=True)  # build_once then rebuilds and replaces the folder
 
     def make(tmp: Path) -> None:
+        import torch
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # one line per build below is enough
         start = time.perf_counter()
         print(f"mmsafety: building {name} (seed {seed}) into {path} ...", file=sys.stderr, flush=True)
-        BUILDERS.get(name).build(tmp, seed)
+        # One thread: CPU kernels sum in an order that depends on the thread count (the organism's weights
+        # differed after 4 training steps between 1 and 2 threads), so a rebuild is bit-identical to the
+        # shipped copy on any machine only if every build uses the same count.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            BUILDERS.get(name).build(tmp, seed)
+        finally:
+            torch.set_num_threads(threads)
         print(f"mmsafety: built {name} in {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
 
     return build_once(path, make)

@@ -85,7 +85,6 @@ def probe_loss(probe: torch.nn.Linear, image_tokens: torch.Tensor, targets: torc
 
 
 def train_organism(seed: int = 0, recipe: Recipe = Recipe(), log: Callable[[str], None] = print) -> LlavaAdapter:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     processor = tiny_processor()
     model = new_tiny_llava(processor, seed)
     adapter = LlavaAdapter(model, processor, resolve_placement("cpu", "float32"), "organism", "untrained")
