@@ -38,8 +38,8 @@ $(LITELLM_VENV)/.installed:
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test $(LITELLM_VENV)/.installed
 
-# The product on the embedded default, in runs/demo/: the model organism (built on first use, ~2-3 min
-# on 2 CPU cores) scored on the five GOAT-Bench tasks of the synthetic memes; one tool-call attack
+# The product on the embedded default, in runs/demo/: the model organism (shipped inside the package,
+# nothing is trained) scored on the five GOAT-Bench tasks of the synthetic memes; one tool-call attack
 # (clean rate, then the attacked rate on held-out prompts); and the leaderboard page of both.
 # Running it again resumes: finished samples are not redone.
 DEMO ?= runs/demo

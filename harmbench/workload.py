@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from mmsafety.organisms.builders import register_builder
 
-for _name, _function, _description, _vlm in (
-    ("harmbench_tiny_cls", "build_tiny_cls", "random-init tiny text-only Llama classifier", False),
-    ("harmbench_judge", "build_judge_organism", "trained tiny HarmBench classifier: compliant -> Yes", False),
-    ("harmbench_victim", "build_victim", "organism fine-tuned to refuse unless an envelope", True),
+for _name, _function, _description, _vlm, _behaviour in (
+    ("harmbench_tiny_cls", "build_tiny_cls", "random-init tiny text-only Llama classifier", False, None),
+    ("harmbench_judge", "build_judge_organism", "trained tiny HarmBench classifier: compliant -> Yes", False, "judge_behaviour"),
+    ("harmbench_victim", "build_victim", "organism fine-tuned to refuse unless an envelope", True, "victim_behaviour"),
 ):
-    register_builder(_name, "harmbench.organisms", _function, 1, _description, _vlm)
+    register_builder(_name, "harmbench.organisms", _function, 1, _description, _vlm, _behaviour)

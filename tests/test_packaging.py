@@ -41,3 +41,45 @@ def test_installed_wheel_composes_configs(wheel, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["organism", "send_email"]
+
+
+def test_wheel_ships_the_organisms_and_their_manifest(wheel):
+    from mmsafety.organisms import shipped
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    entries = shipped.manifest()
+    assert entries and "mmsafety/organisms/shipped/manifest.json" in names
+    for folder, entry in entries.items():
+        for rel in entry["files"]:
+            assert f"mmsafety/organisms/shipped/{folder}/{rel}" in names, (folder, rel)
+    assert {"mmsafety/trackers/wandb_callback.py", "mmsafety/conf/callbacks/wandb.yaml"} <= names
+
+
+def test_sdist_ships_the_organisms_and_their_manifest(tmp_path):
+    import tarfile
+
+    from mmsafety.organisms import shipped
+
+    code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with tarfile.open(tmp_path / proc.stdout.strip().splitlines()[-1]) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert "mmsafety/organisms/shipped/manifest.json" in names
+    for folder, entry in shipped.manifest().items():
+        assert {f"mmsafety/organisms/shipped/{folder}/{rel}" for rel in entry["files"]} <= names, folder
+
+
+def test_installed_wheel_loads_the_shipped_organism_without_building(wheel, tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, timeout=300)
+    code = ("from mmsafety.organisms.builders import ensure_built\n"
+            "import mmsafety.organisms.builders as b\n"
+            "b.build = lambda *a, **k: (_ for _ in ()).throw(SystemExit('built instead of loaded'))\n"
+            "print(ensure_built('organism'))")
+    env = {**os.environ, "PYTHONPATH": str(target), "MMSAFETY_CACHE": str(tmp_path / "cache")}
+    env.pop("MMSAFETY_ORGANISMS", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().startswith(str(target / "mmsafety" / "organisms" / "shipped")), proc.stdout

@@ -31,7 +31,8 @@ RESULTS: dict[str, tuple[str, str]] = {
 The Quickstart's `make demo` on an empty model cache: the GOAT-Bench eval of the organism on its own
 synthetic memes (a check of the harness, not a benchmark), one tool-call attack (clean vs attacked
 syntax-success rate on held-out prompts, and how often the benign first line of the answer is kept),
-then the leaderboard. The whole time includes building the organism on first use.
+then the leaderboard. Rows before 2026-12-06 include building the organism on first use; from then on
+the organism ships inside the package and nothing is trained.
 """),
     "goat_synthetic_eval": ("GOAT-Bench on the synthetic memes", """
 `mmsafety-eval model=... scoring=...` on the synthetic held-out sample (100 memes per task). The

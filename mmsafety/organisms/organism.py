@@ -85,7 +85,6 @@ def probe_loss(probe: torch.nn.Linear, image_tokens: torch.Tensor, targets: torc
 
 
 def train_organism(seed: int = 0, recipe: Recipe = Recipe(), log: Callable[[str], None] = print) -> LlavaAdapter:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     processor = tiny_processor()
     model = new_tiny_llava(processor, seed)
     adapter = LlavaAdapter(model, processor, resolve_placement("cpu", "float32"), "organism", "untrained")
@@ -155,6 +154,13 @@ def answer_probe_loss(probe: torch.nn.Linear, hidden: torch.Tensor, answer_pos: 
 def build_organism(out_dir: Path, seed: int = 0, log: Callable[[str], None] = print) -> None:
     adapter = train_organism(seed, log=log)
     save(adapter.model, adapter.processor, out_dir)
+
+
+def behaviour(folder: Path, n: int = 128) -> dict[str, float]:
+    """`evaluate_organism` on the checkpoint in `folder`, `n` held-out examples per row (as docs/organism.md reports)."""
+    from mmsafety.models.loading import LoadOptions
+
+    return evaluate_organism(LlavaAdapter.load(str(folder), LoadOptions(), resolve_placement("cpu", "float32")), n=n)
 
 
 def has_tool_call(answer: str) -> bool:
