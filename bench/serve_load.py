@@ -19,8 +19,10 @@ import io
 import json
 import os
 import random
+import socket
 import struct
 import sys
+import threading
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -93,14 +95,45 @@ def malformed_body() -> bytes:
 HUGE_BODY = 100 * 2 ** 20
 
 
-async def huge_body_chunks(total: int = HUGE_BODY, chunk: int = 2 ** 20):
-    block = b" " * chunk
-    for _ in range(total // chunk):
-        yield block
-
-
 HOSTILE = {"long_prompt": long_prompt_body, "bomb": bomb_body, "nested": nested_body, "many_messages": many_messages_body,
            "malformed": malformed_body}
+
+
+def raw_post(port: int, key: str, body_head: bytes, content_length: int | None, then_send: int) -> tuple[bytes, int]:
+    """Sends the headers (Content-Length or chunked) and then up to `then_send` body bytes while a
+    thread reads the reply; returns (the reply, body bytes sent when it came)."""
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\n"
+            "content-type: application/json\r\n")
+    head += f"content-length: {content_length}\r\n" if content_length is not None else "transfer-encoding: chunked\r\n"
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 ** 16)
+    reply, got = bytearray(), threading.Event()
+
+    def read():
+        try:
+            while chunk := sock.recv(65536):
+                reply.extend(chunk)
+                got.set()
+        except OSError:
+            pass
+        got.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    sock.sendall((head + "\r\n").encode())
+    sent, block = 0, b" " * 2 ** 16
+    try:
+        while sent < then_send and not got.is_set():
+            data = body_head if sent == 0 else block
+            sock.sendall(data if content_length is not None else f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            sent += len(data)
+    except OSError:  # the server closed the connection after refusing
+        pass
+    got.wait(30)
+    time.sleep(0.2)
+    sock.close()
+    reader.join(5)
+    return bytes(reply), sent
 
 
 async def send(client: httpx.AsyncClient, base_url: str, kind: str, timeout: float, log: list[dict]) -> dict:
@@ -118,18 +151,21 @@ async def send(client: httpx.AsyncClient, base_url: str, kind: str, timeout: flo
             except asyncio.TimeoutError:
                 entry["status"] = "hung up"
         else:
-            if kind == "huge_body":
-                content = huge_body_chunks()
-                headers = {**headers, "content-length": str(HUGE_BODY)}
+            if kind == "huge_body":  # on a raw socket: httpx would not read the 413 while still sending
+                port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+                reply, sent = await asyncio.to_thread(raw_post, port, KEY, b'{"model": "organism"', HUGE_BODY, HUGE_BODY)
+                head, _, body = reply.partition(b"\r\n\r\n")
+                status, text, entry["body_bytes_sent"] = int(head.split()[1]) if head else None, body, sent
+                retry_after = None
             else:
                 content = {"short": short_body, "long": long_body, **HOSTILE}[kind]()
-            r = await client.post(url, content=content, headers=headers, timeout=timeout)
-            entry["status"] = r.status_code
+                r = await client.post(url, content=content, headers=headers, timeout=timeout)
+                status, text, retry_after = r.status_code, r.content, r.headers.get("retry-after")
+            entry["status"], entry["retry_after"] = status, retry_after
             try:
-                entry["code"] = r.json()["error"]["code"] if r.status_code >= 400 else None
+                entry["code"] = json.loads(text)["error"]["code"] if status >= 400 else None
             except (ValueError, KeyError, TypeError):
                 entry["code"] = "(not OpenAI's error shape)"
-            entry["retry_after"] = r.headers.get("retry-after")
     except httpx.TimeoutException:
         entry["error"] = "client timeout (hanging)"
     except httpx.HTTPError as e:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
-import threading
 import time
 
 import httpx
 import pytest
 
 from bench.serve_load import (
-    LONG_TOKENS, bomb_body, long_body, long_prompt_body, many_messages_body, malformed_body, nested_body, chat,
+    LONG_TOKENS, bomb_body, raw_post, long_body, long_prompt_body, many_messages_body, malformed_body, nested_body, chat,
     short_body, short_latencies, user,
 )
 from mmsafety.serving.protocol import Limits, RequestError, json_depth, load_body
@@ -46,43 +44,6 @@ def error_of(r: httpx.Response, status: int) -> dict:
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     return error
-
-
-def raw_post(port: int, body_head: bytes, content_length: int | None, then_send: int) -> tuple[bytes, int]:
-    """Sends the headers (Content-Length or chunked) and then up to `then_send` body bytes while a
-    thread reads the reply; returns (the reply, body bytes sent when it came)."""
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {TEST_KEY}\r\n"
-            "content-type: application/json\r\n")
-    head += f"content-length: {content_length}\r\n" if content_length is not None else "transfer-encoding: chunked\r\n"
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 ** 16)
-    reply, got = bytearray(), threading.Event()
-
-    def read():
-        try:
-            while chunk := sock.recv(65536):
-                reply.extend(chunk)
-                got.set()
-        except OSError:
-            pass
-        got.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    sock.sendall((head + "\r\n").encode())
-    sent, block = 0, b" " * 2 ** 16
-    try:
-        while sent < then_send and not got.is_set():
-            data = body_head if sent == 0 else block
-            sock.sendall(data if content_length is not None else f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            sent += len(data)
-    except OSError:  # the server closed the connection after refusing
-        pass
-    got.wait(30)
-    time.sleep(0.2)
-    sock.close()
-    reader.join(5)
-    return bytes(reply), sent
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +90,13 @@ def test_hostile_requests_are_4xx_before_any_work_and_one_log_line_each(server):
     assert error["code"] == "context_length_exceeded" and "512" in error["message"] and "600" in error["message"]
 
     # 100 MB declared: 413 after 1 MB was sent, from the header, the rest never read.
-    reply, sent = raw_post(port_of(base), b'{"model": "organism"', 100 * 2 ** 20, then_send=100 * 2 ** 20)
+    reply, sent = raw_post(port_of(base), TEST_KEY, b'{"model": "organism"', 100 * 2 ** 20, then_send=100 * 2 ** 20)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), reply[:300]
     assert json.loads(body)["error"]["code"] == "request_too_large" and b"104857600 bytes" in body
     assert sent < 8 * 2 ** 20, sent  # refused long before the whole body went out
     # Chunked, no length given: refused once the body passes the limit (16 MiB), not after 100 MB.
-    reply, sent = raw_post(port_of(base), b'{"model": "organism"', None, then_send=100 * 2 ** 20)
+    reply, sent = raw_post(port_of(base), TEST_KEY, b'{"model": "organism"', None, then_send=100 * 2 ** 20)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:300]
     assert 16 * 2 ** 20 <= sent < 40 * 2 ** 20, sent
 
