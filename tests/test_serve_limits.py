@@ -35,6 +35,24 @@ def test_json_depth_counts_brackets_outside_strings_only():
     assert load_body(b"[" * 32 + b"]" * 32, Limits()) is not None
 
 
+def test_a_prompt_is_counted_on_prefixes_and_the_count_is_a_lower_bound(organism):
+    from mmsafety.serving.generation import tokens_at_least
+
+    tok = organism.tokenizer
+    rng = __import__("random").Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat,", "über", "naïve", "日本語", "x" * 20, "1234567"]
+    texts = {"words": " ".join(rng.choice(words) for _ in range(20_000)), "no spaces": "ab" * 20_000,
+             "short": "what colour is the shape?"}
+    for name, text in texts.items():
+        full = len(tok(text, add_special_tokens=False)["input_ids"])
+        n, counted = tokens_at_least(tok, text, 512)
+        assert n <= full, name  # never more than the whole text takes: a refusal is never wrong
+        if full >= 512:
+            assert n >= 512 and counted < len(text) // 4, (name, n, counted)  # found early, on a prefix
+        else:
+            assert (n, counted) == (full, len(text)), name
+
+
 def post(base_url: str, body: bytes, timeout: float = 60) -> httpx.Response:
     return httpx.post(f"{base_url}/chat/completions", content=body, headers=HEADERS, timeout=timeout)
 

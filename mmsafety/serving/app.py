@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from PIL import Image
 
 from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
@@ -215,6 +216,9 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
     async def _complete(request: Request, started: float):
         try:
             raw = await _read_body(request, limits.max_body_bytes)
+        except ClientDisconnect:  # hung up while sending: nothing to answer
+            log.info("client disconnected while sending its request")
+            return JSONResponse({}, status_code=499)
         except _TooLarge as e:  # a chunked body, no Content-Length: refused when it passes the limit
             state["refused"] += 1
             return _error(413, f"the request body passed {limits.max_body_bytes} bytes (read {e.args[0]} so far); at most "

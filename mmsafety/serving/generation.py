@@ -149,7 +149,7 @@ def check_prompt_size(adapter, texts: list[str], max_tokens: int | None, param: 
         where = f" (counted on its first {counted} of {len(text)} characters)" if counted < len(text) else ""
         asked = f" and max_tokens asks for {max_tokens}" if max_tokens is not None else ""
         raise RequestError(f"This model's maximum context length is {limit} tokens; the messages' text alone takes at "
-                           f"least {n}{where}{asked}. Shorten the messages.", param, "context_length_exceeded")
+                           f"least {n} tokens{where}{asked}. Shorten the messages.", param, "context_length_exceeded")
 
 
 def prepare_chat(adapter, conversation: list[dict], images: list) -> dict:
