@@ -25,12 +25,11 @@ import uuid
 import warnings
 from contextlib import asynccontextmanager
 
-from PIL import Image
-
 from fastapi import FastAPI, Request
-from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
+from PIL import Image
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from mmsafety.serving.batcher import Batcher, Job
 from mmsafety.serving.generation import (
@@ -247,7 +246,7 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
             done = work.result()
         except RequestError as e:
             batcher.drop(jobs)  # the request's other choices, if any, are not wanted any more
-            headers = {"retry-after": "1"} if e.status in (429, 503) else None
+            headers = {"retry-after": retry_after()} if e.status in (429, 503) else None
             return _refused(e, headers)
         except Exception as e:
             batcher.drop(jobs)

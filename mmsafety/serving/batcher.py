@@ -49,7 +49,7 @@ class _Lane:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"mmsafety-serve-{name}")
         self.task: asyncio.Task | None = None
-        self.current: list[Job] = []
+        self.current: list[Job] = []  # the jobs taken from the queue this round, running or next
 
 
 class Batcher:
@@ -151,6 +151,7 @@ class Batcher:
             await asyncio.sleep(self.window_s)  # let the requests sent together arrive together
             while len(jobs) < self.max_batch and not lane.queue.empty():
                 jobs.append(lane.queue.get_nowait())
+            lane.current = jobs
             groups: dict[Hashable, list[Job]] = {}
             for job in jobs:
                 if not job.started:  # not dropped while it waited
@@ -163,14 +164,12 @@ class Batcher:
                     j.started = True
                 self.stats.waiting -= len(group)
                 self.stats.running += len(group)
-                lane.current = group
                 self.batches.append(len(group))
                 try:
                     results = await loop.run_in_executor(lane.pool, self.run, [j.payload for j in group])
                 except Exception as e:  # every request of the batch gets the error (a 500 unless a client mistake)
                     results = [e] * len(group)
                 finally:
-                    lane.current = []
                     self.stats.running -= len(group)
                 for j, r in zip(group, results):
                     if j.future.done():
@@ -180,3 +179,4 @@ class Batcher:
                     else:
                         self.stats.done += 1
                         j.future.set_result((r, len(group)))
+            lane.current = []
