@@ -53,6 +53,26 @@ def test_a_prompt_is_counted_on_prefixes_and_the_count_is_a_lower_bound(organism
             assert (n, counted) == (full, len(text)), name
 
 
+def test_the_docs_list_every_flag_and_every_limit_with_its_default():
+    from pathlib import Path
+
+    from mmsafety.serving.cli import parser
+
+    docs = (Path(__file__).parents[1] / "docs" / "serving.md").read_text()
+    flags = [o for a in parser()._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+    assert "--max-queue" in flags and len(flags) >= 19
+    assert [f for f in flags if f"`{f}`" not in docs] == []
+    rows = {line.split("|")[3].strip(" `"): line for line in docs.splitlines()
+            if line.startswith("|") and line.count("|") >= 5 and "`--" in line.split("|")[3]}
+    d = Limits()
+    defaults = {"--max-body-mb": "16 MiB", "--max-json-depth": str(d.max_json_depth), "--max-messages": str(d.max_messages),
+                "--max-parts": str(d.max_parts), "--max-image-pixels": f"{d.max_image_pixels:,}",
+                "--max-queue": str(d.max_queue), "--queue-timeout-s": f"{d.queue_timeout_s:g} s"}
+    for flag, default in defaults.items():
+        assert flag in rows and f"| {default}" in rows[flag], (flag, rows.get(flag))
+    assert d.max_body_bytes == 16 * 2 ** 20 and parser().parse_args([]).max_body_mb == 16
+
+
 def post(base_url: str, body: bytes, timeout: float = 60) -> httpx.Response:
     return httpx.post(f"{base_url}/chat/completions", content=body, headers=HEADERS, timeout=timeout)
 

@@ -17,6 +17,10 @@ from mmsafety.serving.protocol import Limits
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmsafety-serve", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="organism", help="a conf/model preset (default: organism)")
@@ -55,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="on SIGTERM: stop accepting, let running requests finish for this long, end the rest with "
                         "a 503, exit 0 (default %(default)g)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the model, e.g. model.seed=1")
-    return p.parse_args(argv)
+    return p
 
 
 def limits_from(args: argparse.Namespace) -> Limits:
