@@ -277,9 +277,10 @@ def summarize(raw: dict, idle_rss_mb: float) -> dict:
     }
 
 
-async def short_latencies(base_url: str, n: int, while_long: bool) -> dict:
+async def short_latencies(base_url: str, n: int, while_long: bool, texts: dict | None = None) -> dict:
     """Latencies of `n` short requests sent one after another, alone or while one maximal-length
-    request runs (started first; its own time is reported)."""
+    request runs (started first; its own time is reported). `texts`, when given, receives the
+    answers: {"short": [...], "long": ...}."""
     headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
     url = f"{base_url}/chat/completions"
     async with httpx.AsyncClient(timeout=120) as client:
@@ -293,6 +294,8 @@ async def short_latencies(base_url: str, n: int, while_long: bool) -> dict:
             r = await client.post(url, content=short_body(i), headers=headers)
             assert r.status_code == 200, r.text
             times.append(time.perf_counter() - start)
+            if texts is not None:
+                texts.setdefault("short", []).append(r.json()["choices"][0]["message"]["content"])
             if long_task is not None and long_task.done():
                 break
         out = {"n": len(times), "p50_s": percentile(times, 50), "max_s": max(times)}
@@ -301,6 +304,8 @@ async def short_latencies(base_url: str, n: int, while_long: bool) -> dict:
             assert r.status_code == 200, r.text
             out["long_s"] = time.perf_counter() - long_start
             out["long_completion_tokens"] = r.json()["usage"]["completion_tokens"]
+            if texts is not None:
+                texts["long"] = r.json()["choices"][0]["message"]["content"]
     return out
 
 

@@ -216,9 +216,14 @@ def test_a_client_that_hangs_up_has_its_running_and_queued_work_dropped(server):
 
 @pytest.mark.slow
 def test_short_requests_are_answered_within_a_second_while_a_maximal_one_runs(server):
-    out = asyncio.run(short_latencies(server.base_url, 15, while_long=True))
+    texts: dict = {}
+    out = asyncio.run(short_latencies(server.base_url, 15, while_long=True, texts=texts))
     assert out["long_completion_tokens"] == LONG_TOKENS and out["long_s"] > 2.0  # it really held the model
     assert out["n"] >= 5 and out["p50_s"] < 0.5 and out["max_s"] < 1.5, out
+    # The two lanes call one model at the same time: each answer equals the one it gets alone.
+    alone = [post(server.base_url, short_body(i)).json()["choices"][0]["message"]["content"] for i in range(3)]
+    assert texts["short"][:3] == alone
+    assert texts["long"] == post(server.base_url, long_body()).json()["choices"][0]["message"]["content"]
 
 
 @pytest.mark.slow
