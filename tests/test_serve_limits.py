@@ -157,9 +157,20 @@ def long_with(max_tokens: int) -> bytes:
     return chat(user("Tell me a long story."), max_tokens=max_tokens, temperature=0, logit_bias={"2": -100})
 
 
+async def _slow_sender(port: int) -> bytes:
+    """Sends the headers and 10 of 1000 promised body bytes, then waits for the reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write((f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TEST_KEY}\r\n"
+                  "content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\": ").encode())
+    await writer.drain()
+    reply = await reader.read()
+    writer.close()
+    return reply
+
+
 @pytest.mark.slow
-def test_a_full_server_says_429_with_retry_after_and_a_stale_request_is_dropped():
-    with serve_organism("--max-queue", "3", "--queue-timeout-s", "1.5") as served:
+def test_a_full_server_says_429_with_retry_after_and_stale_and_slow_requests_are_dropped():
+    with serve_organism("--max-queue", "4", "--queue-timeout-s", "1.5", "--body-timeout-s", "2") as served:
         base = served.base_url
 
         async def scenario():
@@ -168,21 +179,29 @@ def test_a_full_server_says_429_with_retry_after_and_a_stale_request_is_dropped(
                 await asyncio.sleep(0.5)
                 # Another long request (a different max_tokens: not batched with the first) waits in the long lane.
                 stale = asyncio.ensure_future(_post_async(client, base, long_with(LONG_TOKENS - 1)))
-                third = asyncio.ensure_future(_post_async(client, base, long_with(LONG_TOKENS - 2)))
                 await asyncio.sleep(0.3)
+                third_long = await _post_async(client, base, long_with(LONG_TOKENS - 2))  # long requests: 2 of 4 at most
+                slow = [asyncio.ensure_future(_slow_sender(port_of(base))) for _ in range(2)]  # hold 2 more slots
+                await asyncio.sleep(0.2)
                 start = time.perf_counter()
-                full = await _post_async(client, base, short_body())  # the fourth: over --max-queue 3
+                full = await _post_async(client, base, short_body())  # the fifth: over --max-queue 4
                 full_s = time.perf_counter() - start
-                return await running, await stale, await third, full, full_s
+                return await running, await stale, third_long, full, full_s, await asyncio.gather(*slow)
 
-        running, stale, third, full, full_s = asyncio.run(scenario())
+        running, stale, third_long, full, full_s, slow = asyncio.run(scenario())
+        log = served.log()
     error = error_of(full, 429)
-    assert error["code"] == "queue_full" and "--max-queue=3" in error["message"] and full_s < 1.0
-    assert int(full.headers["retry-after"]) >= 1
+    assert error["code"] == "queue_full" and "holds 4 requests" in error["message"] and "--max-queue=4" in error["message"]
+    assert full_s < 1.0 and int(full.headers["retry-after"]) >= 1
+    error = error_of(third_long, 429)
+    assert error["code"] == "queue_full" and "holds 2 requests allowed more than 128 new tokens" in error["message"]
     assert running.status_code == 200 and running.json()["usage"]["completion_tokens"] == LONG_TOKENS
-    for r in (stale, third):
-        error = error_of(r, 429)
-        assert error["code"] == "queue_timeout" and "1.5 s" in error["message"] and r.headers["retry-after"]
+    error = error_of(stale, 429)
+    assert error["code"] == "queue_timeout" and "1.5 s" in error["message"] and stale.headers["retry-after"]
+    for reply in slow:
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and json.loads(body)["error"]["code"] == "request_timeout", reply
+    assert "Traceback" not in log
 
 
 @pytest.mark.slow

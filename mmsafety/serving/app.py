@@ -108,7 +108,8 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
         return generate_rows(adapter, rows) if rows[0].inputs is not None else generate_with_adapter(adapter, rows)
 
     batcher = Batcher(run, max_batch=max_batch, long_tokens=limits.long_tokens, queue_timeout_s=limits.queue_timeout_s)
-    state = {"admitted": 0, "draining": False, "served": 0, "refused": 0, "seconds": []}
+    state = {"admitted": 0, "long": 0, "draining": False, "served": 0, "refused": 0, "seconds": []}
+    max_long = max(1, limits.max_queue // 2)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -154,7 +155,8 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
     async def health():
         stats = batcher.stats
         return {"status": "draining" if state["draining"] else "ok", "model": served_name,
-                "requests": {"in_server": state["admitted"], "served": state["served"], "refused": state["refused"]},
+                "requests": {"in_server": state["admitted"], "long": state["long"], "served": state["served"],
+                             "refused": state["refused"]},
                 "jobs": {"waiting": stats.waiting, "running": stats.running, "done": stats.done,
                          "cancelled": stats.cancelled, "timed_out": stats.timed_out, "aborted": stats.aborted}}
 
@@ -214,7 +216,11 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
 
     async def _complete(request: Request, started: float):
         try:
-            raw = await _read_body(request, limits.max_body_bytes)
+            raw = await asyncio.wait_for(_read_body(request, limits.max_body_bytes), limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            state["refused"] += 1
+            return _error(408, f"the request body was not received whole within {limits.body_timeout_s:g} s "
+                          "(--body-timeout-s)", "invalid_request_error", "request_timeout", headers={"connection": "close"})
         except ClientDisconnect:  # hung up while sending: nothing to answer
             log.info("client disconnected while sending its request")
             return JSONResponse({}, status_code=499)
@@ -229,6 +235,20 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
             state["refused"] += 1
             return _refused(e)
         del raw
+        long = rows[0].max_tokens > limits.long_tokens
+        if long and state["long"] >= max_long:
+            state["refused"] += 1
+            return _error(429, f"the server holds {state['long']} requests allowed more than {limits.long_tokens} new "
+                          f"tokens, its limit for them (half of --max-queue={limits.max_queue}); retry after the "
+                          "Retry-After header's seconds, or ask for fewer max_tokens", "rate_limit_error", "queue_full",
+                          headers={"retry-after": retry_after()})
+        state["long"] += long
+        try:
+            return await _run(request, req, rows, started)
+        finally:
+            state["long"] -= long
+
+    async def _run(request: Request, req: ChatRequest, rows: list[Row], started: float):
         if delay_s:
             await asyncio.sleep(delay_s)
         jobs = [Job(row, row.batch_key, cost=row.max_tokens) for row in rows]

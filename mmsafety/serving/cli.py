@@ -50,11 +50,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-queue", type=int, default=d.max_queue,
                    help="requests in the server at once (read, waiting or running); 429 with Retry-After past it "
                         "(default %(default)d)")
+    g.add_argument("--body-timeout-s", type=float, default=d.body_timeout_s,
+                   help="a body not received whole within this many seconds gets a 408 (default %(default)g)")
     g.add_argument("--queue-timeout-s", type=float, default=d.queue_timeout_s,
                    help="a request not started after this many seconds gets a 429 (default %(default)g)")
     g.add_argument("--long-tokens", type=int, default=d.long_tokens,
                    help="requests allowed more new tokens than this run in a separate lane, so they cannot hold "
-                        "short ones back (default %(default)d)")
+                        "short ones back, and hold at most half of --max-queue (default %(default)d)")
     g.add_argument("--grace-s", type=float, default=10.0,
                    help="on SIGTERM: stop accepting, let running requests finish for this long, end the rest with "
                         "a 503, exit 0 (default %(default)g)")
@@ -64,14 +66,15 @@ def parser() -> argparse.ArgumentParser:
 
 def limits_from(args: argparse.Namespace) -> Limits:
     for name in ("max_body_mb", "max_json_depth", "max_messages", "max_parts", "max_image_pixels", "max_queue",
-                 "queue_timeout_s", "long_tokens"):
+                 "body_timeout_s", "queue_timeout_s", "long_tokens"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be > 0")
     if args.grace_s < 0:
         raise UserError(f"--grace-s={args.grace_s}: must be >= 0")
     return Limits(max_body_bytes=int(args.max_body_mb * 2 ** 20), max_json_depth=args.max_json_depth,
                   max_messages=args.max_messages, max_parts=args.max_parts, max_image_pixels=args.max_image_pixels,
-                  max_queue=args.max_queue, queue_timeout_s=args.queue_timeout_s, long_tokens=args.long_tokens)
+                  max_queue=args.max_queue, body_timeout_s=args.body_timeout_s,
+                  queue_timeout_s=args.queue_timeout_s, long_tokens=args.long_tokens)
 
 
 def serve(app, host: str, port: int, grace_s: float) -> None:

@@ -72,8 +72,10 @@ class Limits:
     max_parts: int = 1024  # content parts over all messages
     max_image_pixels: int = 4096 * 4096  # per image, read from its header before decoding
     max_queue: int = 64  # requests in the server at once (being read, waiting or running); 429 past it
+    body_timeout_s: float = 30.0  # a body not received whole by then is a 408 (a slow sender holds a slot)
     queue_timeout_s: float = 60.0  # a request still waiting for the model after this gets a 429
-    long_tokens: int = 128  # requests allowed more new tokens than this run in their own lane
+    long_tokens: int = 128  # requests allowed more new tokens than this run in their own lane, and may
+    # hold at most half of max_queue, so short requests always find room
 
 
 # A JSON string with its escapes (the unrolled form: linear, no backtracking).
