@@ -11,10 +11,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,9 +36,22 @@ def child_env(**extra) -> dict:
     return env
 
 
+@dataclass
+class Served:
+    """A running `mmsafety-serve`: its base URL, its process and the file its output goes to."""
+
+    base_url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 @contextmanager
-def served_organism(*args: str, key: str | None = TEST_KEY):
-    """`mmsafety-serve` (the organism) on a free port; yields its base URL (…/v1)."""
+def serve_organism(*args: str, key: str | None = TEST_KEY):
+    """`mmsafety-serve` (the organism) on a free port; yields a `Served`. Its output goes to a file
+    (a pipe nobody reads would block the server once full of log lines)."""
     port = free_port()
     env = child_env(**({"MMSAFETY_TEST_SERVER_KEY": key} if key else {}))
     # One torch thread: the CI and dev machines are small and shared, where two threads spin-wait
@@ -44,30 +59,43 @@ def served_organism(*args: str, key: str | None = TEST_KEY):
     cmd = [sys.executable, "-m", "mmsafety.serving.cli", "--port", str(port), "--threads", "1", *args]
     if key:
         cmd += ["--api-key-env", "MMSAFETY_TEST_SERVER_KEY"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mmsafety-serve exited: {proc.stdout.read()}")
-            try:
-                request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {key}"})
-                urllib.request.urlopen(request, timeout=2).read()
-                break
-            except OSError as e:
-                if getattr(e, "code", None) == 401:
-                    break
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.3)
-        yield base_url
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryDirectory(prefix="mmsafety-serve-") as tmp:
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        served = Served(f"http://127.0.0.1:{port}/v1", proc, log_path)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            deadline = time.time() + 300
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mmsafety-serve exited: {served.log()}")
+                try:
+                    request = urllib.request.Request(f"{served.base_url}/models",
+                                                     headers={"Authorization": f"Bearer {key}"})
+                    urllib.request.urlopen(request, timeout=2).read()
+                    break
+                except OSError as e:
+                    if getattr(e, "code", None) == 401:
+                        break
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.3)
+            yield served
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@contextmanager
+def served_organism(*args: str, key: str | None = TEST_KEY):
+    """`mmsafety-serve` (the organism) on a free port; yields its base URL (…/v1)."""
+    with serve_organism(*args, key=key) as served:
+        yield served.base_url
 
 
 def _completion(content: str | None, choices: bool = True) -> bytes:

@@ -5,13 +5,16 @@ itself does ("Unrecognized request argument supplied"). docs/serving.md lists th
 
 from __future__ import annotations
 
+import base64
 import binascii
+import io
+import json
 import math
+import re
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
-
-from mmsafety.served.encoding import decode_data_url
 
 
 class RequestError(Exception):
@@ -56,6 +59,50 @@ NOT_USED = {
     "prompt_cache_retention": "as prompt_cache_key",
 }
 MAX_STOP, MAX_N, MAX_TOP_LOGPROBS = 4, 128, 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for, each checked before any model work (docs/serving.md lists them
+    with their flags). A request past one gets a 4xx in OpenAI's shape naming the limit and its value."""
+
+    max_body_bytes: int = 16 * 2 ** 20  # 413 past it, refused from Content-Length or while reading
+    max_json_depth: int = 32  # a chat request nests 6 deep; 100,000 nested arrays crash json's recursion
+    max_messages: int = 256
+    max_parts: int = 1024  # content parts over all messages
+    max_image_pixels: int = 4096 * 4096  # per image, read from its header before decoding
+    max_queue: int = 64  # requests in the server at once (being read, waiting or running); 429 past it
+    body_timeout_s: float = 30.0  # a body not received whole by then is a 408 (a slow sender holds a slot)
+    queue_timeout_s: float = 60.0  # a request still waiting for the model after this gets a 429
+    long_tokens: int = 128  # requests allowed more new tokens than this run in their own lane, and may
+    # hold at most half of max_queue, so short requests always find room
+
+
+# A JSON string with its escapes (the unrolled form: linear, no backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the brackets of a JSON text nest, outside strings (before parsing it)."""
+    codes = np.frombuffer(_JSON_STRING.sub(b"", raw), dtype=np.uint8)
+    steps = (np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}"))))
+    return int(steps.cumsum().max(initial=0))
+
+
+def load_body(raw: bytes, limits: Limits):
+    """The request body parsed as JSON (RequestError 400 when it is not JSON or nests too deep)."""
+    depth = json_depth(raw)
+    if depth > limits.max_json_depth:
+        raise RequestError(f"the request body nests {depth} levels deep; at most {limits.max_json_depth} are accepted "
+                           "(--max-json-depth)", None, "json_too_deep")
+    try:
+        return json.loads(raw)
+    except RecursionError:  # only when --max-json-depth is set above Python's recursion limit
+        raise RequestError(f"the request body nests deeper than the JSON parser allows ({depth} levels)", None,
+                           "json_too_deep") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise RequestError(f"the request body is not JSON ({str(e)[:80]}): send a JSON object", None,
+                           "invalid_json") from None
 
 
 @dataclass(frozen=True)
@@ -128,7 +175,25 @@ def _check_unsupported(body: dict) -> None:
                                name, "unsupported_parameter")
 
 
-def _image(part: dict, where: str) -> Image.Image:
+def decode_image(url: str, max_pixels: int) -> Image.Image:
+    """A base64 image data URL to an RGB image; its size is read from the header and checked
+    against `max_pixels` before the pixels are decoded (RequestError with both numbers)."""
+    if not url.startswith("data:image/") or ";base64," not in url:
+        raise ValueError("only base64 image data URLs (data:image/png;base64,...) are accepted")
+    raw = base64.b64decode(url.split(";base64,", 1)[1], validate=True)
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise RequestError(f"the image is {width} x {height} = {width * height} pixels; at most {max_pixels} "
+                                   "are accepted (--max-image-pixels)", None, "image_too_large")
+            return im.convert("RGB")
+    except Image.DecompressionBombError as e:  # PIL's guard at open (past twice its MAX_IMAGE_PIXELS): the size is in e
+        raise RequestError(f"the image has more than {max_pixels} pixels, the limit (--max-image-pixels): {e}", None,
+                           "image_too_large") from None
+
+
+def _image(part: dict, where: str, max_pixels: int) -> Image.Image:
     url = part.get("image_url")
     detail = url.get("detail", "auto") if isinstance(url, dict) else "auto"
     if detail not in (None, "auto"):
@@ -139,12 +204,14 @@ def _image(part: dict, where: str) -> Image.Image:
         raise RequestError(f"{where}.image_url.url must be a string (a data:image/...;base64 URL)",
                            f"{where}.image_url.url", "invalid_value")
     try:
-        image = decode_data_url(url)
+        image = decode_image(url, max_pixels)
+    except RequestError as e:
+        raise RequestError(f"{where}.image_url.url: {e.message}", f"{where}.image_url.url", e.code) from None
     except (ValueError, binascii.Error) as e:  # not a data URL, bad base64
         message = str(e) if url.startswith("data:image/") else (
             "only base64 image data URLs (data:image/png;base64,...) are accepted; this server fetches no URLs")
         raise RequestError(f"{where}.image_url.url: {message}", f"{where}.image_url.url", "invalid_image_url") from None
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError) as e:
         raise RequestError(f"{where}.image_url.url: the data is not a readable image ({type(e).__name__}); "
                            "send PNG or JPEG bytes", f"{where}.image_url.url", "invalid_image") from None
     return image
@@ -153,11 +220,18 @@ def _image(part: dict, where: str) -> Image.Image:
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
-def parse_messages(messages) -> tuple[list[dict], list[Image.Image]]:
+def parse_messages(messages, limits: Limits = Limits()) -> tuple[list[dict], list[Image.Image]]:
     """(conversation in the transformers chat format, images in order). Roles are kept; `developer`
     is OpenAI's newer name for `system`."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list", "messages", "invalid_value")
+    if len(messages) > limits.max_messages:
+        raise RequestError(f"messages: {len(messages)} messages; at most {limits.max_messages} are accepted "
+                           "(--max-messages)", "messages", "too_many_messages")
+    parts_total = sum(len(m["content"]) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), list))
+    if parts_total > limits.max_parts:
+        raise RequestError(f"messages: {parts_total} content parts; at most {limits.max_parts} are accepted "
+                           "(--max-parts)", "messages", "too_many_parts")
     conversation, images = [], []
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
@@ -183,7 +257,7 @@ def parse_messages(messages) -> tuple[list[dict], list[Image.Image]]:
             if kind == "text" and isinstance(part.get("text"), str):
                 out.append({"type": "text", "text": part["text"]})
             elif kind == "image_url" and role == "user":
-                images.append(_image(part, at))
+                images.append(_image(part, at, limits.max_image_pixels))
                 out.append({"type": "image"})
             else:
                 what = "image_url parts are read in user messages only" if kind == "image_url" else (
@@ -193,7 +267,7 @@ def parse_messages(messages) -> tuple[list[dict], list[Image.Image]]:
     return conversation, images
 
 
-def parse_request(body, served_name: str, vocab_size: int | None = None) -> ChatRequest:
+def parse_request(body, served_name: str, vocab_size: int | None = None, limits: Limits = Limits()) -> ChatRequest:
     """The request `body` checked field by field (RequestError on the first problem)."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object", None, "invalid_value")
@@ -203,7 +277,7 @@ def parse_request(body, served_name: str, vocab_size: int | None = None) -> Chat
         raise RequestError(f"The model `{body['model']}` does not exist; this server serves `{served_name}`.",
                            "model", "model_not_found", status=404)
     _check_unsupported(body)
-    conversation, images = parse_messages(body.get("messages"))
+    conversation, images = parse_messages(body.get("messages"), limits)
     for name in ("max_tokens", "max_completion_tokens"):
         _integer(body, name, 1)  # 0 and negatives are refused, never replaced by a default
     max_tokens = body.get("max_completion_tokens") if body.get("max_completion_tokens") is not None else body.get("max_tokens")
