@@ -25,7 +25,7 @@ SlurmdParameters=config_overrides
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
-KillWait=30
+KillWait=5
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -49,7 +49,10 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown munge:munge /run/munge 2>/dev/null || true
 pgrep -x munged >/dev/null || munged --force 2>/dev/null || su -s /bin/sh munge -c "munged --force"
-if [ "$changed" = 1 ]; then pkill -x slurmctld || true; pkill -x slurmd || true; sleep 1; fi
+if [ "$changed" = 1 ]; then  # a new config: restart the daemons (waiting for the old ones to be gone)
+    pkill -x slurmctld || true; pkill -x slurmd || true
+    for _ in $(seq 1 30); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.5; done
+fi
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 1 30); do
