@@ -167,7 +167,7 @@ def mark_failed(folder: Path, reason: str, job: dict[str, Any] | None) -> None:
     record = RunRecord.open(folder, job["kind"], job["config"], seeds=job["seeds"], schema=schema_of(job["kind"]),
                             versions=dict)
     try:
-        record.update(error=reason)
+        record.update(error=reason, invocations=[])  # no invocation ran
         record.write("failed")
     finally:
         record.close()

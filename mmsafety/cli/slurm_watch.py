@@ -61,7 +61,7 @@ class QuietSlurmWatcher(SlurmInfoWatcher):
 
     def read_info(self, string):
         info = super().read_info(string)
-        for job_id in sorted(info):
+        for job_id in sorted(info, key=lambda j: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", j)]):
             if "[" in job_id:
                 continue
             state = info[job_id].get("State", "UNKNOWN").split()[0]
