@@ -30,8 +30,12 @@ def cluster():
         pytest.skip("SLURM is not installed (apt-get install slurm-wlm munge; .ci/run does)")
     if os.geteuid() != 0:
         pytest.skip("the SLURM daemons of tests/slurm/cluster.sh need root")
+    was_up = subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0
     up = subprocess.run(["bash", str(CLUSTER)], capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stdout + up.stderr
+    yield
+    if not was_up:  # the daemons these tests started end with them
+        subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, timeout=60)
 
 
 def wait_for(predicate, what: str, timeout: float = 300, every: float = 1.0):

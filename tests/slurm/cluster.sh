@@ -4,7 +4,15 @@
 # slurmctld and slurmd run on this host with one partition; the node declares 8 CPUs whatever the machine
 # has (SlurmdParameters=config_overrides) so that array-parallelism limits can be observed on 2 cores.
 # No accounting storage: job states come from squeue/scontrol, which is what mmsafety's poller reads.
+# KillWait=5: a cancelled job (submitit ignores its SIGTERM) is killed 5 s later, not 30.
+#   tests/slurm/cluster.sh stop   ends the daemons it started (by their pid files).
 set -euo pipefail
+if [ "${1:-}" = stop ]; then
+    for pidfile in /run/slurmd.pid /run/slurmctld.pid /run/munge/munged.pid; do
+        [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
+    echo "slurm: stopped"; exit 0
+fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     echo "SLURM is not installed: apt-get install slurm-wlm munge (as root)" >&2; exit 2
 fi
