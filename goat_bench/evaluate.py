@@ -132,7 +132,7 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     todo.sort(key=lambda s: (len(s.text), s.task, s.id))
     correct = scored = 0
     start = time.perf_counter()
-    bar = progress(len(todo), f"{cfg.model.name} {scoring}", "meme")
+    bar = progress(len(samples), f"{cfg.model.name} {scoring}", "meme", initial=len(samples) - len(todo))
     pending: list[tuple[MemeSample, object]] = []
     # Out of memory halves the batch (kept for the rest of the run); a meme alone too big is skipped.
     batcher = HalvingBatcher(cfg.batch_size)

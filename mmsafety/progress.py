@@ -33,9 +33,9 @@ def interactive() -> bool:
 class LoggedProgress:
     """The part of tqdm's interface the loops use (update, set_postfix, close), as log lines."""
 
-    def __init__(self, total: int, desc: str, unit: str, every_s: float = 30.0):
+    def __init__(self, total: int, desc: str, unit: str, every_s: float = 30.0, initial: int = 0):
         self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
-        self.n, self.postfix = 0, ""
+        self.n, self.initial, self.postfix = initial, initial, ""  # initial: done before this resume
         self.start = self.last = time.monotonic()
         self.closed = False
 
@@ -55,7 +55,8 @@ class LoggedProgress:
     def _line(self, suffix: str) -> None:
         self.last = time.monotonic()
         seconds = self.last - self.start
-        rate = f", {self.n / seconds:.2f} {self.unit}s/s" if seconds > 0 and self.n else ""
+        done = self.n - self.initial  # the rate is this invocation's
+        rate = f", {done / seconds:.2f} {self.unit}s/s" if seconds > 0 and done else ""
         extra = f", {self.postfix}" if self.postfix else ""
         logging.getLogger(LOGGER).info(f"{self.desc}: {self.n}/{self.total} {self.unit}s{suffix} "
                                        f"in {seconds:.1f}s{rate}{extra}")
@@ -76,15 +77,16 @@ def log_every_s() -> float:
         return 30.0
 
 
-def progress(total: int, desc: str, unit: str):
+def progress(total: int, desc: str, unit: str, initial: int = 0):
     """A tqdm bar when interactive (in a notebook a widget, or text where ipywidgets is not installed,
-    rather than tqdm.auto's "IProgress not found" warning), else LoggedProgress."""
+    rather than tqdm.auto's "IProgress not found" warning), else LoggedProgress. `initial`: what a resumed
+    run had done before (the counter starts there, out of the whole `total`)."""
     import importlib.util
 
     if not interactive():
-        return LoggedProgress(total, desc, unit, log_every_s())
+        return LoggedProgress(total, desc, unit, log_every_s(), initial)
     if importlib.util.find_spec("ipywidgets") is not None:
         from tqdm.auto import tqdm
     else:
         from tqdm.std import tqdm
-    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0)
+    return tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0)

@@ -30,8 +30,12 @@ def cluster():
         pytest.skip("SLURM is not installed (apt-get install slurm-wlm munge; .ci/run does)")
     if os.geteuid() != 0:
         pytest.skip("the SLURM daemons of tests/slurm/cluster.sh need root")
+    was_up = subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0
     up = subprocess.run(["bash", str(CLUSTER)], capture_output=True, text=True, timeout=120)
     assert up.returncode == 0, up.stdout + up.stderr
+    yield
+    if not was_up:  # the daemons these tests started end with them
+        subprocess.run(["bash", str(CLUSTER), "stop"], capture_output=True, timeout=60)
 
 
 def wait_for(predicate, what: str, timeout: float = 300, every: float = 1.0):
@@ -83,6 +87,10 @@ def test_an_attack_warned_twice_resumes_from_the_steps_it_reached_and_equals_an_
             subprocess.run(["scancel", job_dir.name] if "job_dir" in locals() else ["true"])
     assert launcher.returncode == 0, err[-3000:]
     assert 0 < resumed_from[0] < resumed_from[1] < 1000, resumed_from  # from the step reached, never from 0
+    text = log()  # the progress counter of each resumed start goes on from the step it resumed from
+    for marker, step in zip(re.finditer(r"\(saved attack state\)", text), resumed_from):
+        counted = re.search(r"(\d+)/1000 steps", text[marker.end():])
+        assert counted and int(counted.group(1)) > step, (step, counted and counted.group(0))
     assert "sacct" not in err and "accounting storage is disabled" not in err  # quiet polling
     assert f"slurm: job {job_id} running" in err  # state lines come from polls: a short requeue or the end may fall between two
 
@@ -111,12 +119,86 @@ def test_the_sweep_exit_status_follows_the_records_of_jobs_run_on_the_cluster(cl
 
 
 def test_cuda_placement_asks_slurm_for_a_gpu_in_the_submission_script(cluster, tmp_path):
-    """placement=cuda submits with --gpus-per-node=1; this node declares no GPU, so sbatch refuses the job
-    and the sweep fails, leaving the generated submission script, which is what is checked."""
+    """placement=cuda submits with --gpus-per-node=1; this node declares no GPU, so sbatch refuses the job:
+    one line says so and what to type instead (no traceback), and the generated submission script is
+    checked."""
     sweep = tmp_path / "sweep"
     proc = run_cli("mmsafety-eval", "-m", "hydra/launcher=slurm", "placement=cuda", "task=goat_sarcasm",
                    "task.limit=1", f"hydra.sweep.dir={sweep}", timeout=300)
-    assert proc.returncode != 0
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if "error" in x.lower()]  # sbatch's own echo is not repeated
+    assert line.startswith("error: sbatch refused the jobs' 1 GPU(s) per node (") and "placement=cpu" in line \
+        and "hydra.launcher.partition=" in line, proc.stderr
+    assert "Traceback" not in proc.stderr
     (script,) = sweep.glob(".submitit/.submission_file_*.sh")
     assert re.search(r"^#SBATCH --gpus-per-node=1$", script.read_text(), re.M), script.read_text()
     assert not list(sweep.glob("*/record.json"))  # nothing ran
+
+
+def array_tasks() -> dict[str, str]:
+    """'ARRAYJOB_TASK' -> state, for every array task the controller knows (pending ones one by one)."""
+    shown = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True).stdout
+    return dict(line.split("|", 1) for line in shown.split() if "_" in line.split("|", 1)[0])
+
+
+def test_a_16_job_array_runs_4_at_once_cancelled_jobs_fail_with_their_reason_and_a_rerun_resumes_only_them(
+        cluster, tmp_path):
+    """Issue 25, item 5. 16 GOAT shards with hydra.launcher.array_parallelism=4 on a node that declares 8
+    CPUs: never more than 4 run at once, and 4 do. Two running jobs and one pending job are cancelled with
+    scancel: the sweep exits 1, their records (and the leaderboard) say failed with SLURM's reason, the
+    other 13 complete. The same command again submits only those 3, leaves the 13 records untouched, and
+    ends with all 16 completed."""
+    sweep = tmp_path / "sweep"
+    shards = [f"shard={','.join(map(str, range(16)))}", "num_shards=16", "task=goat_sarcasm", "task.limit=32"]
+    command = [*cli_command("mmsafety-eval"), "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
+               "hydra.launcher.mem_gb=1", "hydra.launcher.array_parallelism=4", *shards, f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    with open(tmp_path / "first.err", "w") as err_file:  # a file, not a pipe nobody reads while polling
+        first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err_file, text=True, env=env)
+    most_running, cancelled, deadline = 0, [], time.monotonic() + 1800
+    try:
+        while first.poll() is None and time.monotonic() < deadline:
+            tasks = array_tasks()
+            running = sorted(t for t, state in tasks.items() if state == "RUNNING")
+            most_running = max(most_running, len(running))
+            if not cancelled and len(running) >= 2:
+                pending = sorted((t for t, state in tasks.items() if state == "PENDING"),
+                                 key=lambda t: int(t.split("_")[1]))
+                assert pending, tasks  # 4 at most run: the rest wait
+                cancelled = [*running[:2], pending[-1]]
+                subprocess.run(["scancel", *cancelled], check=True)
+            time.sleep(0.5)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            subprocess.run(["scancel", "--name=eval"])
+    err = (tmp_path / "first.err").read_text()
+    assert first.returncode is not None, f"the sweep did not end within 30 minutes: {err[-3000:]}"
+    assert most_running == 4, most_running  # the node could run 8: the array's limit is what holds them to 4
+    assert first.returncode == 1, err[-3000:]
+    assert "error: 3 of 16 job(s) of the sweep did not complete (failed 3)" in err, err[-3000:]
+
+    def records() -> dict[int, dict]:
+        return {int(p.parent.name.split("-")[0]): json.loads(p.read_text()) for p in sweep.glob("*/record.json")}
+
+    cancelled_jobs = {int(t.split("_")[1]) for t in cancelled}  # array task i is job i of the sweep
+    after_first = records()
+    assert sorted(after_first) == list(range(16))
+    assert {i for i, r in after_first.items() if r["status"] == "failed"} == cancelled_jobs
+    for i in cancelled_jobs:  # a pending array task cancelled before it was split off leaves no trace in SLURM
+        said = r"(ended CANCELLED|left no result and SLURM no longer knows it \(cancelled before it started)"
+        assert re.search(r"SLURM job \d+_%d %s" % (i, said), after_first[i]["error"]), after_first[i]
+    rows = json.loads((sweep / "leaderboard.json").read_text())["goat_bench"]
+    failed = [row for row in rows if row["status"].startswith("failed")]  # a job cancelled before it wrote its
+    assert failed and all(re.match(r"SLURM job \d+_\d+ ", row["error"]) for row in failed), rows  # spec: a row apart
+    finished = {p.parent.name: p.read_bytes() for p in sweep.glob("*/record.json")
+                if json.loads(p.read_text())["status"] == "completed"}
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "sweep: 13 of 16 job(s) already completed" in again.stderr and "submitting the other 3" in again.stderr
+    assert {p.parent.name: p.read_bytes() for p in sweep.glob("*/record.json") if p.parent.name in finished} \
+        == finished  # not run again
+    assert {r["status"] for r in records().values()} == {"completed"}
+    (row,) = json.loads((sweep / "leaderboard.json").read_text())["goat_bench"]
+    assert row["status"] == "completed", row

@@ -27,7 +27,7 @@ from mmsafety.records import atomic_write_bytes
 from visual_attacks.config_checks import check_l2_budget
 from visual_attacks.ensemble import EnsembleObjective, Surrogate, surrogate_view
 from visual_attacks.eot import EOTransforms, eot_enabled
-from visual_attacks.pgd import OPTIMIZERS, Checkpoint, PGDConfig, pgd
+from visual_attacks.pgd import OPTIMIZERS, Checkpoint, PGDConfig, pgd, read_state
 from visual_attacks.png_names import png_name
 
 
@@ -57,6 +57,15 @@ def attack_checkpoint(path: Path, attack, objective, config_sha256: str | None =
     if hasattr(objective, "state_dict"):
         return Checkpoint(path, attack.checkpoint_every, objective.state_dict, objective.load_state_dict, config_sha256)
     return Checkpoint(path, attack.checkpoint_every, config_sha256=config_sha256)
+
+
+def saved_step(checkpoint: Checkpoint | None) -> int:
+    """The step a resumed chunk's attack starts from (its saved state's, as pgd will load it), else 0."""
+    try:
+        state = read_state(checkpoint.path) if checkpoint is not None else None
+    except Exception:  # pgd reports a state it cannot load
+        return 0
+    return int(state["step"]) if state and state.get("config_sha256") == checkpoint.config_sha256 else 0
 
 
 def save_png(pixels: torch.Tensor, folder: Path, index: int, role: str) -> Path:
@@ -174,7 +183,8 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
         clean = clean_pixels(adapter, chunk)
         objective = case.objective(adapter, chunk, clean, attack)
     check_l2_budget(pcfg.norm, pcfg.eps, tuple(clean.shape[1:]))
-    bar = progress(pcfg.steps, f"{attack.name} eps={attack.eps}", "step")
+    checkpoint = attack_checkpoint(attack_state_path(out_dir, indices), attack, objective, config_sha256)
+    bar = progress(pcfg.steps, f"{attack.name} eps={attack.eps}", "step", initial=saved_step(checkpoint))
 
     def on_step(step, loss, best):
         bar.update(1)
@@ -187,7 +197,7 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
         result = pgd(objective, clean.to(adapter.device), pcfg, on_step, monitor=chunk_monitor,
                      monitor_every=attack.check_every,
                      select=getattr(objective, "validation", None),  # universal objectives: a fixed validation batch
-                     checkpoint=attack_checkpoint(attack_state_path(out_dir, indices), attack, objective, config_sha256))
+                     checkpoint=checkpoint)
     finally:
         bar.close()
     seconds = time.perf_counter() - begin

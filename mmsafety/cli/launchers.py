@@ -25,3 +25,15 @@ def check_launcher(cfg: DictConfig) -> None:
         from mmsafety.cli.slurm_watch import install  # submitit: only with the SLURM launcher (the slurm extra)
 
         install()  # quiet polling: one line per job state change, not sacct's warnings
+        register_slurm_launcher()
+
+
+def register_slurm_launcher() -> None:
+    """Make sure Hydra knows mmsafety's SLURM launcher (conf/hydra/launcher/slurm.yaml). Hydra finds
+    plugins by listing the `hydra_plugins` folders on sys.path, which misses them in an editable
+    install (`pip install -e .`) run from outside the checkout; the module itself imports fine."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.mmsafety_searchpath.mmsafety_slurm_launcher import MMSafetySlurmLauncher
+
+    known = Plugins.instance().class_name_to_class
+    known.setdefault(f"{MMSafetySlurmLauncher.__module__}.{MMSafetySlurmLauncher.__qualname__}", MMSafetySlurmLauncher)

@@ -8,12 +8,15 @@ failed) instead of warnings."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 FIELDS = "JobID|State|NodeList"
+POLL_EVERY_S = 60
+GONE = "NOT_FOUND"  # the state of a job the controller no longer knows (no accounting to ask)
 
 
 def job_states(job_ids: list[str]) -> str:
@@ -25,6 +28,11 @@ def job_states(job_ids: list[str]) -> str:
     lines = [FIELDS]
     for job_id in job_ids:
         shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True)
+        if shown.returncode and re.search(r"not found|Invalid job id", shown.stdout + shown.stderr):
+            # Purged: cancelled before it started (a pending array task), or ended more than MinJobAge
+            # ago. A state submitit counts as ended: its result file, if any, says how.
+            lines.append(f"{job_id}|{GONE}|")
+            continue
         for line in shown.stdout.splitlines():
             fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
             state = fields.get("JobState", "UNKNOWN")
@@ -43,26 +51,29 @@ class QuietSlurmWatcher(SlurmInfoWatcher):
         self._out = out
 
     def _make_command(self):
-        command = super()._make_command()
-        if command is None:
+        # Each array task by its own id (submitit asks for the array's id, which scontrol answers with
+        # the tasks it still knows: a pending task cancelled before it was split off would never show).
+        job_ids = sorted(self._registered - self._finished)
+        if not job_ids:
             return None
-        job_ids = [command[i + 1] for i, arg in enumerate(command) if arg == "-j"]
         return [sys.executable, "-c", "import sys; from mmsafety.cli.slurm_watch import job_states; "
                 "print(job_states(sys.argv[1:]), end='')", *job_ids]
 
     def read_info(self, string):
         info = super().read_info(string)
-        for job_id in sorted(info):
+        for job_id in sorted(info, key=lambda j: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", j)]):
             if "[" in job_id:
                 continue
             state = info[job_id].get("State", "UNKNOWN").split()[0]
             if self._seen.get(job_id) != state:
                 self._seen[job_id] = state
-                print(f"slurm: job {job_id} {state.lower()}", file=self._out, flush=True)
+                print(f"slurm: job {job_id} {state.lower().replace('_', ' ')}", file=self._out, flush=True)
         return info
 
 
 def install() -> None:
     """Make submitit's SLURM jobs in this process poll through QuietSlurmWatcher (once)."""
     if not isinstance(SlurmJob.watcher, QuietSlurmWatcher):
-        SlurmJob.watcher = QuietSlurmWatcher(delay_s=SlurmJob.watcher._delay_s)
+        # Polls at 0, 2, 4, 8, ... s after the last submission, then every minute (submitit's default
+        # backs off to every 10 minutes: a job's end, or its cancellation, would be seen that late).
+        SlurmJob.watcher = QuietSlurmWatcher(delay_s=POLL_EVERY_S)

@@ -4,7 +4,15 @@
 # slurmctld and slurmd run on this host with one partition; the node declares 8 CPUs whatever the machine
 # has (SlurmdParameters=config_overrides) so that array-parallelism limits can be observed on 2 cores.
 # No accounting storage: job states come from squeue/scontrol, which is what mmsafety's poller reads.
+# KillWait=5: a cancelled job (submitit ignores its SIGTERM) is killed 5 s later, not 30.
+#   tests/slurm/cluster.sh stop   ends the daemons it started (by their pid files).
 set -euo pipefail
+if [ "${1:-}" = stop ]; then
+    for pidfile in /run/slurmd.pid /run/slurmctld.pid /run/munge/munged.pid; do
+        [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
+    echo "slurm: stopped"; exit 0
+fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     echo "SLURM is not installed: apt-get install slurm-wlm munge (as root)" >&2; exit 2
 fi
@@ -25,7 +33,7 @@ SlurmdParameters=config_overrides
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
-KillWait=30
+KillWait=5
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
@@ -49,7 +57,10 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown munge:munge /run/munge 2>/dev/null || true
 pgrep -x munged >/dev/null || munged --force 2>/dev/null || su -s /bin/sh munge -c "munged --force"
-if [ "$changed" = 1 ]; then pkill -x slurmctld || true; pkill -x slurmd || true; sleep 1; fi
+if [ "$changed" = 1 ]; then  # a new config: restart the daemons (waiting for the old ones to be gone)
+    pkill -x slurmctld || true; pkill -x slurmd || true
+    for _ in $(seq 1 30); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.5; done
+fi
 pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd
 for _ in $(seq 1 30); do
