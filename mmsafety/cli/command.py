@@ -15,19 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmsafety.cli import sweep_status
 from mmsafety.cli.hydra_errors import explain
 from mmsafety.cli.job_log import job_log
 from mmsafety.cli.launchers import check_launcher
+from mmsafety.cli.loading import MissingCapability
+from mmsafety.cli.presets import CONFIG_MODULE, check_workload_groups, transfer_route
 from mmsafety.cli.output_dir import STORAGE_ERRORS, check_output_dir, describe_os_error
 from mmsafety.cli.resolvers import register
 from mmsafety.cli.run_identity import check_run_folder, check_sweep_folder, job_config_sha256
 from mmsafety.cli.sweeps import every_job, is_hydra_override, override_variants
-from mmsafety.errors import UserError
+from mmsafety.errors import ConfigError, UserError
+from mmsafety.models.capabilities import PIXEL_LOSS
 
-CONFIG_MODULE = "mmsafety.conf"
 INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
@@ -52,9 +54,15 @@ def compose(config_name: str, overrides: Sequence[str], with_hydra: bool = False
     register()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=with_hydra)
+            # Hydra composes its own node either way; its choices say which preset each group got.
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
         except Exception as e:  # Hydra raises several types; all of them are config mistakes here
             raise UserError(explain(e)) from None
+        check_workload_groups(OmegaConf.to_container(cfg.hydra.runtime.choices))
+    if not with_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
 
 
 def check_command_line(command: JobCommand, overrides: list[str], multirun: bool):
@@ -73,12 +81,23 @@ def check_command_line(command: JobCommand, overrides: list[str], multirun: bool
             except UserError:
                 pass  # a hydra.* value Hydra will report itself; the job's own config is checked next
         cfg = cfg if cfg is not None else compose(command.config_name, variant)
-        built = command.validate(cfg)
+        try:
+            built = command.validate(cfg)
+        except MissingCapability as e:
+            raise ConfigError(f"{e}{_next_step(cfg, e, overrides, multirun)}") from None
         if i == 0:
             prepared = built
             if "hydra" in cfg:
                 _check_output_folders(command, cfg, overrides, multirun)
     return prepared
+
+
+def _next_step(cfg: DictConfig, error: MissingCapability, overrides: list[str], multirun: bool) -> str:
+    """What to type when the model cannot take gradients (a served model, for a craft stage): the transfer route."""
+    if PIXEL_LOSS not in error.missing or "hydra" not in cfg:
+        return ""
+    choices = cfg.hydra.runtime.choices
+    return transfer_route(cfg.hydra.help.app_name, choices.get("model") or cfg.model.name, overrides, multirun)
 
 
 def _check_output_folders(command: JobCommand, cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
