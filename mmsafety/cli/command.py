@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmsafety.cli import sweep_status
+from mmsafety.cli.help import HELP_FLAGS, command_help
 from mmsafety.cli.hydra_errors import explain
 from mmsafety.cli.job_log import job_log
 from mmsafety.cli.launchers import check_launcher
@@ -153,6 +154,13 @@ def _run(command: JobCommand, args: list[str]) -> str | None:
     from hydra.types import RunMode
 
     register()
+    if any(a in HELP_FLAGS for a in args):  # this command's groups and options, not every group on the search path
+        try:
+            print(command_help(compose(command.config_name, [a for a in args if not a.startswith("-")], with_hydra=True)))
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return None
     multirun = any(a in ("-m", "--multirun") for a in args)
     checked, validated = None, False
     # Flags that show help or config, or pick another config: Hydra's business (overrides never start with -).
