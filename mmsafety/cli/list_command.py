@@ -19,7 +19,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from mmsafety.cli.presets import _loader, config_context, group_options, preset_values, selected_groups
+from mmsafety.cli.presets import loader, config_context, group_options, preset_values, selected_groups
 from mmsafety.registry import Registry, did_you_mean
 
 # What the user types -> the config group (None: a registry, not a config group).
@@ -68,7 +68,7 @@ def describe(group: str, option: str) -> str:
 
 
 def _preset_text(group: str, option: str) -> str:
-    for source in _loader().get_sources():
+    for source in loader().get_sources():
         relative = f"{group}/{option}.yaml"
         try:
             if source.scheme() == "pkg":

@@ -36,7 +36,7 @@ def config_context():
         yield
 
 
-def _loader():
+def loader():
     """Hydra's config loader of the current `config_context`."""
     from hydra.core.global_hydra import GlobalHydra
 
@@ -45,13 +45,13 @@ def _loader():
 
 def group_options(group: str) -> list[str]:
     """The options of `group` a user can pick (schemas left out), in name order."""
-    return sorted(o for o in _loader().get_group_options(group) if not o.endswith(HIDDEN_SUFFIX))
+    return sorted(o for o in loader().get_group_options(group) if not o.endswith(HIDDEN_SUFFIX))
 
 
 def selected_groups(group: str, option: str) -> dict[str, str]:
     """The groups `group=option` selects in its own defaults list (`override /case@_global_.case: X`
     gives {"case": "X"}); {} when it selects none or cannot be read."""
-    repository = getattr(_loader(), "repository", None)  # Hydra's config repository (no public accessor)
+    repository = getattr(loader(), "repository", None)  # Hydra's config repository (no public accessor)
     if repository is None:
         return {}
     try:
@@ -94,7 +94,7 @@ def preset_values(group: str, option: str) -> dict:
     """The keys `group=option` sets itself (its file, interpolations unresolved); {} when unreadable."""
     from omegaconf import OmegaConf
 
-    repository = getattr(_loader(), "repository", None)
+    repository = getattr(loader(), "repository", None)
     try:
         result = repository.load_config(f"{group}/{option}") if repository is not None else None
     except Exception:
