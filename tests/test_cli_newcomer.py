@@ -133,6 +133,12 @@ def test_an_unknown_key_names_the_closest_first_then_the_keys_there(override, cl
     assert message.endswith("keys here: " + ", ".join(keys)), message
 
 
+def test_adding_a_key_beside_one_it_misspells_is_refused_and_a_new_key_is_not():
+    message = refusal("visual_attack", "+attack.stpes=5")
+    assert message == "+attack.stpes=5: adds a key stpes beside steps (did you mean attack.steps=5?)"
+    check_command_line("visual_attack", ["attack=harmbench_pgd", "+case.judge.model.name_or_path=/ckpt/cls"], False)
+
+
 # -- bad input to every command: one line that says what to type, nothing written ------------------------
 
 @pytest.mark.parametrize("command, args, expected", [

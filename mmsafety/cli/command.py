@@ -29,6 +29,7 @@ from mmsafety.cli.resolvers import register
 from mmsafety.cli.run_identity import check_run_folder, check_sweep_folder, job_config_sha256
 from mmsafety.cli.sweeps import every_job, is_hydra_override, override_variants
 from mmsafety.errors import ConfigError, UserError
+from mmsafety.registry import closest
 from mmsafety.models.capabilities import PIXEL_LOSS
 
 INTERRUPTED = "interrupted; rerun the same command to resume"
@@ -75,6 +76,8 @@ def check_command_line(command: JobCommand, overrides: list[str], multirun: bool
     hydra_overrides = [o for o in overrides if is_hydra_override(o)]
     prepared = None
     for i, variant in enumerate(override_variants(overrides)):
+        if i == 0:
+            _check_added_keys(command.config_name, variant)
         cfg = None
         if i == 0:  # with Hydra's own config: the output folder (every job of a sweep shares its folder)
             try:
@@ -85,7 +88,8 @@ def check_command_line(command: JobCommand, overrides: list[str], multirun: bool
         try:
             built = command.validate(cfg)
         except MissingCapability as e:
-            raise ConfigError(f"{e}{_next_step(cfg, e, overrides, multirun)}") from None
+            with_hydra = cfg if "hydra" in cfg else compose(command.config_name, variant, with_hydra=True)
+            raise ConfigError(f"{e}{_next_step(with_hydra, e, overrides, multirun)}") from None
         if i == 0:
             prepared = built
             if "hydra" in cfg:
@@ -93,9 +97,27 @@ def check_command_line(command: JobCommand, overrides: list[str], multirun: bool
     return prepared
 
 
+def _check_added_keys(config_name: str, overrides: list[str]) -> None:
+    """`+attack.stpes=5` adds a key beside `steps` that nothing reads: a typo Hydra accepts. Refused when
+    the new key is close to one already there (a genuinely new key, `+case.judge.model.name_or_path`, is not)."""
+    added = [o for o in overrides if o.startswith("+") and not o.startswith("++") and "=" in o]
+    if not added:
+        return
+    base = compose(config_name, [o for o in overrides if o not in added])
+    for override in added:
+        key = override[1:].split("=", 1)[0]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        if isinstance(node, DictConfig) and leaf not in node:
+            close = closest(leaf, [str(k) for k in node.keys()], n=1)
+            if close:
+                fixed = f"{parent}.{close[0]}" if parent else close[0]
+                raise ConfigError(f"{override}: adds a key {leaf} beside {close[0]} (did you mean {fixed}={override.split('=', 1)[1]}?)")
+
+
 def _next_step(cfg: DictConfig, error: MissingCapability, overrides: list[str], multirun: bool) -> str:
     """What to type when the model cannot take gradients (a served model, for a craft stage): the transfer route."""
-    if PIXEL_LOSS not in error.missing or "hydra" not in cfg:
+    if PIXEL_LOSS not in error.missing:
         return ""
     choices = cfg.hydra.runtime.choices
     return transfer_route(cfg.hydra.help.app_name, choices.get("model") or cfg.model.name, overrides, multirun)
