@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 
+from mmsafety.cli.presets import HIDDEN_SUFFIX
 from mmsafety.registry import did_you_mean
-
-HIDDEN_SUFFIX = "_schema"  # mmsafety.cli.presets.HIDDEN_SUFFIX: schemas are not options a user picks
 
 
 def explain(error: Exception) -> str:

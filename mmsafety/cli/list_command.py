@@ -16,10 +16,12 @@ import json
 import os
 import re
 import sys
+import typing
 from importlib import resources
 from pathlib import Path
 
-from mmsafety.cli.presets import loader, config_context, group_options, preset_values, selected_groups
+from mmsafety.cli.presets import config_context, group_options, loader, preset_values, selected_groups
+from mmsafety.paths import cache_root
 from mmsafety.registry import Registry, did_you_mean
 
 # What the user types -> the config group (None: a registry, not a config group).
@@ -87,7 +89,7 @@ def _preset_text(group: str, option: str) -> str:
 def hub_files(repo: str) -> tuple[bool, int]:
     """Whether the hub checkpoint `repo` has its config and every weight file in the local Hugging
     Face cache, and their size on disk in bytes (0 when not there). Reads the cache only."""
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # optional heavy: only `list models` reads the hub cache
 
     def cached(name: str) -> str | None:
         found = try_to_load_from_cache(repo, name)
@@ -108,17 +110,15 @@ def hub_files(repo: str) -> tuple[bool, int]:
 
 
 def model_line(option: str) -> str:
-    from mmsafety.cli.loading import has_capabilities
-    from mmsafety.models.capabilities import ALL
-    from mmsafety.models.registry import adapter_class
+    from mmsafety.models.capabilities import capabilities_of
+    from mmsafety.models.registry import adapter_class  # heavy (torch, the adapter modules): models only
 
     values = preset_values("model", option)
-    adapter = str(values.get("adapter"))
     try:
-        caps = sorted(adapter_class(adapter).capabilities)
+        caps = sorted(capabilities_of(adapter_class(str(values.get("adapter")))))
     except Exception:  # an adapter whose module cannot load here (one warning from the registry)
         caps = []
-    can = ", ".join(SHORT.get(c, c) for c in caps if has_capabilities(adapter, [c]) and c in ALL) or "?"
+    can = ", ".join(SHORT.get(c, c) for c in caps) or "?"
     where, what = _model_source(values)
     comment = preset_comment("model", option)
     what = " ".join(w for w in (what, "" if comment.startswith(GENERIC) else comment) if w)
@@ -145,7 +145,7 @@ def _model_source(values: dict) -> tuple[str, str]:
 
 
 def _built(builder: str, seed: int) -> str:
-    from mmsafety.organisms.builders import built_path
+    from mmsafety.organisms.builders import built_path  # heavy: the builders register beside their adapters
 
     try:
         path = built_path(builder, seed)
@@ -172,8 +172,6 @@ def judge_lines() -> list[str]:
 
 def _returned_doc(function) -> str:
     """The docstring of the class a judge factory returns (its return annotation)."""
-    import typing
-
     try:
         returned = typing.get_type_hints(function).get("return")
     except Exception:
@@ -195,8 +193,6 @@ def lines_for(kind: str) -> list[str]:
 
 
 def cache_line() -> str:
-    from mmsafety.paths import cache_root
-
     return f"built models and data: {cache_root()} ($MMSAFETY_CACHE overrides it)"
 
 

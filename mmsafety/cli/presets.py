@@ -13,6 +13,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Mapping
 
+from omegaconf import OmegaConf
+
 from mmsafety.errors import ConfigError
 
 # The groups that decide which workload a job runs: a preset that selects one must get its choice.
@@ -92,8 +94,6 @@ def check_workload_groups(choices: Mapping[str, str]) -> None:
 
 def preset_values(group: str, option: str) -> dict:
     """The keys `group=option` sets itself (its file, interpolations unresolved); {} when unreadable."""
-    from omegaconf import OmegaConf
-
     repository = getattr(loader(), "repository", None)
     try:
         result = repository.load_config(f"{group}/{option}") if repository is not None else None
@@ -109,7 +109,7 @@ def open_surrogate(model_choice: str | None, needed=("pixel_loss",)) -> str | No
     """The model preset to craft on in place of `model_choice` (a model that cannot take gradients):
     the open preset of the same weights when there is one (a served llava-1.5-7b crafts on
     llava_1_5_7b), else llava_1_5_7b, else the first real checkpoint that can do `needed`."""
-    from mmsafety.cli.loading import has_capabilities
+    from mmsafety.cli.loading import has_capabilities  # heavy (torch, the adapters): only when a route is named
 
     served = preset_values("model", model_choice).get("name_or_path") if model_choice else None
     able = [o for o in group_options("model")
