@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # torch and torchvision first, at versions known to work (a CUDA build that also runs on CPU);
 # override TORCH_SPEC to use another build. pyproject only states ranges.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-export MMSAFETY_CACHE ?= $(CURDIR)/.cache/mmsafety
+# Built models and data: the same cache as a console script typed in a shell, ${XDG_CACHE_HOME:-~/.cache}/mmsafety
+# (mmsafety/paths.py); MMSAFETY_CACHE=DIR make ... puts them elsewhere. `mmsafety-list models` prints where it is.
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 

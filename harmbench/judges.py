@@ -147,6 +147,7 @@ def _served_adapter(options: dict):
 
 @judges.register("harmbench_cls")
 def harmbench_cls(options: dict) -> CausalLMClassifier:
+    """HarmBench's classifier (cais/HarmBench-Llama-2-13b-cls, offline an organism) on its classifier prompt: "yes" is harmful."""
     served = _served_adapter(options)
     if served is not None:
         tokenizer = (options.get("model") or {}).get("tokenizer")
@@ -171,6 +172,7 @@ class RefusalSubstringJudge:
 
 @judges.register("refusal_substring")
 def refusal_substring(options: dict) -> RefusalSubstringJudge:
+    """Zou et al.'s refusal prefixes: harmful when the completion contains none of them (no model)."""
     return RefusalSubstringJudge()
 
 
@@ -195,6 +197,7 @@ class VLMJudge:
 
 @judges.register("vlm_judge")
 def vlm_judge(options: dict) -> VLMJudge:
+    """Any generative VLM preset asked the documented yes/no question about each completion."""
     from mmsafety.models.loading import LoadOptions
     from mmsafety.models.registry import adapter_class
     from mmsafety.placement import resolve_placement

@@ -9,9 +9,21 @@ from pathlib import Path
 from typing import Callable
 
 
+def cache_root() -> Path:
+    """Where the cache is, without creating it: `$MMSAFETY_CACHE`, else the XDG cache,
+    `${XDG_CACHE_HOME:-~/.cache}/mmsafety`. One default for the console scripts and the Makefile,
+    so a model built by `make demo` is found by a command typed in a shell."""
+    explicit = os.environ.get("MMSAFETY_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else Path.home() / ".cache"
+    return base / "mmsafety"
+
+
 def cache_dir() -> Path:
-    """`$MMSAFETY_CACHE`, else `~/.cache/mmsafety`. Created on first use."""
-    root = Path(os.environ.get("MMSAFETY_CACHE") or Path.home() / ".cache" / "mmsafety").expanduser()
+    """`cache_root()`, created on first use."""
+    root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     return root
 

@@ -34,6 +34,17 @@ T = TypeVar("T")
 PLUGIN_GROUP = "mmsafety.plugins"
 
 
+def closest(name: object, names: Iterable[str], n: int = 3) -> list[str]:
+    """The names most like `name` (a typo's likely intent), best first; [] when none is close."""
+    return difflib.get_close_matches(str(name), list(names), n=n, cutoff=0.6)
+
+
+def did_you_mean(name: object, names: Iterable[str], n: int = 1) -> str:
+    """' (did you mean a?)', ' (did you mean a, b?)' or '' when nothing is close."""
+    close = closest(name, names, n)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
 class PluginWarning(UserWarning):
     """A plug-in entry (or a built-in module) that failed to import; the registry goes on without it."""
 
@@ -127,9 +138,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if not self._find(name):
-            close = difflib.get_close_matches(str(name), self.names(), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{self.key}={name}: not registered{hint}; use one of {', '.join(self.names())}")
+            raise ConfigError(f"{self.key}={name}: not registered{did_you_mean(name, self.names())}; "
+                              f"use one of {', '.join(self.names())}")
         return self._items[name]
 
     def names(self) -> list[str]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mmsafety.paths import cache_root
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "sk-mmsafety-test-0f3c9a7e5b1d4c2a"  # what the test server requires; must never be written anywhere
 
@@ -32,7 +34,7 @@ def free_port() -> int:
 
 def child_env(**extra) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
-    env.setdefault("MMSAFETY_CACHE", os.environ.get("MMSAFETY_CACHE", str(Path.home() / ".cache" / "mmsafety")))
+    env.setdefault("MMSAFETY_CACHE", str(cache_root()))  # the cache this process builds into
     return env
 
 

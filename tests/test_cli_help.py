@@ -41,3 +41,28 @@ def test_every_command_answers_help(script, tmp_path):
     assert calls, proc.stdout
     assert len(proc.stdout.splitlines()) >= 5, proc.stdout  # what it does and its options, not one line
     assert not any(tmp_path.iterdir()), "--help must not create a run folder"
+    # Only options a user can pick, and only the groups this command reads (issue 33 item 3).
+    assert "_schema" not in proc.stdout, proc.stdout
+    listed = {line.split(":")[0] for line in proc.stdout.splitlines() if re.match(r"^[a-z_/]+: \S", line)}
+    config = CONFIGS.get(script)
+    if config is not None:
+        assert listed & ALL_GROUPS == groups_of(config), proc.stdout
+
+
+CONFIGS = {"mmsafety-eval": "eval", "mmsafety-attack": "attack", "mmsafety-judge": "judge",
+           "mmsafety-harmbench-judge": "harmbench_judge", "mmsafety-judge-agreement": "judge_agreement"}
+ALL_GROUPS = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name not in ("hydra", "__pycache__")}
+
+
+def groups_of(config: str) -> set[str]:
+    """The groups conf/<config>.yaml picks in its defaults list (read as YAML, not through Hydra)."""
+    import yaml
+
+    entries = yaml.safe_load((ROOT / "conf" / f"{config}.yaml").read_text())["defaults"]
+    return {key for e in entries if isinstance(e, dict) for key in e if not key.startswith(("override", "hydra"))}
+
+
+def test_the_groups_of_a_command_are_read_from_its_own_config():
+    assert groups_of("eval") == {"placement", "model", "task"}
+    assert groups_of("attack") == {"placement", "model", "case", "attack", "target", "deploy"}
+    assert groups_of("judge_agreement") == set()

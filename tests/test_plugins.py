@@ -115,9 +115,10 @@ def test_every_declared_entry_loads_and_registers_its_name():
     from mmsafety.leaderboard.views import CASE_SECTIONS
     from mmsafety.organisms.builders import BUILDERS
     from mmsafety.workload import WORKLOADS
+    from harmbench.judges import judges
 
     by_kind = {"workload": WORKLOADS, "case": CASES, "objective": OBJECTIVES, "builder": BUILDERS,
-               "case_views": CASE_SECTIONS}
+               "case_views": CASE_SECTIONS, "judge": judges}
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][PLUGIN_GROUP]
     with warnings.catch_warnings():
         warnings.simplefilter("error", PluginWarning)

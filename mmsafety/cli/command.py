@@ -15,19 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmsafety.cli import sweep_status
+from mmsafety.cli.help import HELP_FLAGS, command_help
 from mmsafety.cli.hydra_errors import explain
 from mmsafety.cli.job_log import job_log
 from mmsafety.cli.launchers import check_launcher
+from mmsafety.cli.loading import MissingCapability
+from mmsafety.cli.presets import CONFIG_MODULE, check_workload_groups, transfer_route
 from mmsafety.cli.output_dir import STORAGE_ERRORS, check_output_dir, describe_os_error
 from mmsafety.cli.resolvers import register
 from mmsafety.cli.run_identity import check_run_folder, check_sweep_folder, job_config_sha256
 from mmsafety.cli.sweeps import every_job, is_hydra_override, override_variants
-from mmsafety.errors import UserError
+from mmsafety.errors import ConfigError, UserError
+from mmsafety.registry import closest
+from mmsafety.models.capabilities import PIXEL_LOSS
 
-CONFIG_MODULE = "mmsafety.conf"
 INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
@@ -52,9 +56,15 @@ def compose(config_name: str, overrides: Sequence[str], with_hydra: bool = False
     register()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
-            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=with_hydra)
+            # Hydra composes its own node either way; its choices say which preset each group got.
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
         except Exception as e:  # Hydra raises several types; all of them are config mistakes here
             raise UserError(explain(e)) from None
+        check_workload_groups(OmegaConf.to_container(cfg.hydra.runtime.choices))
+    if not with_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
 
 
 def check_command_line(command: JobCommand, overrides: list[str], multirun: bool):
@@ -66,6 +76,8 @@ def check_command_line(command: JobCommand, overrides: list[str], multirun: bool
     hydra_overrides = [o for o in overrides if is_hydra_override(o)]
     prepared = None
     for i, variant in enumerate(override_variants(overrides)):
+        if i == 0:
+            _check_added_keys(command.config_name, variant)
         cfg = None
         if i == 0:  # with Hydra's own config: the output folder (every job of a sweep shares its folder)
             try:
@@ -73,12 +85,42 @@ def check_command_line(command: JobCommand, overrides: list[str], multirun: bool
             except UserError:
                 pass  # a hydra.* value Hydra will report itself; the job's own config is checked next
         cfg = cfg if cfg is not None else compose(command.config_name, variant)
-        built = command.validate(cfg)
+        try:
+            built = command.validate(cfg)
+        except MissingCapability as e:
+            with_hydra = cfg if "hydra" in cfg else compose(command.config_name, variant, with_hydra=True)
+            raise ConfigError(f"{e}{_next_step(with_hydra, e, overrides, multirun)}") from None
         if i == 0:
             prepared = built
             if "hydra" in cfg:
                 _check_output_folders(command, cfg, overrides, multirun)
     return prepared
+
+
+def _check_added_keys(config_name: str, overrides: list[str]) -> None:
+    """`+attack.stpes=5` adds a key beside `steps` that nothing reads: a typo Hydra accepts. Refused when
+    the new key is close to one already there (a genuinely new key, `+case.judge.model.name_or_path`, is not)."""
+    added = [o for o in overrides if o.startswith("+") and not o.startswith("++") and "=" in o]
+    if not added:
+        return
+    base = compose(config_name, [o for o in overrides if o not in added])
+    for override in added:
+        key = override[1:].split("=", 1)[0]
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(base, parent) if parent else base
+        if isinstance(node, DictConfig) and leaf not in node:
+            close = closest(leaf, [str(k) for k in node.keys()], n=1)
+            if close:
+                fixed = f"{parent}.{close[0]}" if parent else close[0]
+                raise ConfigError(f"{override}: adds a key {leaf} beside {close[0]} (did you mean {fixed}={override.split('=', 1)[1]}?)")
+
+
+def _next_step(cfg: DictConfig, error: MissingCapability, overrides: list[str], multirun: bool) -> str:
+    """What to type when the model cannot take gradients (a served model, for a craft stage): the transfer route."""
+    if PIXEL_LOSS not in error.missing:
+        return ""
+    choices = cfg.hydra.runtime.choices
+    return transfer_route(cfg.hydra.help.app_name, choices.get("model") or cfg.model.name, overrides, multirun)
 
 
 def _check_output_folders(command: JobCommand, cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
@@ -134,6 +176,13 @@ def _run(command: JobCommand, args: list[str]) -> str | None:
     from hydra.types import RunMode
 
     register()
+    if any(a in HELP_FLAGS for a in args):  # this command's groups and options, not every group on the search path
+        try:
+            print(command_help(compose(command.config_name, [a for a in args if not a.startswith("-")], with_hydra=True)))
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        return None
     multirun = any(a in ("-m", "--multirun") for a in args)
     checked, validated = None, False
     # Flags that show help or config, or pick another config: Hydra's business (overrides never start with -).

@@ -1,22 +1,43 @@
-"""Hydra/OmegaConf's composition errors, cut to one line that names the key and the fix."""
+"""Hydra/OmegaConf's composition errors, cut to one line that names the key and the fix: an unknown
+option of a group or an unknown key names the closest valid ones first, then the whole list."""
 
 from __future__ import annotations
 
 import re
+
+from mmsafety.cli.presets import HIDDEN_SUFFIX
+from mmsafety.registry import did_you_mean
 
 
 def explain(error: Exception) -> str:
     text = str(error).strip()
     missing = re.search(r"Could not find '([^']+)'", text)
     if missing:
-        group = missing.group(1).split("/")[0]
-        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-        shown = ", ".join(o for o in options if not o.endswith("_schema"))
-        return f"{missing.group(1).replace('/', '=', 1)}: no such option in '{group}'; available: {shown}"
-    detail = str(error.__cause__ or error).strip()
+        return _unknown_option(missing.group(1), text)
+    cause = error.__cause__ or error
+    detail = str(cause).strip()
     key = re.search(r"full_key: (\S+)", detail)
     first = detail.splitlines()[0] if detail else repr(error)
     prefix = f"{key.group(1)}: " if key else ""
     if " not in " in first:
-        return f"{prefix}no such config key ({first}); `--cfg job` lists the keys"
+        return prefix + _unknown_key(cause, first)
     return prefix + first
+
+
+def _unknown_option(path: str, text: str) -> str:
+    """`model=llava7b`: Hydra's 'Could not find' text lists the group's options one per tab-indented line."""
+    in_group = re.search(r"Available options in '([^']+)'", text)
+    group = in_group.group(1) if in_group else path.rsplit("/", 1)[0]
+    option = path[len(group) + 1:] if path.startswith(group + "/") else path.rsplit("/", 1)[-1]
+    options = [o for o in re.findall(r"^\t(\S+)$", text, flags=re.M) if not o.endswith(HIDDEN_SUFFIX)]
+    return f"{group}={option}: no such option in '{group}'{did_you_mean(option, options, n=3)}; available: {', '.join(options)}"
+
+
+def _unknown_key(cause: BaseException, first: str) -> str:
+    """`attack.stpes=500`: OmegaConf's error carries the node the key was looked up in."""
+    name = getattr(cause, "key", None)
+    parent = getattr(cause, "parent_node", None)
+    keys = [str(k) for k in parent.keys() if str(k) != "hydra"] if hasattr(parent, "keys") else []
+    if name is None or not keys:
+        return f"no such config key ({first}); `--cfg job` lists the keys"
+    return f"no such config key{did_you_mean(name, keys, n=3)}; keys here: {', '.join(keys)}"

@@ -6,17 +6,37 @@ from omegaconf import DictConfig
 
 from mmsafety.config import plain
 from mmsafety.models.base import ModelAdapter
-from mmsafety.models.capabilities import require
+from mmsafety.errors import ConfigError
+from mmsafety.models.capabilities import missing, require
 from mmsafety.models.loading import LoadOptions
 from mmsafety.models.registry import adapter_class
 from mmsafety.placement import resolve_placement
+
+
+class MissingCapability(ConfigError):
+    """The configured model lacks capabilities the job needs (`missing`); one line, before any weights load."""
+
+    def __init__(self, message: str, missing: list[str]):
+        super().__init__(message)
+        self.missing = missing
 
 
 def check_capabilities(cfg: DictConfig, workload_name: str, needs: dict[str, frozenset[str]]) -> None:
     """One line, before any weights load, when the configured adapter lacks a capability the job needs."""
     cls = adapter_class(cfg.model.adapter)
     for who, needed in needs.items():
-        require(cls, needed, f"{workload_name} with {who}", f"model={cfg.model.name} ({cfg.model.adapter})")
+        try:
+            require(cls, needed, f"{workload_name} with {who}", f"model={cfg.model.name} ({cfg.model.adapter})")
+        except ConfigError as e:
+            raise MissingCapability(str(e), missing(cls, needed)) from None
+
+
+def has_capabilities(adapter: str, needed) -> bool:
+    """Whether the adapter registered as `adapter` can do all of `needed` (False for an unknown adapter)."""
+    try:
+        return not missing(adapter_class(adapter), needed)
+    except ConfigError:
+        return False
 
 
 def load_model(cfg: DictConfig) -> ModelAdapter:
