@@ -93,3 +93,22 @@ def test_a_success_beats_a_lower_loss_that_failed(tmp_path, monkeypatch):
     attack = worst_case_attack(members=[{"name": "default", "preset": "tool_call"}, {"name": "apgd", "preset": "apgd"}])
     out = wc.craft_worst_case(None, None, [AttackBase("0", None, {})], attack, tmp_path, [0], log=lambda *_: None)
     assert out.details[0]["attack_won"] == "apgd"
+
+
+def test_summary_and_leaderboard_say_who_won_and_the_budget_saved():
+    from types import SimpleNamespace
+
+    from visual_attacks.leaderboard import cells
+    from visual_attacks.summary import summarize
+
+    def sample(won, steps_run):
+        return {"status": "ok", "adversarial": {"syntax": 1.0}, "clean": {"syntax": 0.0}, "stealth": {"linf": 0.1},
+                "steps_run": steps_run, "steps_budget": 100, "attack_seconds": 1.0, "attack_won": won}
+
+    m = summarize([sample("apgd", 50), sample("default", 100), sample("apgd", 30)])
+    assert m["won_by"] == {"apgd": 2, "default": 1}
+    assert m["budget_saved"] == pytest.approx(1 - 180 / 300)
+    row = SimpleNamespace(spec={"headline": "syntax", "eps": 16 / 255, "norm": "linf"}, metrics=m, model="organism",
+                          status="completed", seconds=1.0, note="")
+    c = cells(row)
+    assert c["won_by"] == "apgd 2, default 1" and float(c["budget_saved"]) == pytest.approx(40.0)
