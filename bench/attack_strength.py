@@ -2,7 +2,8 @@
 APGD (attack=apgd) and the worst case over the two (attack=worst_case, each member given half the
 steps, so an image costs at most the same forward+backward passes), side by side in one run on
 the organism. One line per (attack, eps) in bench/results/attack_strength.jsonl, with the load
-average before and after; `--plot` draws docs/img/attack_strength.png from the latest run's lines.
+average before and after; `--plot` draws docs/img/attack_strength_<case>.png from the latest run's
+lines. `--case verdict_flip`: the same three on the meme moderator (attack=verdict_flip).
 
     nice -n 5 python -m bench.attack_strength --steps 500 --images 4 --heldout 16
     python -m bench.attack_strength --plot
@@ -23,8 +24,15 @@ from bench._common import RESULTS, save
 EPS = ("2/255", "4/255", "8/255", "16/255", "32/255")
 
 
-def attacks(steps: int) -> dict[str, list[str]]:
+def attacks(steps: int, case: str = "tool_call") -> dict[str, list[str]]:
     half = max(1, steps // 2)
+    if case == "verdict_flip":  # attack=verdict_flip's objective and step, its optimizer or apgd
+        return {
+            "default": ["attack=verdict_flip", f"attack.steps={steps}"],
+            "apgd": ["attack=verdict_flip", "attack.optimizer=apgd", f"attack.steps={steps}"],
+            "worst_case": ["attack=verdict_flip", f"attack.steps={half}",
+                           "attack.members=[{name:default,preset:verdict_flip},{name:apgd,preset:verdict_flip,optimizer:apgd}]"],
+        }
     return {
         "default": ["attack=tool_call", f"attack.steps={steps}"],
         "apgd": ["attack=apgd", f"attack.steps={steps}"],
@@ -47,7 +55,7 @@ def run(name: str, overrides: list[str], eps: str, args, run_id: str) -> dict:
     record = json.loads((out / "record.json").read_text())
     m = record["metrics"]
     headline = record["spec"]["headline"]
-    return {"run": run_id, "attack": name, "eps": eps, "model": args.model, "images": m["images"],
+    return {"run": run_id, "case": args.case, "attack": name, "eps": eps, "model": args.model, "images": m["images"],
             "heldout_prompts": args.heldout, "steps_budget": args.steps,
             "success_pct": round(100 * m["asr"][headline], 1), "success_measure": headline,
             "clean_baseline_pct": round(100 * m["clean_baseline"][headline], 1),
@@ -56,14 +64,14 @@ def run(name: str, overrides: list[str], eps: str, args, run_id: str) -> dict:
             "load_before": [round(v, 2) for v in load_before], "load_after": [round(v, 2) for v in os.getloadavg()]}
 
 
-def plot(path: Path, out: Path) -> None:
+def plot(path: Path, out: Path, case: str = "tool_call") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "success_pct" in r]
+    rows = [r for r in rows if "success_pct" in r and r.get("case", "tool_call") == case]
     latest = rows[-1]["run"]
     rows = [r for r in rows if r["run"] == latest]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
@@ -71,7 +79,7 @@ def plot(path: Path, out: Path) -> None:
         pts = sorted((int(r["eps"].split("/")[0]), r["success_pct"]) for r in rows if r["attack"] == name)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
-    ax.set(xscale="log", xlabel="L-inf budget (x/255)", ylabel="held-out tool-call success (%)",
+    ax.set(xscale="log", xlabel="L-inf budget (x/255)", ylabel=f"held-out success, {rows[0]['success_measure']} (%)",
            title=f"{rows[0]['model']}, {rows[0]['steps_budget']} forward+backward passes per image ({latest[:10]})")
     ax.set_xticks([2, 4, 8, 16, 32], ["2", "4", "8", "16", "32"])
     ax.legend()
@@ -88,14 +96,16 @@ def main() -> None:
     parser.add_argument("--model", default="organism")
     parser.add_argument("--eps", nargs="*", default=list(EPS))
     parser.add_argument("--out", default="/tmp/attack_strength")
+    parser.add_argument("--case", default="tool_call", choices=["tool_call", "verdict_flip"])
     parser.add_argument("--plot", action="store_true")
     args = parser.parse_args()
     if args.plot:
-        plot(RESULTS / "attack_strength.jsonl", Path(__file__).resolve().parents[1] / "docs" / "img" / "attack_strength.png")
+        plot(RESULTS / "attack_strength.jsonl",
+             Path(__file__).resolve().parents[1] / "docs" / "img" / f"attack_strength_{args.case}.png", args.case)
         return
     run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
     for eps in args.eps:  # budgets outermost: a run cut short still compares the attacks at the budgets it reached
-        for name, overrides in attacks(args.steps).items():
+        for name, overrides in attacks(args.steps, args.case).items():
             result = run(name, overrides, eps, args, run_id)
             save("attack_strength", result)
             print(json.dumps(result), flush=True)

@@ -154,3 +154,41 @@ def test_per_image_early_stop_freezes_the_image(classifier):
     assert out.image_steps[done] == 1 and out.image_steps[1 - done] == 12
     assert torch.equal(out.pixels[done], x[done])  # frozen at its start point
     assert not out.stopped_early
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGUSR2"), reason="POSIX signals")
+def test_a_cluster_warning_mid_apgd_saves_the_step_reached_and_resumes_to_the_same_result(tmp_path):
+    """SIGUSR2 (a cluster's warning) mid-step: APGD saves at the next step boundary, the signal goes on,
+    and the requeued attack resumes there to the uninterrupted result (periodic saves are far away)."""
+    import os
+    import signal
+
+    from visual_attacks.pgd import read_state
+
+    goal = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    x0 = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    cfg = PGDConfig(norm="linf", eps=0.2, optimizer="apgd", steps=14)
+    seen = []
+
+    def objective(pixels, step, at=-1):
+        seen.append(step)
+        if step == at:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return ((pixels - goal) ** 2).flatten(1).mean(1) + (pixels - goal).abs().flatten(1).mean(1)
+
+    reference = pgd(objective, x0, cfg)
+
+    def requeue(sig, frame):
+        raise Killed
+
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with pytest.raises(Killed):
+            pgd(lambda px, step: objective(px, step, at=6), x0, cfg, checkpoint=Checkpoint(tmp_path / "s.pt", 1000))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert read_state(tmp_path / "s.pt")["step"] == 7
+    seen.clear()
+    resumed = pgd(objective, x0, cfg, checkpoint=Checkpoint(tmp_path / "s.pt", 1000))
+    assert seen[0] == 7
+    assert torch.equal(resumed.pixels, reference.pixels) and torch.equal(resumed.losses, reference.losses)
