@@ -18,7 +18,7 @@ from PIL import Image
 
 from mmsafety.attack_case import AttackBase, AttackCase
 from mmsafety.config import pixel_amount, plain
-from mmsafety.errors import UserError
+from mmsafety.errors import ConfigError, UserError
 from mmsafety.models.base import PixelLoss
 from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
 from mmsafety.oom import HalvingBatcher
@@ -61,6 +61,17 @@ def validation_success(case: AttackCase, adapter, objective) -> Callable[[torch.
         return torch.tensor(hits).view(n, len(prompts)).all(1)
 
     return succeeded
+
+
+def success_check(case: AttackCase, adapter, objective, attack) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """attack.early_stop_success: the validation check, refused in one line where the case has none."""
+    if not attack.get("early_stop_success"):
+        return None
+    check = validation_success(case, adapter, objective)
+    if check is None:
+        raise ConfigError(f"attack.early_stop_success=true: case {type(case).__name__} has no validation-prompt check "
+                          f"(only the tool-call case has one); use attack.early_stop_loss=LOSS instead")
+    return check
 
 
 def attack_state_path(out_dir: Path, indices) -> Path:
@@ -210,7 +221,7 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
                      monitor_every=attack.check_every,
                      select=getattr(objective, "validation", None),  # universal objectives: a fixed validation batch
                      checkpoint=attack_checkpoint(attack_state_path(out_dir, indices), attack, objective, config_sha256),
-                     succeeded=validation_success(case, adapter, objective) if attack.get("early_stop_success") else None)
+                     succeeded=success_check(case, adapter, objective, attack))
     finally:
         bar.close()
     seconds = time.perf_counter() - begin
