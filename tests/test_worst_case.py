@@ -112,3 +112,32 @@ def test_summary_and_leaderboard_say_who_won_and_the_budget_saved():
                           status="completed", seconds=1.0, note="")
     c = cells(row)
     assert c["won_by"] == "apgd 2, default 1" and float(c["budget_saved"]) == pytest.approx(40.0)
+
+
+def test_validation_success_needs_every_validation_prompt_and_never_the_held_out_ones():
+    from types import SimpleNamespace
+
+    from mmsafety.synthetic import scenes
+    from visual_attacks.craft import success_check, validation_success
+    from visual_attacks.objectives import PromptSampler, SampledObjective
+    from visual_attacks.targets import ToolTarget
+
+    target = ToolTarget("send_email", "function_call", scenes.SEND_EMAIL_CALL)
+    sampler = PromptSampler([f"train prompt {i}" for i in range(20)], 4, 0, validation_size=3)
+    objective = SampledObjective(lambda px, items: px.flatten(1).mean(1), sampler)
+    seen = []
+
+    class Adapter:
+        def generate(self, images, prompts, max_new_tokens):
+            seen.extend(prompts)
+            # image 0 answers every prompt with the call; image 1 all but the last validation prompt
+            return [target.render(p) if (i < 3 or p != sampler.validation[-1]) else "red" for i, p in enumerate(prompts)]
+
+    case = SimpleNamespace(target=target, headline="syntax", max_new_tokens=32, heldout=["held-out prompt"])
+    check = validation_success(case, Adapter(), objective)
+    assert check(torch.zeros(2, 3, 4, 4)).tolist() == [True, False]
+    assert set(seen) == set(sampler.validation)  # the held-out prompts are never asked
+    no_target = SimpleNamespace(headline="top1")
+    attack = OmegaConf.create({"early_stop_success": True})
+    with pytest.raises(ConfigError, match="has no validation-prompt check"):
+        success_check(no_target, Adapter(), objective, attack)
