@@ -75,12 +75,16 @@ def plot(path: Path, out: Path, case: str = "tool_call") -> None:
     latest = rows[-1]["run"]
     rows = [r for r in rows if r["run"] == latest]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for name, style in (("default", "o-"), ("apgd", "s-"), ("worst_case", "^--")):
+    for name, style, size in (("default", "o-", 9), ("apgd", "s-", 6), ("worst_case", "^--", 5)):
         pts = sorted((int(r["eps"].split("/")[0]), r["success_pct"]) for r in rows if r["attack"] == name)
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=name)
-    ax.set(xscale="log", xlabel="L-inf budget (x/255)", ylabel=f"held-out success, {rows[0]['success_measure']} (%)",
-           title=f"{rows[0]['model']}, {rows[0]['steps_budget']} forward+backward passes per image ({latest[:10]})")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=size, label=name)
+    ax.set_xscale("log", base=2)
+    ax.minorticks_off()
+    ax.set(xlabel="L-inf budget (x/255)", ylabel=f"held-out success, {rows[0]['success_measure']} (%)",
+           ylim=(-3, 103))
+    ax.set_title(f"{rows[0]['model']}, {case}: {rows[0]['steps_budget']} forward+backward passes per image ({latest[:10]})",
+                 fontsize=9)
     ax.set_xticks([2, 4, 8, 16, 32], ["2", "4", "8", "16", "32"])
     ax.legend()
     fig.tight_layout()
