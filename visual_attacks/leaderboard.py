@@ -17,7 +17,7 @@ from visual_attacks.deploy import deploy_label
 MAX_CURVES = 12
 # Case, target and success measure head the row groups on the page (Section.group_by): rows of one
 # group are comparable, so those are not columns there.
-COLUMNS = ["model", "status", "attack", "objective", "eps", "steps", "deploy", "images", "asr", "asr_argument", "clean_baseline", "ssim", "psnr", "lpips", "seconds", "budget_saved", "won_by", "note"]
+COLUMNS = ["model", "status", "attack", "objective", "eps", "steps", "deploy", "images", "asr", "asr_argument", "clean_baseline", "ssim", "psnr", "lpips", "seconds", "note"]
 # Spec fields that do not make two runs incomparable on a budget axis: the budget itself, the step
 # size derived from it, and what differs between shards or repeats of one job.
 BUDGET_FIELDS = ("eps", "step_size", "notes", "shard")
@@ -53,12 +53,19 @@ def cells(row) -> dict:
         "clean_baseline": num(100 * clean[headline], 1) if headline in clean else None,
         "ssim": num(stealth.get("ssim"), 3), "psnr": num(stealth.get("psnr"), 1),
         "lpips": num(stealth.get("lpips"), 3), "seconds": num(m.get("attack_seconds", row.seconds), 1),
-        # No wasted steps: the share of forward+backward image-steps the early stop did not need.
-        "budget_saved": num(100 * m["budget_saved"], 1) if isinstance(m.get("budget_saved"), (int, float)) else None,
-        # attack=worst_case: how many images each member won (beside the single attacks' own rows).
-        "won_by": ", ".join(f"{k} {v}" for k, v in m["won_by"].items()) if isinstance(m.get("won_by"), dict) else None,
-        "note": row.note,
+        "note": "; ".join(n for n in (row.note, attack_note(m)) if n),
     }
+
+
+def attack_note(m: dict) -> str:
+    """What a row adds in its note (the table has no room for more columns): a worst case's wins per
+    member (its row sits beside each single attack's), and the passes the per-image early stop saved."""
+    parts = []
+    if isinstance(m.get("won_by"), dict):
+        parts.append("won by " + ", ".join(f"{k} {v}" for k, v in m["won_by"].items()))
+    if isinstance(m.get("budget_saved"), (int, float)) and m["budget_saved"] > 0:
+        parts.append(f"{100 * m['budget_saved']:.1f}% of passes saved by early stop")
+    return "; ".join(parts)
 
 
 def images(row) -> list[tuple[str, Path]]:
