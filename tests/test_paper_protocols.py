@@ -43,8 +43,8 @@ def test_sgd_moves_the_image_by_the_raw_gradient():
 
 
 def test_optimizers_are_a_registry_with_a_one_line_error():
-    assert OPTIMIZERS.names() == ["adam", "sgd", "sign"]
-    with pytest.raises(ConfigError, match=r"^attack.optimizer=rmsprop: not registered; use one of adam, sgd, sign$"):
+    assert OPTIMIZERS.names() == ["adam", "apgd", "sgd", "sign"]
+    with pytest.raises(ConfigError, match=r"^attack.optimizer=rmsprop: not registered; use one of adam, apgd, sgd, sign$"):
         pgd(lambda px, _: px.sum((1, 2, 3)), torch.zeros(1, 3, 2, 2), PGDConfig(optimizer="rmsprop", steps=1))
 
 

@@ -137,3 +137,65 @@ def test_bf16_model_keeps_fp32_attack_math_and_sdpa_attention(organism):
     result = pgd(objective, clean, PGDConfig(eps=32 / 255, step_size=2 / 255, steps=30))
     assert result.pixels.dtype == torch.float32
     assert (result.best_loss < result.losses[0]).all()
+
+
+def _two_images_one_below(classifier, margin=1e-4):
+    x, target = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(8)), torch.tensor([3, 4])
+    objective = lambda px, _: F.cross_entropy(classifier(px), target, reduction="none")
+    start = objective(x, 0)
+    return x, objective, start, float(start.min() + margin), int(start.argmin())
+
+
+def test_early_stop_is_per_image_and_freezes_the_stopped_image(classifier):
+    """HarmBench stops a behaviour once its loss is below stop_loss: with a batch, only the images
+    below stop (their pixels frozen); the others run the whole budget."""
+    x, objective, start, threshold, done = _two_images_one_below(classifier)
+    other = 1 - done
+    result = pgd(objective, x, PGDConfig(eps=8 / 255, step_size=1 / 255, steps=9, early_stop_loss=threshold, check_every=1))
+    assert result.image_steps.tolist()[done] == 1 and result.image_steps.tolist()[other] == 9
+    assert torch.equal(result.pixels[done], x[done])  # no update after it stopped
+    assert not torch.equal(result.pixels[other], x[other])
+    assert not result.stopped_early and result.steps_run == 9
+    assert torch.isnan(result.losses[1:, done]).all() and not torch.isnan(result.losses[:, other]).any()
+
+
+def test_early_stop_window_needs_that_many_checks_in_a_row(classifier):
+    x, objective, start, threshold, done = _two_images_one_below(classifier)
+    result = pgd(objective, x, PGDConfig(eps=8 / 255, steps=9, early_stop_loss=threshold, early_stop_window=3, check_every=2))
+    assert result.image_steps.tolist()[done] == 6  # checks after steps 2, 4, 6: stopped at the third
+
+
+def test_early_stop_on_success_stops_each_image_when_it_succeeds(classifier):
+    x, target = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(9)), torch.tensor([3, 4, 5])
+    objective = lambda px, _: F.cross_entropy(classifier(px), target, reduction="none")
+    calls = []
+
+    def succeeded(pixels):  # image 1 succeeds at the second check (after step 4); a stopped image is not asked
+        calls.append(pixels.shape[0])
+        return torch.tensor([False, len(calls) == 2, False][: pixels.shape[0]])
+
+    result = pgd(objective, x, PGDConfig(eps=8 / 255, steps=6, check_every=2), succeeded=succeeded)
+    assert result.image_steps.tolist() == [6, 4, 6]
+    assert calls == [3, 3, 2]  # a stopped image is not judged again
+
+
+def test_early_stop_state_resumes_bit_identically(classifier, tmp_path):
+    from visual_attacks.pgd import Checkpoint
+
+    x, objective, start, threshold, done = _two_images_one_below(classifier)
+    cfg = PGDConfig(eps=8 / 255, steps=10, early_stop_loss=threshold, check_every=1, optimizer="adam", step_size=2 / 255)
+    expected = pgd(objective, x, cfg)
+
+    class Killed(Exception):
+        pass
+
+    def killed_at_7(px, step):
+        if step == 7:
+            raise Killed
+        return objective(px, step)
+
+    with pytest.raises(Killed):
+        pgd(killed_at_7, x, cfg, checkpoint=Checkpoint(tmp_path / "s.pt", 3))
+    resumed = pgd(objective, x, cfg, checkpoint=Checkpoint(tmp_path / "s.pt", 3))
+    assert torch.equal(resumed.pixels, expected.pixels) and torch.equal(resumed.image_steps, expected.image_steps)
+    assert torch.equal(resumed.losses.nan_to_num(-1), expected.losses.nan_to_num(-1))

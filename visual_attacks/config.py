@@ -35,12 +35,16 @@ class AttackConfig:
     step_size: Any = "1/255"
     steps: int = 500
     random_start: bool = False
-    optimizer: str = "sign"   # a name in visual_attacks.pgd.OPTIMIZERS: sign | sgd | adam
+    optimizer: str = "sign"   # a name in visual_attacks.pgd.OPTIMIZERS: sign | sgd | adam | apgd
+    apgd_alpha: float = 2.0   # optimizer=apgd: the first step is alpha * eps (Croce & Hein: 2); step_size is not read
+    apgd_rho: float = 0.75    # optimizer=apgd: halve the step when at most rho of a checkpoint window's steps improved
     prompts_per_step: int = 8
     prompt_weights: Optional[Dict[str, float]] = None  # {prompt set: weight}: Fu et al.'s mix (toolmisuse); null: pool the case's sets
     images_per_batch: int = 8  # base images attacked together in one forward; more are done in chunks
-    early_stop_loss: Optional[float] = None
-    early_stop_every: int = 10  # check the early stop every N steps (each check syncs with the host)
+    early_stop_loss: Optional[float] = None  # an image stops (its pixels frozen) once its loss is below this
+    early_stop_window: int = 1  # ... at this many early-stop checks in a row
+    early_stop_success: bool = False  # an image stops once every validation prompt already gives the target (generates)
+    early_stop_every: int = 10  # check the early stop every N steps (each check syncs with the host; 1: every step)
     keep_best: bool = True
     select_every: int = 10    # keep_best on a universal attack: score the iterate on the fixed validation batch every N steps
     clean_answer_tokens: int = 128  # tool_misuse: the model's own clean answer, up to this many tokens (Fu et al.)
@@ -54,6 +58,9 @@ class AttackConfig:
     surrogates: List[Any] = field(default_factory=list)
     canvas_max_side: int = 448  # ensembles: the canvas is the base image's size, its longest side capped here
     eot: EOTConfig = field(default_factory=EOTConfig)  # expectation over transformation (eot.samples=0: off)
+    # attack=worst_case (visual_attacks.worst_case): the attacks run per image, in order, each
+    # {name: LABEL, preset: A conf/attack NAME, KEY: VALUE overrides}; empty: a single attack
+    members: List[Any] = field(default_factory=list)
     target_crop_scale: Optional[List[float]] = None  # objective=clip_image_embed: random crop of the target, kept area [lo, hi] (M-Attack: [0.5, 0.9]); null: whole target
 
 
@@ -108,6 +115,9 @@ def validate_attack(attack) -> None:
         lo, hi = pair("attack.target_crop_scale", attack.target_crop_scale, "[0.5, 0.9]")
         if not 0 < lo <= hi <= 1:
             raise ConfigError(f"attack.target_crop_scale=[{lo:g}, {hi:g}]: need 0 < lo <= hi <= 1, e.g. [0.5, 0.9]")
-    for key in ("early_stop_every", "select_every", "clean_answer_tokens"):
+    if attack.get("apgd_alpha", 1.0) <= 0 or not 0 < attack.get("apgd_rho", 0.75) < 1:
+        raise ConfigError(f"attack.apgd_alpha={attack.apgd_alpha}, attack.apgd_rho={attack.apgd_rho}: need alpha > 0 "
+                          f"and 0 < rho < 1 (Croce & Hein: 2 and 0.75)")
+    for key in ("early_stop_every", "early_stop_window", "select_every", "clean_answer_tokens"):
         if attack.get(key, 1) < 1:
             raise ConfigError(f"attack.{key}={attack[key]}: must be >= 1")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +18,7 @@ from PIL import Image
 
 from mmsafety.attack_case import AttackBase, AttackCase
 from mmsafety.config import pixel_amount, plain
-from mmsafety.errors import UserError
+from mmsafety.errors import ConfigError, UserError
 from mmsafety.models.base import PixelLoss
 from mmsafety.models.pixels import pil_to_pixels, pixels_to_pil
 from mmsafety.oom import HalvingBatcher
@@ -38,8 +38,40 @@ def pgd_config(attack) -> PGDConfig:
         eps=pixel_amount("attack.eps", attack.eps), step_size=pixel_amount("attack.step_size", attack.step_size),
         steps=attack.steps, random_start=attack.random_start, optimizer=attack.optimizer,
         keep_best=attack.keep_best, select_every=attack.select_every, early_stop_loss=attack.early_stop_loss,
+        early_stop_window=attack.get("early_stop_window", 1),
         check_every=attack.early_stop_every, quantize=attack.quantize, seed=attack.seed,
+        apgd_alpha=attack.get("apgd_alpha", 2.0), apgd_rho=attack.get("apgd_rho", 0.75),
     )
+
+
+def validation_success(case: AttackCase, adapter, objective) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """`succeeded(pixels) -> bool [N]`: each image's answers to the objective's fixed validation batch of
+    training prompts all meet the case's headline (e.g. a well-formed tool call). For cases with a target
+    and a prompt sampler (the tool-call case); None otherwise. The held-out prompts are never used."""
+    sampler, target = getattr(getattr(objective, "sampler", None), "validation", None), getattr(case, "target", None)
+    if not sampler or target is None or not hasattr(adapter, "generate"):
+        return None
+    prompts, tokens = list(sampler), getattr(case, "max_new_tokens", 256)
+
+    def succeeded(pixels: torch.Tensor) -> torch.Tensor:
+        n = pixels.shape[0]
+        images = pixels.mul(255).round().div(255).repeat_interleave(len(prompts), dim=0)  # as a PNG stores them
+        outs = adapter.generate(images, prompts * n, max_new_tokens=tokens)
+        hits = [bool(target.judge(o, p).as_dict()[case.headline]) for o, p in zip(outs, prompts * n)]
+        return torch.tensor(hits).view(n, len(prompts)).all(1)
+
+    return succeeded
+
+
+def success_check(case: AttackCase, adapter, objective, attack) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """attack.early_stop_success: the validation check, refused in one line where the case has none."""
+    if not attack.get("early_stop_success"):
+        return None
+    check = validation_success(case, adapter, objective)
+    if check is None:
+        raise ConfigError(f"attack.early_stop_success=true: case {type(case).__name__} has no validation-prompt check "
+                          f"(only the tool-call case has one); use attack.early_stop_loss=LOSS instead")
+    return check
 
 
 def attack_state_path(out_dir: Path, indices) -> Path:
@@ -134,6 +166,7 @@ class Crafted:
     loss_curve: dict[str, str]
     seconds: float
     execution: dict
+    details: dict[int, dict] = field(default_factory=dict)  # per image, more for its sample (e.g. a worst case's winner)
 
 
 def clean_pixels(adapter: PixelLoss, bases: list[AttackBase]) -> torch.Tensor:
@@ -197,12 +230,14 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
         result = pgd(objective, clean.to(adapter.device), pcfg, on_step, monitor=chunk_monitor,
                      monitor_every=attack.check_every,
                      select=getattr(objective, "validation", None),  # universal objectives: a fixed validation batch
-                     checkpoint=checkpoint)
+                     checkpoint=checkpoint,
+                     succeeded=success_check(case, adapter, objective, attack))
     finally:
         bar.close()
     seconds = time.perf_counter() - begin
     losses = result.losses.cpu()
-    return [(clean[k], result.pixels[k].cpu(), result.best_loss[k].item(), losses[:, k], result.steps_run, seconds)
+    steps = result.image_steps.tolist() if result.image_steps is not None else [result.steps_run] * len(indices)
+    return [(clean[k], result.pixels[k].cpu(), result.best_loss[k].item(), losses[:, k], steps[k], seconds)
             for k in range(len(indices))]
 
 

@@ -54,8 +54,19 @@ def cells(row) -> dict:
         "clean_baseline": num(100 * clean[headline], 1) if headline in clean else None,
         "ssim": num(stealth.get("ssim"), 3), "psnr": num(stealth.get("psnr"), 1),
         "lpips": num(stealth.get("lpips"), 3), "seconds": num(m.get("attack_seconds", row.seconds), 1),
-        "note": row.note,
+        "note": "; ".join(n for n in (row.note, attack_note(m)) if n),
     }
+
+
+def attack_note(m: dict) -> str:
+    """What a row adds in its note (the table has no room for more columns): a worst case's wins per
+    member (its row sits beside each single attack's), and the passes the per-image early stop saved."""
+    parts = []
+    if isinstance(m.get("won_by"), dict):
+        parts.append("won by " + ", ".join(f"{k} {v}" for k, v in m["won_by"].items()))
+    if isinstance(m.get("budget_saved"), (int, float)) and m["budget_saved"] > 0:
+        parts.append(f"{100 * m['budget_saved']:.1f}% of passes saved by early stop")
+    return "; ".join(parts)
 
 
 def images(row) -> list[tuple[str, Path]]:

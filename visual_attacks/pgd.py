@@ -29,6 +29,16 @@ given, every `select_every` steps and on the last iterate. A universal attack dr
 prompts each step, so its step losses are not comparable; it passes a `select` that scores a
 fixed validation batch of training prompts.
 
+Early stop (`early_stop_loss`, `succeeded`), per image: every `check_every` steps an image whose
+loss has stayed below `early_stop_loss` for `early_stop_window` checks in a row (the best loss when
+the objective is deterministic, else the step's loss), or whose `succeeded(pixels) -> bool [B]`
+holds (e.g. all its validation prompts already give the target), stops: its pixels are frozen and
+it takes no more updates; the run ends when every image has stopped. `image_steps` [B] says how
+many steps each image ran. A frozen image still rides along in its batch's forward until the whole
+batch stops: the compute saved is the wall time of the steps no image needed.
+
+`optimizer=apgd` (visual_attacks.apgd) is a whole loop of its own, registered in the same registry.
+
 To run textbook PGD (Madry et al.) on a classifier, minimise minus the cross-entropy of
 the true label with random_start=False and keep_best=False: tests/test_pgd.py checks the
 iterates are identical. Attack math runs in fp32 whatever the model's dtype; no autograd
@@ -52,7 +62,8 @@ Objective = Callable[[torch.Tensor, int], torch.Tensor]
 Select = Callable[[torch.Tensor], torch.Tensor]
 
 # name -> direction(grad, cfg, state, step): the image then moves by -step_size * direction.
-OPTIMIZERS: Registry[Callable] = Registry("attack.optimizer", kind="optimizer")
+# An entry with an `attack_loop` attribute (visual_attacks.apgd) runs the whole attack instead.
+OPTIMIZERS: Registry[Callable] = Registry("attack.optimizer", kind="optimizer", modules=("visual_attacks.apgd",))
 
 
 @dataclass(frozen=True)
@@ -65,10 +76,13 @@ class PGDConfig:
     optimizer: str = "sign"        # a name in OPTIMIZERS: sign | sgd | adam
     keep_best: bool = True         # return each image's lowest-loss iterate, not the last
     select_every: int = 10         # with a `select` scorer: score the iterate every N steps
-    early_stop_loss: float | None = None  # stop once every image's best loss is below this
-    check_every: int = 10          # early-stop checks sync with the host; do them every N steps
+    early_stop_loss: float | None = None  # an image stops once its loss is below this (per image)
+    early_stop_window: int = 1     # ... at this many early-stop checks in a row
+    check_every: int = 10          # early-stop checks sync with the host; do them every N steps (1: every step)
     quantize: bool = False         # keep iterates on the 8-bit grid (what a PNG can store)
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    apgd_alpha: float = 2.0        # apgd: first step size = alpha * eps (Croce & Hein: 2; RobustVLM's targeted runs: 1)
+    apgd_rho: float = 0.75         # apgd: halve the step when under rho of a checkpoint window's steps improved
     seed: int = 0
 
 
@@ -78,8 +92,9 @@ class AttackResult:
     best_loss: torch.Tensor       # [B], the loss of `pixels` (under `select` when one was given)
     losses: torch.Tensor          # [steps_run, B]: loss at each step's iterate (before its update)
     steps_run: int
-    stopped_early: bool = False
+    stopped_early: bool = False   # every image stopped before the budget ran out
     extra: dict = field(default_factory=dict)
+    image_steps: torch.Tensor | None = None  # [B] steps each image ran before it stopped (None: all ran steps_run)
 
 
 @dataclass
@@ -168,25 +183,82 @@ def adam_direction(grad: torch.Tensor, cfg: PGDConfig, state: dict, step: int) -
     return direction if cfg.norm == "l2" else direction.sign()
 
 
+class EarlyStop:
+    """Which images still run (per image: see the module docstring). Its state goes into the checkpoint."""
+
+    def __init__(self, cfg: PGDConfig, n: int, device, succeeded: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        self.cfg, self.succeeded = cfg, succeeded
+        self.enabled = cfg.early_stop_loss is not None or succeeded is not None
+        self.active = torch.ones(n, dtype=torch.bool, device=device)
+        self.below = torch.zeros(n, dtype=torch.long, device=device)   # checks in a row below the threshold
+        self.image_steps = torch.zeros(n, dtype=torch.long, device=device)
+
+    def state(self) -> dict:
+        return {"active": self.active, "below": self.below, "image_steps": self.image_steps}
+
+    def load(self, state: dict | None) -> None:
+        if state:
+            self.active, self.below, self.image_steps = state["active"], state["below"], state["image_steps"]
+
+    def ran(self) -> None:
+        """One more step for every image still running."""
+        self.image_steps += self.active.long()
+
+    def check(self, step: int, reached: torch.Tensor, candidate: torch.Tensor) -> bool:
+        """After `step`: stop the images that are done; True once none runs. `reached`: the loss the
+        threshold is compared to; `candidate`: the pixels `succeeded` judges (the returned ones)."""
+        if not self.enabled or (step + 1) % self.cfg.check_every:
+            return False
+        done = torch.zeros_like(self.active)
+        if self.cfg.early_stop_loss is not None:
+            self.below = torch.where(reached < self.cfg.early_stop_loss, self.below + 1, torch.zeros_like(self.below))
+            done |= self.below >= self.cfg.early_stop_window
+        if self.succeeded is not None and bool(self.active.any()):
+            idx = self.active.nonzero().flatten()
+            hit = torch.zeros_like(self.active)
+            hit[idx] = self.succeeded(candidate[idx]).to(self.active.device).bool()
+            done |= hit
+        self.active &= ~done
+        return not bool(self.active.any())
+
+    def freeze(self, new_x: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The update for running images; a stopped image keeps its pixels."""
+        if not self.enabled:
+            return new_x
+        return torch.where(self.active.view(-1, 1, 1, 1), new_x, x)
+
+    def history(self, loss: torch.Tensor) -> torch.Tensor:
+        """A step's losses for the record: NaN for an image that had already stopped."""
+        return loss if not self.enabled else torch.where(self.active, loss, torch.full_like(loss, float("nan")))
+
+
 def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
         on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
         monitor: Callable[[int, torch.Tensor], None] | None = None, monitor_every: int = 0,
-        select: Select | None = None, checkpoint: Checkpoint | None = None) -> AttackResult:
+        select: Select | None = None, checkpoint: Checkpoint | None = None,
+        succeeded: Callable[[torch.Tensor], torch.Tensor] | None = None) -> AttackResult:
     """Minimise `objective` over pixels near `clean` [B,3,H,W] in [0,1]. `on_step(step, loss, best)`
     receives device tensors (a progress bar should throttle its own host syncs); `monitor(step, best_x)`
     runs every `monitor_every` steps (0: never), e.g. for held-out checks. `select(pixels) -> loss [B]`:
     with keep_best, the fixed score that picks the best iterate (see the module docstring). `checkpoint`:
-    save the state every N steps and resume from a saved one."""
+    save the state every N steps and resume from a saved one. `succeeded(pixels) -> bool [B]`: stop an
+    image once it holds (checked every cfg.check_every steps)."""
     direction = OPTIMIZERS.get(cfg.optimizer)
+    loop = getattr(direction, "attack_loop", None)
+    if loop is not None:  # e.g. apgd: its own step-size schedule and iterates
+        return loop(objective, clean, cfg, on_step=on_step, monitor=monitor, monitor_every=monitor_every,
+                    select=select, checkpoint=checkpoint, succeeded=succeeded)
     x0 = clean.detach().float()
     gen = torch.Generator(device=x0.device).manual_seed(cfg.seed)
     x = _random_start(x0, cfg, gen) if cfg.random_start else x0.clone()
     best_x, best_loss = x.clone(), torch.full((x0.shape[0],), float("inf"), device=x0.device)
     losses, state, stopped_early, first_step = [], {}, False, 0
+    stop = EarlyStop(cfg, x0.shape[0], x0.device, succeeded)
     saved = checkpoint.load(x0.device) if checkpoint is not None else None
     if saved is not None:
         x, best_x, best_loss, state = saved["x"], saved["best_x"], saved["best_loss"], saved["optimizer"]
         losses, first_step = list(saved["losses"]), saved["step"]
+        stop.load(saved.get("early_stop"))
 
     def consider(candidate: torch.Tensor, loss: torch.Tensor) -> None:
         nonlocal best_x, best_loss
@@ -196,7 +268,7 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
 
     def save(step: int) -> None:
         checkpoint.save({"x": x, "best_x": best_x, "best_loss": best_loss, "optimizer": state,
-                         "losses": losses, "step": step})
+                         "losses": losses, "step": step, "early_stop": stop.state()})
 
     # With a checkpoint, a cluster's warning (SIGUSR2) or preemption (SIGTERM) is held to the next step
     # boundary, where the state reached is saved before the signal goes on (mmsafety.preemption).
@@ -215,7 +287,8 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
                 grad, = torch.autograd.grad(loss.sum(), x)
             with torch.no_grad():
                 loss = loss.detach().float()
-                losses.append(loss)
+                losses.append(stop.history(loss))
+                stop.ran()
                 if cfg.keep_best:
                     if select is None:
                         consider(x.detach(), loss)
@@ -225,22 +298,23 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
                     on_step(step, loss, best_loss if cfg.keep_best else loss)
                 if monitor is not None and monitor_every and step and step % monitor_every == 0:
                     monitor(step, best_x if cfg.keep_best else x.detach())
-                if cfg.early_stop_loss is not None and (step + 1) % cfg.check_every == 0:
-                    reached = best_loss if cfg.keep_best and select is None else loss
-                    if bool((reached < cfg.early_stop_loss).all()):
-                        stopped_early = True
-                        break
-                x = _project(x.detach() - cfg.step_size * direction(grad.float(), cfg, state, step), x0, cfg)
+                reached = best_loss if cfg.keep_best and select is None else loss
+                if stop.check(step, reached, best_x if cfg.keep_best else x.detach()):
+                    stopped_early = True
+                    break
+                x = stop.freeze(_project(x.detach() - cfg.step_size * direction(grad.float(), cfg, state, step), x0, cfg),
+                                x.detach())
     steps_run = len(losses)
     x = x.detach()
     if not cfg.keep_best:
         # The last iterate, as Qi et al. and Fu et al. return it (scored for the record).
         with torch.no_grad():
-            last_loss = objective(x, steps_run).detach().float() if not stopped_early else losses[-1]
+            last_loss = objective(x, steps_run).detach().float() if not stopped_early else loss
         best_x, best_loss = x, last_loss
     elif not stopped_early and steps_run:
         # The last update produced an iterate nobody has scored yet.
         with torch.no_grad():
             consider(x, (select(x) if select is not None else objective(x, steps_run)).detach().float())
     history = torch.stack(losses) if losses else torch.empty(0, x0.shape[0])
-    return AttackResult(best_x.detach(), best_loss, history, steps_run, stopped_early)
+    return AttackResult(best_x.detach(), best_loss, history, steps_run, stopped_early,
+                        image_steps=stop.image_steps.cpu() if stop.enabled else None)

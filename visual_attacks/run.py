@@ -57,7 +57,9 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
               # What the transfer matrix labels its rows with: the crafting model(s) and the transforms.
               "surrogates": [s.display_name for s in specs] or [display_name(cfg.model)],
               "surrogate_weights": [s.weight for s in specs] or [1.0],
-              "eot": describe_eot(cfg.attack.get("eot")),
+              "eot": describe_eot(cfg.attack.get("eot")), "optimizer": cfg.attack.optimizer,
+              **({"members": [dict(m) for m in OmegaConf.to_container(cfg.attack.members, resolve=True)]}
+                 if cfg.attack.get("members") else {}),
               **({"canvas_max_side": cfg.attack.canvas_max_side} if specs else {})},
     )
     for note in notes:
@@ -80,8 +82,14 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
         # With surrogates, model= judges and they craft (one of them may be model= itself, loaded once).
         surrogates = [Surrogate(spec.display_name, spec.weight, load_surrogate(spec, cfg.placement, cfg.model, adapter))
                       for spec in specs] or None
-        crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=log,
-                        surrogates=surrogates, config_sha256=record.data["config_sha256"])
+        if cfg.attack.get("members"):  # attack=worst_case: several attacks per image, the winner judged
+            from visual_attacks.worst_case import craft_worst_case
+
+            crafted = craft_worst_case(case, adapter, bases, cfg.attack, out_dir, missing, log=log,
+                                       config_sha256=record.data["config_sha256"])
+        else:
+            crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=log,
+                            surrogates=surrogates, config_sha256=record.data["config_sha256"])
         del surrogates  # their weights are not needed to judge
         for i in sorted(missing):
             image = crafted.images[i]
@@ -89,11 +97,12 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
             record.add_sample({
                 "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(image.clean_png.relative_to(out_dir)),
                 "adversarial_png": str(image.adversarial_png.relative_to(out_dir)), "best_loss": image.best_loss,
-                "steps_run": image.steps_run, "attack_seconds": image.seconds, **judged, "base": bases[i].info,
+                "steps_run": image.steps_run, "steps_budget": pcfg.steps * max(1, len(cfg.attack.get("members") or ())),
+                "attack_seconds": image.seconds, **crafted.details.get(i, {}), **judged, "base": bases[i].info,
             })
             record.checkpoint()
         record.update(artifacts={"loss_curve": crafted.loss_curve}, held_out_checks=checks, execution=crafted.execution)
-        for state in out_dir.glob("attack_state*.pt"):  # every sample is written: nothing left to resume
+        for state in [*out_dir.glob("attack_state*.pt"), *out_dir.glob("members/*/attack_state*.pt")]:  # every sample is written: nothing left to resume
             state.unlink(missing_ok=True)
     return summarize(record.samples, case.group_by)
 

@@ -47,6 +47,11 @@ def summarize(samples: list[dict], group_by: tuple[str, ...] = ()) -> dict:
         "utility": _mean_by_key([s["utility"] for s in ok if isinstance(s.get("utility"), dict)]),
         "utility_counts": _count_by_key([s["utility"] for s in ok if isinstance(s.get("utility"), dict)]),
         "steps_run": _mean([s["steps_run"] for s in ok]),
+        # Forward+backward image-steps the early stop did not need, as a share of the budget.
+        **({"budget_saved": 1 - sum(s["steps_run"] for s in ok) / sum(s["steps_budget"] for s in ok)}
+           if all(s.get("steps_budget") for s in ok) else {}),
+        **({"won_by": {a: sum(s["attack_won"] == a for s in ok) for a in dict.fromkeys(s["attack_won"] for s in ok)}}
+           if all("attack_won" in s for s in ok) else {}),
         "attack_seconds": max(s["attack_seconds"] for s in ok),
     }
 
