@@ -23,8 +23,12 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
+# torchattacks (the reference the PGD and APGD tests compare with) without its dependencies: it pins
+# requests~=2.25, which would downgrade what mkdocs-material and the served clients need; what it
+# imports (torch, torchvision, scipy, tqdm) the test extra already brings.
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet --no-deps "torchattacks>=3.5,<4"
 	touch $@
 
 # LiteLLM's proxy: a third-party OpenAI-compatible server the suite runs `model=openai_compatible`

@@ -212,7 +212,6 @@ def test_blank_and_patch_stop_at_0005_checked_every_step(name):
     assert out.stopped_early and out.steps_run == 4
 
 
-@pytest.mark.xfail(strict=False, reason="per-image early stop lands from wt2-apgd")
 def test_each_behaviour_stops_on_its_own_best_loss():
     """HarmBench attacks one behaviour at a time and returns the iterate that first went below 0.005; in a
     batch, an image below the threshold is frozen there while the others go on."""
