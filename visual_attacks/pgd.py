@@ -262,7 +262,9 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
 
     def consider(candidate: torch.Tensor, loss: torch.Tensor) -> None:
         nonlocal best_x, best_loss
-        improved = loss < best_loss
+        # A stopped image keeps the iterate it stopped on (HarmBench returns the first one below its
+        # threshold), even where a later score of the same pixels comes out lower.
+        improved = (loss < best_loss) & stop.active
         best_loss = torch.where(improved, loss, best_loss)
         best_x = torch.where(improved.view(-1, 1, 1, 1), candidate, best_x)  # no host sync, unlike a mask index
 
