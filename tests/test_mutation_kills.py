@@ -3,6 +3,8 @@ asserts behaviour against a reference outside the module it checks."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -26,3 +28,283 @@ def test_lpips_looks_for_alexnet_where_torchvision_itself_reads_it(tmp_path, mon
     assert stealth.lpips_available()
     loaded = torch.hub.load_state_dict_from_url(AlexNet_Weights.DEFAULT.url, progress=False)
     assert loaded["marker"].tolist() == [7]
+
+
+# -- mmsafety/records.py ------------------------------------------------------------------------
+
+def _open(folder, config=None, **kwargs):
+    from mmsafety.records import RunRecord
+
+    return RunRecord.open(folder, "toy", config if config is not None else {"n": 1}, versions=lambda: {"v": "1"},
+                          **kwargs)
+
+
+def test_the_config_hash_ignores_key_order_and_accepts_values_json_cannot_encode():
+    """Two configs that say the same thing resume each other whatever order their keys come in (Hydra
+    and a hand-written yaml may order them differently); a Path in a config hashes as its text."""
+    from pathlib import Path
+
+    from mmsafety.records import config_sha256
+
+    a = {"model": {"name": "m", "cache": "/c"}, "seed": 0}
+    b = {"seed": 0, "model": {"cache": "/c", "name": "m"}}
+    assert config_sha256(a) == config_sha256(b)
+    assert config_sha256({"seed": 0}) != config_sha256({"seed": 1})
+    assert config_sha256({"root": Path("/data/x")}) == config_sha256({"root": "/data/x"})
+
+
+def test_read_samples_names_the_editors_line_number_and_drops_a_torn_last_line(tmp_path):
+    from mmsafety.records import read_samples
+
+    path = tmp_path / "samples.jsonl"
+    path.write_bytes(b'{"id": "a"}\n' b'not json\n' b'{"id": "b"}\n' b'[1, 2]\n' b'{"id": "c", "torn')
+    problems: list[str] = []
+    assert read_samples(path, problems) == [{"id": "a"}, {"id": "b"}]
+    assert [p.split(":")[0] for p in problems] == ["line 2", "line 4"]
+    assert all(len(p) > len("line 2: ") for p in problems)  # each with its reason
+    assert read_samples(path) == [{"id": "a"}, {"id": "b"}]  # no problems list: the same samples, no error
+
+
+def test_a_record_used_as_a_context_manager_opens_itself(tmp_path):
+    from mmsafety.records import RunRecord, read_samples
+
+    with RunRecord(tmp_path / "run", "toy", {"n": 1}, versions=lambda: {"v": "1"}) as record:
+        record.add_sample({"id": "a"})
+    assert read_samples(tmp_path / "run" / "samples.jsonl") == [{"id": "a"}]
+    assert json.loads((tmp_path / "run" / "record.json").read_text())["status"] == "partial"
+
+
+def test_opening_creates_missing_parent_folders_and_refuses_a_second_open(tmp_path):
+    folder = tmp_path / "sweep" / "0" / "run"
+    record = _open(folder)
+    try:
+        with pytest.raises(RuntimeError, match=str(folder)):
+            record._open()
+    finally:
+        record.close()
+
+
+def test_an_open_record_holds_the_lock_the_slurm_launcher_checks(tmp_path):
+    """mmsafety.cli.slurm_launcher tells a running job by trying to flock `.record.lock` itself."""
+    import fcntl
+
+    record = _open(tmp_path)
+    try:
+        with open(tmp_path / ".record.lock", "w") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        record.close()
+    with open(tmp_path / ".record.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on close
+
+
+def test_a_failed_run_with_no_sample_gives_way_to_a_corrected_config_and_one_with_samples_does_not(tmp_path):
+    from mmsafety.errors import UserError
+
+    for folder, samples in ((tmp_path / "empty", 0), (tmp_path / "some", 1)):
+        record = _open(folder, {"placement": "cuda"})
+        for k in range(samples):
+            record.add_sample({"id": str(k)})
+        first = record.data["run_id"]
+        record.write("failed")
+        record.close()
+        if samples:
+            with pytest.raises(UserError, match="different config"):
+                _open(folder, {"placement": "cpu"})
+        else:
+            record = _open(folder, {"placement": "cpu"})
+            assert record.data["run_id"] != first and record.data["config"] == {"placement": "cpu"}
+            assert record.data["timing"]["resumes"] == 0 and record.previous == {}
+            record.close()
+
+
+def test_the_record_keeps_the_command_line_and_a_fresh_run_retries_nothing(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["mmsafety-eval", "task=sarcasm", "seed=3"])
+    record = _open(tmp_path)
+    try:
+        assert record.retried_errors == 0
+        on_disk = json.loads((tmp_path / "record.json").read_text())
+        assert on_disk["command"] == "mmsafety-eval task=sarcasm seed=3"
+        assert on_disk["versions"] == {"v": "1"}
+    finally:
+        record.close()
+
+
+def test_open_passes_the_workload_schema_so_resume_sets_aside_samples_that_do_not_fit(tmp_path):
+    from mmsafety.record_schema import RecordSchema
+
+    schema = RecordSchema.from_shapes("toy", samples={"ok": {"label": int}})
+    record = _open(tmp_path, schema=schema)
+    record.add_sample({"id": "a", "label": 1})
+    record.add_sample({"id": "b", "label": "one"})
+    record.write("partial")
+    record.close()
+    record = _open(tmp_path, schema=schema)
+    try:
+        assert [s["id"] for s in record.samples] == ["a"]
+        assert record.data["resume_rejected"]["lines"] == 1
+    finally:
+        record.close()
+
+
+def test_samples_are_utf8_text_whatever_the_locale_and_paths_are_written_as_text(tmp_path):
+    """A sample with non-ASCII text is stored as readable UTF-8 (not \\u escapes), also in a process
+    whose locale encoding is ASCII (LC_ALL=C without Python's UTF-8 mode)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from pathlib import Path; from mmsafety.records import RunRecord\n"
+            "r = RunRecord.open(sys.argv[1], 'toy', {}, versions=lambda: {})\n"
+            "r.add_sample({'id': 'a', 'text': 'caf\\u00e9 \\u2713', 'image': Path('/m/x.png')}); r.close()\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = (tmp_path / "samples.jsonl").read_bytes()
+    assert "café ✓".encode("utf-8") in line
+    assert json.loads(line) == {"id": "a", "text": "café ✓", "image": "/m/x.png"}
+
+
+def test_checkpoint_rewrites_the_record_only_once_its_interval_has_passed(tmp_path, monkeypatch):
+
+    from mmsafety import records
+
+    now = [1000.0]
+    monkeypatch.setattr(records.time, "time", lambda: now[0])
+    record = _open(tmp_path)
+    try:
+        record.add_sample({"id": "a"})
+        record.checkpoint()  # 0 s after the opening write: not yet
+        assert json.loads((tmp_path / "record.json").read_text())["counts"]["ok"] == 0
+        now[0] += 1.999
+        record.checkpoint()
+        assert json.loads((tmp_path / "record.json").read_text())["counts"]["ok"] == 0
+        now[0] = 1002.0  # exactly the default 2 s
+        record.checkpoint()
+        assert json.loads((tmp_path / "record.json").read_text())["counts"]["ok"] == 1
+    finally:
+        record.close()
+
+
+def test_resume_retries_errors_sets_aside_unusable_lines_and_keeps_the_rest_byte_for_byte(tmp_path):
+    """What each earlier line becomes on resume, checked on the files a user would open: answers stay
+    (the same bytes), errored samples move to samples.retried.jsonl to be sent again, unusable lines
+    move to samples.rejected.jsonl with their editor line number, and a torn last line is cut."""
+    from mmsafety.record_schema import RecordSchema
+    from mmsafety.records import RunRecord, read_samples
+
+    schema = RecordSchema.from_shapes("toy", samples={"ok": {"label": int, "a": int, "b": int, "c": int, "d": int}})
+    record = _open(tmp_path, schema=schema)
+    record.close()
+    ok1 = b'{"id": "1", "label": 1, "a": 1, "b": 1, "c": 1, "d": 1}\n'
+    error = b'{"id": "2", "status": "error", "reason": "server gone"}\n'
+    ok2 = b'{"id": "5", "label": 0, "a": 1, "b": 1, "c": 1, "d": 1}\n'
+    four_wrong = b'{"id": "4", "label": 1, "a": "x", "b": "x", "c": "x", "d": "x"}\n'
+    (tmp_path / "samples.jsonl").write_bytes(ok1 + error + b"not json\n" + four_wrong + ok2 + b'{"id": "6", "lab')
+    record = RunRecord.open(tmp_path, "toy", {"n": 1}, schema=schema, versions=lambda: {"v": "1"})
+    try:
+        assert [s["id"] for s in record.samples] == ["1", "5"]
+        assert record.retried_errors == 1
+        assert (tmp_path / "samples.jsonl").read_bytes() == ok1 + ok2
+        assert (tmp_path / "samples.retried.jsonl").read_bytes() == error
+        assert (tmp_path / "samples.rejected.jsonl").read_bytes() == b"not json\n" + four_wrong
+        rejected = record.data["resume_rejected"]
+        assert rejected["lines"] == 2
+        assert [r.split(":")[0] for r in rejected["first_reasons"]] == ["line 3", "line 4"]
+        assert sum(f"{k} is 'x'" in rejected["first_reasons"][1] for k in "abcd") == 3  # the first three problems
+        record.add_sample({"id": "2", "label": 1, "a": 1, "b": 1, "c": 1, "d": 1})  # the retried one, answered
+    finally:
+        record.close()
+    assert [s["id"] for s in read_samples(tmp_path / "samples.jsonl")] == ["1", "5", "2"]
+
+
+def test_resume_with_only_errored_samples_moves_them_all_and_lists_at_most_ten_reasons(tmp_path):
+    from mmsafety.records import RunRecord
+
+    record = _open(tmp_path / "errors")
+    record.close()
+    lines = [f'{{"id": "{k}", "status": "error", "reason": "oom"}}\n'.encode() for k in range(3)]
+    (tmp_path / "errors" / "samples.jsonl").write_bytes(b"".join(lines))
+    record = _open(tmp_path / "errors")
+    try:
+        assert record.samples == [] and record.retried_errors == 3 and "resume_rejected" not in record.data
+        assert (tmp_path / "errors" / "samples.jsonl").read_bytes() == b""
+        assert (tmp_path / "errors" / "samples.retried.jsonl").read_bytes() == b"".join(lines)
+    finally:
+        record.close()
+
+    record = _open(tmp_path / "bad")
+    record.close()
+    (tmp_path / "bad" / "samples.jsonl").write_bytes(b"".join(f"bad {k}\n".encode() for k in range(12)))
+    record = RunRecord.open(tmp_path / "bad", "toy", {"n": 1}, versions=lambda: {"v": "1"})
+    try:
+        assert record.data["resume_rejected"]["lines"] == 12
+        assert [r.split(":")[0] for r in record.data["resume_rejected"]["first_reasons"]] == [
+            f"line {k}" for k in range(1, 11)]
+    finally:
+        record.close()
+
+
+def test_a_previous_record_that_breaks_its_workloads_schema_or_lacks_a_config_hash_is_no_record(tmp_path):
+    """Such a record is not resumed (a new run id, resumes 0), and a config hash that is missing is
+    not read as a different config."""
+    from mmsafety.record_schema import RecordSchema
+
+    schema = RecordSchema.from_shapes("toy", metrics={"accuracy": float})
+    for name, change in (("bad_metrics", {"metrics": {"accuracy": "high"}}), ("no_hash", {"config_sha256": None})):
+        folder = tmp_path / name
+        record = _open(folder, schema=schema)
+        first = record.data["run_id"]
+        record.close()
+        data = json.loads((folder / "record.json").read_text())
+        data.update(change)
+        if change.get("config_sha256", "") is None:
+            del data["config_sha256"]
+        (folder / "record.json").write_text(json.dumps(data))
+        record = _open(folder, schema=schema)
+        try:
+            assert record.data["run_id"] != first and record.data["timing"]["resumes"] == 0, name
+        finally:
+            record.close()
+    # the same record with metrics that fit is resumed
+    record = _open(tmp_path / "fine", schema=schema)
+    record.update(metrics={"accuracy": 0.5})
+    record.write()
+    first = record.data["run_id"]
+    record.close()
+    record = _open(tmp_path / "fine", schema=schema)
+    try:
+        assert record.data["run_id"] == first and record.data["timing"]["resumes"] == 1
+    finally:
+        record.close()
+
+
+def test_environment_reports_the_installed_versions_and_the_gpu(monkeypatch):
+    import importlib.util
+    import platform
+
+    import torch
+    import transformers
+
+    from mmsafety.records import environment
+
+    env = environment()
+    assert env["python"] == platform.python_version() and env["platform"] == platform.platform()
+    assert env["torch"] == torch.__version__ and env["transformers"] == transformers.__version__
+    if importlib.util.find_spec("open_clip") is None:
+        assert "open_clip" in env and env["open_clip"] is None
+    else:
+        import open_clip
+
+        assert env["open_clip"] == open_clip.__version__
+    assert "cuda" not in env and "gpu" not in env or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: {0: "GPU zero"}.get(index, f"GPU {index}"))
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    env = environment()
+    assert env["cuda"] == "12.4" and env["gpu"] == "GPU zero"
