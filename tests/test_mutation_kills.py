@@ -308,3 +308,82 @@ def test_environment_reports_the_installed_versions_and_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", "12.4")
     env = environment()
     assert env["cuda"] == "12.4" and env["gpu"] == "GPU zero"
+
+
+def test_current_umask_reads_it_without_setting_it(monkeypatch):
+    """os.umask can only set the mask (a race with threads creating files); the value comes from
+    /proc/self/status instead, and equals what the process has."""
+    import os
+
+    from mmsafety.records import current_umask
+
+    previous = os.umask(0o027)
+    try:
+        def no_umask(mask):
+            raise AssertionError("current_umask called os.umask")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        assert current_umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+
+
+def test_update_refuses_a_wrong_type_naming_at_most_three_fields(tmp_path):
+    record = _open(tmp_path)
+    try:
+        with pytest.raises(ValueError) as caught:
+            record.update(model="m", spec="s", counts="c", seeds="x")
+        named = [f for f in ("model", "spec", "counts", "seeds") if f"{f} is" in str(caught.value)]
+        assert len(named) == 3 and "\n" not in str(caught.value)
+    finally:
+        record.close()
+
+
+def test_the_written_record_counts_samples_by_status_and_times_the_run(tmp_path, monkeypatch):
+    from mmsafety import records
+
+    now = [1000.0]
+    monkeypatch.setattr(records.time, "time", lambda: now[0])
+    record = _open(tmp_path)
+    try:
+        on_disk = json.loads((tmp_path / "record.json").read_text())
+        assert on_disk["counts"] == {"ok": 0, "skipped": 0, "errors": 0} and on_disk["skipped_reasons"] == {}
+        for sample in ({"id": "a"}, {"id": "b", "status": "ok"}, {"id": "c", "status": "error", "reason": "oom"},
+                       {"id": "d", "status": "skipped", "reason": "unreadable image"},
+                       {"id": "e", "status": "skipped", "reason": "unreadable image"}):
+            record.add_sample(sample)
+        now[0] = 1002.12345
+        record.write("completed")
+    finally:
+        record.close()
+    text = (tmp_path / "record.json").read_text(encoding="utf-8")
+    on_disk = json.loads(text)
+    assert on_disk["status"] == "completed"
+    assert on_disk["counts"] == {"ok": 2, "skipped": 2, "errors": 1}
+    assert on_disk["skipped_reasons"] == {"unreadable image": 2}
+    assert on_disk["timing"]["started"] == 1000.0 and on_disk["timing"]["finished"] == 1002.12345
+    assert on_disk["timing"]["seconds"] == 2.123  # to the millisecond
+    assert text.count("\n") > 10  # indented for a person to read
+
+
+def test_record_json_keeps_non_ascii_text_readable(tmp_path):
+    record = _open(tmp_path, {"prompt": "Ça va ✓"})
+    record.close()
+    assert "Ça va ✓".encode("utf-8") in (tmp_path / "record.json").read_bytes()
+
+
+def test_close_closes_the_samples_file_and_may_be_called_twice(tmp_path):
+    import os
+
+    record = _open(tmp_path)
+    record.add_sample({"id": "a"})
+    samples = (tmp_path / "samples.jsonl").resolve()
+
+    def open_on_samples():
+        return [fd for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(samples)]
+
+    assert open_on_samples()
+    record.close()
+    assert open_on_samples() == []
+    record.close()
