@@ -4,6 +4,7 @@ asserts behaviour against a reference outside the module it checks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -387,3 +388,57 @@ def test_close_closes_the_samples_file_and_may_be_called_twice(tmp_path):
     record.close()
     assert open_on_samples() == []
     record.close()
+
+
+def test_atomic_write_creates_folders_and_writes_through_a_temp_file_the_next_job_can_clean_up(tmp_path, monkeypatch):
+    """The temporary file sits beside the target (a rename across file systems is not atomic) and
+    matches what `RunRecord` removes after a killed writer (`.*.tmp` in the run folder)."""
+    import os
+
+    from mmsafety import records
+
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append((Path(src), sorted(Path(dst).parent.glob(".*.tmp"))))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(records.os, "replace", replace)
+    target = tmp_path / "sweep" / "3" / "record.json"
+    records.atomic_write_text(target, "{}")
+    assert target.read_text() == "{}"
+    (src, cleanable), = seen
+    assert src.parent == target.parent and cleanable == [src] and src.name.startswith(".record.json.")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["record.json"]
+
+
+def test_current_umask_without_proc_falls_back_and_leaves_the_mask_as_it_was(monkeypatch):
+    import os
+
+    from mmsafety import records
+
+    real_read_text = Path.read_text
+
+    def no_proc(self, *args, **kwargs):
+        if str(self).startswith("/proc/"):
+            raise OSError("no /proc here")
+        return real_read_text(self, *args, **kwargs)
+
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(Path, "read_text", no_proc)
+        assert records.current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # still the process's mask
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+
+
+def test_a_closed_record_can_be_opened_again(tmp_path):
+    record = _open(tmp_path)
+    record.add_sample({"id": "a"})
+    record.close()
+    with record:
+        assert [s["id"] for s in record.samples] == ["a"]
+        assert record.data["timing"]["resumes"] == 1
