@@ -66,7 +66,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                      f"{PROPS}test_merging_overlapping_repeated_shards_in_any_order_gives_the_run"]),
     "targets_judges": (["visual_attacks/targets.py", "visual_attacks/judge.py"],
                        ["tests/test_targets.py", "tests/test_judge_stage.py"]),
-    "deploy": (["visual_attacks/deploy.py"], ["tests/test_deploy.py", "tests/test_eot_deploy.py"]),
+    "deploy": (["visual_attacks/deploy.py"],
+               ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py"]),
     "served_accounting": (["mmsafety/served/client.py"], ["tests/test_served_units.py", "tests/test_served_faults.py"]),
 }
 MUTANTS: dict[str, list[str]] = {

@@ -442,3 +442,52 @@ def test_a_closed_record_can_be_opened_again(tmp_path):
     with record:
         assert [s["id"] for s in record.samples] == ["a"]
         assert record.data["timing"]["resumes"] == 1
+
+
+# -- visual_attacks/deploy.py ---------------------------------------------------------------------
+
+def _pillow_round_trip(image, fmt, **options):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        return im.convert("RGB")
+
+
+def test_deploy_image_is_what_pillow_gives_for_the_preset_and_png_passes_the_image_through():
+    import numpy as np
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from visual_attacks.deploy import PNG, build_deploy
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    assert PNG.image(image) is image
+    root = Path(__file__).resolve().parents[1] / "conf" / "deploy"
+    jpeg = build_deploy(OmegaConf.load(root / "jpeg_75.yaml"))
+    reference = _pillow_round_trip(image, "JPEG", quality=75, subsampling=2)  # Pillow's 4:2:0
+    assert np.array_equal(np.asarray(jpeg.image(image)), np.asarray(reference))
+    assert not np.array_equal(np.asarray(jpeg.image(image)), np.asarray(image))
+
+
+def test_deploy_labels_tell_presets_their_variants_and_old_records_apart():
+    from omegaconf import OmegaConf
+
+    from visual_attacks.deploy import build_deploy, deploy_label
+
+    root = Path(__file__).resolve().parents[1] / "conf" / "deploy"
+    preset = build_deploy(OmegaConf.load(root / "jpeg_75.yaml")).spec()
+    assert deploy_label(preset) == "jpeg_75"
+    assert deploy_label(None) == "png" and deploy_label({}) == "png" and deploy_label("jpeg") == "png"
+    assert deploy_label({"name": "mine", "steps": []}) == "mine"
+    changed = {"name": "jpeg_75", "steps": [{**preset["steps"][0], "quality": 50}]}
+    other = {"name": "jpeg_75", "steps": [{**preset["steps"][0], "quality": 40}]}
+    labels = {deploy_label(preset), deploy_label(changed), deploy_label(other)}
+    assert len(labels) == 3
+    assert deploy_label(changed).startswith("jpeg_75") and "quality=50" in deploy_label(changed)
+    own = {"name": "../etc/x", "steps": [{"kind": "jpeg", "quality": 75, "subsampling": "4:2:0"}]}
+    assert deploy_label(own) != "../etc/x" and "quality=75" in deploy_label(own)  # not a preset's file
