@@ -67,7 +67,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "targets_judges": (["visual_attacks/targets.py", "visual_attacks/judge.py"],
                        ["tests/test_targets.py", "tests/test_judge_stage.py"]),
     "deploy": (["visual_attacks/deploy.py"],
-               ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py"]),
+               ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py",
+                "tests/test_transfer_board.py"]),
     "served_accounting": (["mmsafety/served/client.py"], ["tests/test_served_units.py", "tests/test_served_faults.py"]),
 }
 MUTANTS: dict[str, list[str]] = {
