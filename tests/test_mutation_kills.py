@@ -491,3 +491,26 @@ def test_deploy_labels_tell_presets_their_variants_and_old_records_apart():
     assert deploy_label(changed).startswith("jpeg_75") and "quality=50" in deploy_label(changed)
     own = {"name": "../etc/x", "steps": [{"kind": "jpeg", "quality": 75, "subsampling": "4:2:0"}]}
     assert deploy_label(own) != "../etc/x" and "quality=75" in deploy_label(own)  # not a preset's file
+
+
+def test_downscale_matches_pillows_resize_keeps_one_pixel_and_refuses_factors_below_one():
+    import numpy as np
+    from PIL import Image
+
+    from mmsafety.errors import ConfigError
+    from visual_attacks.deploy import build_deploy
+
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    for resample, pil in (("nearest", Image.Resampling.NEAREST), ("box", Image.Resampling.BOX)):
+        step = {"kind": "downscale", "factor": 4, "resample": resample}
+        got = build_deploy({"name": "d", "steps": [step]}).image(image)
+        assert np.array_equal(np.asarray(got), np.asarray(image.resize((8, 5), pil)))  # round(30/4), round(20/4)
+    tiny = Image.fromarray(rng.integers(0, 256, (3, 3, 3), dtype=np.uint8))
+    assert build_deploy({"name": "d", "steps": [{"kind": "downscale", "factor": 8}]}).image(tiny).size == (1, 1)
+    assert build_deploy({"name": "d", "steps": [{"kind": "downscale", "factor": 1}]}).image(image).size == (30, 20)
+    for factor in (0.5, True, "2"):
+        with pytest.raises(ConfigError, match="factor"):
+            build_deploy({"name": "d", "steps": [{"kind": "downscale", "factor": factor}]})
+    with pytest.raises(ConfigError, match="downscale"):
+        build_deploy({"name": "d", "steps": [{"kind": "downscale", "resample": "sharp"}]})
