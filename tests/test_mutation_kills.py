@@ -514,3 +514,17 @@ def test_downscale_matches_pillows_resize_keeps_one_pixel_and_refuses_factors_be
             build_deploy({"name": "d", "steps": [{"kind": "downscale", "factor": factor}]})
     with pytest.raises(ConfigError, match="downscale"):
         build_deploy({"name": "d", "steps": [{"kind": "downscale", "resample": "sharp"}]})
+
+
+def test_resize_longest_keeps_one_pixel_on_the_short_side_as_pillow_resizes():
+    import numpy as np
+    from PIL import Image
+
+    from visual_attacks.deploy import build_deploy
+
+    rng = np.random.default_rng(2)
+    for shape, expected in (((100, 1, 3), (1, 10)), ((1, 100, 3), (10, 1)), ((40, 20, 3), (5, 10))):
+        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        step = {"kind": "resize_longest", "size": 10, "resample": "nearest"}
+        got = build_deploy({"name": "r", "steps": [step]}).image(image)
+        assert np.array_equal(np.asarray(got), np.asarray(image.resize(expected, Image.Resampling.NEAREST)))
