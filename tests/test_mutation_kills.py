@@ -158,11 +158,17 @@ def test_samples_are_utf8_text_whatever_the_locale_and_paths_are_written_as_text
     import sys
     from pathlib import Path
 
-    code = ("import sys; from pathlib import Path; from mmsafety.records import RunRecord\n"
+    # mutmut names mutants of methods with "ǁ", which an ASCII locale cannot carry in the environment:
+    # the name travels hex-encoded into a plain-dict os.environ (a no-op outside mutation testing).
+    code = ("import os, sys; from pathlib import Path; from mmsafety.records import RunRecord\n"
+            "if os.environ.get('MUTANT_HEX'): os.environ = {**os.environ, 'MUTANT_UNDER_TEST': bytes.fromhex("
+            "os.environ['MUTANT_HEX']).decode()}\n"
             "r = RunRecord.open(sys.argv[1], 'toy', {}, versions=lambda: {})\n"
             "r.add_sample({'id': 'a', 'text': 'caf\\u00e9 \\u2713', 'image': Path('/m/x.png')}); r.close()\n")
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     env.pop("PYTHONIOENCODING", None)
+    if "MUTANT_UNDER_TEST" in env:
+        env["MUTANT_HEX"] = env.pop("MUTANT_UNDER_TEST").encode().hex()
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -528,3 +534,24 @@ def test_resize_longest_keeps_one_pixel_on_the_short_side_as_pillow_resizes():
         step = {"kind": "resize_longest", "size": 10, "resample": "nearest"}
         got = build_deploy({"name": "r", "steps": [step]}).image(image)
         assert np.array_equal(np.asarray(got), np.asarray(image.resize(expected, Image.Resampling.NEAREST)))
+
+
+def test_samples_keep_non_ascii_text_and_write_paths_as_text_in_process(tmp_path):
+    record = _open(tmp_path)
+    try:
+        record.add_sample({"id": "a", "text": "Ça va ✓", "image": Path("/m/x.png")})
+    finally:
+        record.close()
+    line = (tmp_path / "samples.jsonl").read_bytes()
+    assert "Ça va ✓".encode("utf-8") in line
+    assert json.loads(line) == {"id": "a", "text": "Ça va ✓", "image": "/m/x.png"}
+
+
+def test_environment_without_open_clip_says_so(monkeypatch):
+    import sys
+
+    from mmsafety.records import environment
+
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # `import open_clip` raises ImportError
+    env = environment()
+    assert "open_clip" in env and env["open_clip"] is None
