@@ -555,3 +555,35 @@ def test_environment_without_open_clip_says_so(monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # `import open_clip` raises ImportError
     env = environment()
     assert "open_clip" in env and env["open_clip"] is None
+
+
+def test_jpeg_and_resize_checks_accept_their_whole_range_and_jpeg_uses_the_named_subsampling():
+    import numpy as np
+    from PIL import Image
+
+    from mmsafety.errors import ConfigError
+    from visual_attacks.deploy import build_deploy
+
+    def steps(**step):
+        return {"name": "d", "steps": [step]}
+
+    for quality in (1, 100):
+        build_deploy(steps(kind="jpeg", quality=quality))
+    for quality in (0, 101, 75.0, "75"):
+        with pytest.raises(ConfigError, match="quality"):
+            build_deploy(steps(kind="jpeg", quality=quality))
+    with pytest.raises(ConfigError, match="4:1:1"):
+        build_deploy(steps(kind="jpeg", subsampling="4:1:1"))
+    build_deploy(steps(kind="resize_longest", size=1))
+    for size in (0, True, 2.5):
+        with pytest.raises(ConfigError, match="size"):
+            build_deploy(steps(kind="resize_longest", size=size))
+    with pytest.raises(ConfigError, match="resize_longest"):
+        build_deploy(steps(kind="resize_longest", resample="sharp"))
+    with pytest.raises(ConfigError, match="enlarge"):
+        build_deploy(steps(kind="resize_longest", enlarge="yes"))
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    got = build_deploy(steps(kind="jpeg", quality=90, subsampling="4:4:4")).image(image)
+    reference = _pillow_round_trip(image, "JPEG", quality=90, subsampling=0)
+    assert np.array_equal(np.asarray(got), np.asarray(reference))
