@@ -33,6 +33,8 @@ SCRATCH = ROOT / ".cache" / "mutation"
 # group -> (modules to mutate, tests that cover them: files or node ids). Tests that need no trained
 # organism where possible (the organism makes each mutant cost a minute). A group may also name mutant
 # globs in MUTANTS (default: every mutant of its modules).
+# The property tests by name: the whole file also runs the PGD properties, minutes per mutant.
+PROPS = "tests/test_properties.py::"
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "pgd_projection": (["visual_attacks/pgd.py"],
                        ["tests/test_pgd.py::test_budget_and_box_hold", "tests/test_pgd.py::test_quantized_iterates_are_on_the_8bit_grid",
@@ -41,19 +43,32 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "pgd": (["visual_attacks/pgd.py"],
             ["tests/test_pgd.py", "tests/test_known_values.py", "tests/test_properties.py"]),
     "metrics": (["goat_bench/metrics.py"],
-                ["tests/test_goat_metrics.py", "tests/test_known_values.py", "tests/test_properties.py"]),
-    "stealth": (["visual_attacks/stealth.py"], ["tests/test_known_values.py", "tests/test_transfer_board.py"]),
+                ["tests/test_goat_metrics.py", "tests/test_known_values.py",
+                 f"{PROPS}test_task_metrics_are_order_free_and_equal_counting_by_hand",
+                 f"{PROPS}test_scores_of_a_run_are_order_free"]),
+    "stealth": (["visual_attacks/stealth.py"],
+                ["tests/test_known_values.py", "tests/test_transfer_board.py", "tests/test_mutation_kills.py",
+                 "tests/test_attack_cases.py::test_lpips_reported_only_when_alexnet_weights_are_on_disk"]),
     "sequences": (["mmsafety/models/sequences.py"],
                   ["tests/test_answer_spellings.py", "tests/test_adapter_contract.py", "tests/test_targets.py"]),
     "records": (["mmsafety/records.py"],
-                ["tests/test_records.py", "tests/test_atomic_writes.py", "tests/test_resume_shared_ids.py"]),
+                ["tests/test_records.py", "tests/test_atomic_writes.py", "tests/test_resume_shared_ids.py",
+                 "tests/test_mutation_kills.py",
+                 "tests/test_reliability_hostile.py::test_resume_sets_unusable_sample_lines_aside_and_redoes_them",
+                 "tests/test_reliability_hostile.py::test_a_previous_record_that_is_a_bomb_counts_as_no_record",
+                 "tests/test_reliability_hostile.py::test_atomic_writes_respect_the_umask"]),
     "evaluate": (["goat_bench/evaluate.py"],
-                 ["tests/test_resume_shared_ids.py", "tests/test_goat_metrics.py", "tests/test_properties.py"]),
+                 ["tests/test_resume_shared_ids.py", "tests/test_goat_metrics.py",
+                  f"{PROPS}test_scores_of_a_run_are_order_free",
+                  f"{PROPS}test_a_goat_run_interrupted_after_any_batch_and_resumed_equals_an_uninterrupted_one"]),
     "leaderboard": (["mmsafety/leaderboard/collect.py"],
-                    ["tests/test_leaderboard.py", "tests/test_properties.py"]),
+                    ["tests/test_leaderboard.py",
+                     f"{PROPS}test_merging_overlapping_repeated_shards_in_any_order_gives_the_run"]),
     "targets_judges": (["visual_attacks/targets.py", "visual_attacks/judge.py"],
                        ["tests/test_targets.py", "tests/test_judge_stage.py"]),
-    "deploy": (["visual_attacks/deploy.py"], ["tests/test_deploy.py", "tests/test_eot_deploy.py"]),
+    "deploy": (["visual_attacks/deploy.py"],
+               ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py",
+                "tests/test_transfer_board.py"]),
     "served_accounting": (["mmsafety/served/client.py"], ["tests/test_served_units.py", "tests/test_served_faults.py"]),
 }
 MUTANTS: dict[str, list[str]] = {

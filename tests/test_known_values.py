@@ -94,7 +94,10 @@ def test_a_run_with_no_scored_meme_has_an_overall_count_of_zero():
                for k in range(3)]
     metrics = score_samples(samples, ["sarcasm"])
     assert metrics["per_task"]["sarcasm"] == {"n": 0, "skipped": 3, "errors": 0}
-    assert metrics["overall"] == {"n": 0, "errors": 0}  # no scored meme, and none errored
+    # no scored meme, none errored, and all of the paper's five tasks named as missing from Overall
+    assert metrics["overall"] == {"n": 0, "errors": 0, "missing_tasks": metrics["overall"]["missing_tasks"]}
+    assert sorted(metrics["overall"]["missing_tasks"]) == sorted(
+        ["hatefulness", "misogyny", "offensiveness", "sarcasm", "harmfulness"])
 
 
 def test_overall_pools_accuracy_by_count_and_names_the_tasks_it_pooled():
