@@ -2,8 +2,8 @@
 run file is read back record by record), MLflow with a local SQLite store (read back through its client). What
 they hold must equal the job's record: its config, its metrics, its samples and its files.
 
-wandb and mlflow are optional extras (mmsafety[wandb], mmsafety[mlflow]) and not in the test extra (hundreds of
-MB with their dependencies): without them these tests skip, saying so."""
+wandb and mlflow are optional extras for users (mmsafety[wandb], mmsafety[mlflow]) and in the test extra, so
+`make test` runs these; where they are absent, the tests skip, saying so."""
 
 from __future__ import annotations
 
