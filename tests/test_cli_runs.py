@@ -81,7 +81,8 @@ def test_eval_run_folder_log_progress_and_refusal(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "2 already done" in again.stderr
     progress_lines = [line for line in again.stderr.splitlines() if "organism logprob" in line]
-    assert progress_lines == [progress_lines[0]] and "2/2 memes done" in progress_lines[0], again.stderr
+    # The counter carries on from the 2 already done (issue 25): 4 of the task's 4, not 2 of 2.
+    assert progress_lines == [progress_lines[0]] and "4/4 memes done" in progress_lines[0], again.stderr
     assert "\r" not in again.stderr
     assert len(read_samples(folder / "samples.jsonl")) == 4
 

@@ -102,7 +102,7 @@ def hostile_dataset(tmp: Path) -> tuple[Path, dict[str, str | None], Path]:
     add("bomb", "too large", "img/bomb.png")
     add("one-pixel", None, "img/one.png")
     add("extreme-aspect", None, "img/wide.png")
-    add("missing-file", "missing", "img/nope.png")
+    add("missing-file", "image not found", "img/nope.png")
     add("dotdot", "leaves the dataset root", "../../outside.png")
     add("absolute", "leaves the dataset root", str(outside))
     add("symlink-out", "leaves the dataset root", "img/link.png")
