@@ -128,7 +128,9 @@ def test_a_refused_run_stops_then_the_same_command_answers_everything_and_counts
     assert f"every sample errored ({N})" in errors[0] and f"({N} of {N}): 400 refused" in errors[0]
     record = record_of(errored)
     assert record["status"] == "failed" and record["counts"] == {"ok": 0, "skipped": 0, "errors": N}
-    assert record["metrics"]["overall"] == {"n": 0, "errors": N}
+    # No task has a scored meme, so the Overall names all five as missing (not the paper's Overall).
+    assert record["metrics"]["overall"] == {"n": 0, "errors": N, "missing_tasks": [
+        "hatefulness", "misogyny", "offensiveness", "sarcasm", "harmfulness"]}
 
     # 3. The same command as (1) against a working server: every meme answered, accounting for both.
     endpoint.mode, before = "forward", endpoint.chats
