@@ -48,3 +48,17 @@ def organism():
     from tests.helpers import load_builtin
 
     return load_builtin("organism")
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    """A seeded, frozen ResNet-18 (10 classes): the small classifier on which PGD and APGD are compared with
+    torchattacks step for step (tests/test_pgd.py, tests/test_apgd.py)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -7,21 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from visual_attacks.apgd import schedule
 from visual_attacks.pgd import Checkpoint, PGDConfig, pgd
 
 torchattacks = pytest.importorskip("torchattacks")
 
-
-@pytest.fixture(scope="module")
-def classifier():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def reference(model, x, y, norm, eps, n_iter, seed):

@@ -8,18 +8,9 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from visual_attacks.pgd import PGDConfig, pgd
 
-
-@pytest.fixture(scope="module")
-def classifier():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def textbook_pgd(model, x, y, eps, alpha, steps):
