@@ -23,13 +23,13 @@ from visual_attacks.cli import run_attack_job, run_judge_job
 from visual_attacks.deploy import build_deploy
 from visual_attacks.judge import judge_saved_attack
 
-pytestmark = pytest.mark.slow  # a 20-step attack on the organism, then a few judgings (about 1 min on 2 cores)
+pytestmark = pytest.mark.slow  # a 100-step attack on the organism, then a few judgings (about 1 min on 2 cores)
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, organism):
     out = tmp_path_factory.mktemp("craft") / "run"
-    run_attack_job(out, "attack.steps=20", "attack.eps=16/255", "images=2", "heldout_prompts=4")
+    run_attack_job(out, "attack.steps=100", "attack.eps=32/255", "images=2", "heldout_prompts=4")
     return out
 
 
@@ -38,13 +38,13 @@ def test_self_transfer_with_png_gives_exactly_the_source_runs_rates(source, tmp_
     record = json.loads(open(record_path).read())
     source_record = json.loads((source / "record.json").read_text())
     assert metrics == source_record["metrics"] == record["metrics"]
-    # Not a trivial 0 == 0: the 20-step attack makes the organism call the tool on one image of two.
+    # Not a trivial 0 == 0: the 100-step attack at 32/255 makes the (shipped) organism call the tool more often than the clean images do (20 steps at 16/255 no longer did).
     assert source_record["metrics"]["asr"]["syntax"] > source_record["metrics"]["clean_baseline"]["syntax"]
     assert record["kind"] == "transfer" and record["status"] == "completed"
     spec = record["spec"]
     assert spec["surrogates"] == ["organism (seed 0)"] and spec["victim"] == "organism (seed 0)"
     assert spec["source_run"] == str(source.resolve()) and spec["deploy"] == {"name": "png", "steps": []}
-    assert (spec["case"], spec["target"], spec["eps"], spec["steps"]) == ("tool_call", "send_email", 16 / 255, 20)
+    assert (spec["case"], spec["target"], spec["eps"], spec["steps"]) == ("tool_call", "send_email", 32 / 255, 100)
     judged = {s["image"]: s for s in read_samples(Path(record_path).with_name("samples.jsonl"))}
     for s in read_samples(source / "samples.jsonl"):  # the same answers, image by image
         assert judged[s["image"]]["outputs"] == s["outputs"] and judged[s["image"]]["adversarial"] == s["adversarial"]

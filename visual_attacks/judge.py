@@ -133,6 +133,8 @@ def judge_saved_attack(source_run_dir: str | Path, adapter: ModelAdapter, record
         sample = {"image": s["image"], "key": s["key"], "status": "ok", "source_run": str(source),
                   "clean_png": clean_png, "adversarial_png": adv_png, "best_loss": s.get("best_loss"),
                   "steps_run": s.get("steps_run"), "attack_seconds": s.get("attack_seconds"),
+                  # the craft's budget and winner, so the judged record's summary keeps budget_saved / won_by
+                  **{k: s[k] for k in ("steps_budget", "attack_won") if k in s},
                   **judged, "base": s.get("base", {})}
         samples.append(sample)
         if record is not None:
