@@ -153,8 +153,15 @@ async def _post_async(client, base_url, body):
     return await client.post(f"{base_url}/chat/completions", content=body, headers=HEADERS, timeout=60)
 
 
-def long_with(max_tokens: int) -> bytes:
-    return chat(user("Tell me a long story."), max_tokens=max_tokens, temperature=0, logit_bias={"2": -100})
+# Choices in the requests that must outlast a deadline or a grace period: 16 finished within 1.5 s on an
+# idle 2-core machine (the tests then saw a 200 where they wait for a 429 or a 503), 64 take seconds.
+LONG_CHOICES = 64
+
+
+def long_with(max_tokens: int, n: int = 1) -> bytes:
+    """A request that runs to `max_tokens` (end of text banned), `n` choices."""
+    return chat(user("Tell me a long story."), max_tokens=max_tokens, temperature=0, logit_bias={"2": -100},
+                **({"n": n} if n != 1 else {}))
 
 
 async def _slow_sender(port: int) -> bytes:
@@ -170,14 +177,14 @@ async def _slow_sender(port: int) -> bytes:
 
 @pytest.mark.slow
 def test_a_full_server_says_429_with_retry_after_and_stale_and_slow_requests_are_dropped():
-    with serve_organism("--max-queue", "4", "--queue-timeout-s", "1.5", "--body-timeout-s", "2") as served:
+    with serve_organism("--max-queue", "4", "--queue-timeout-s", "1.5", "--body-timeout-s", "2",
+                        "--max-batch", str(LONG_CHOICES)) as served:  # the long request's choices in one batch
         base = served.base_url
 
         async def scenario():
             async with httpx.AsyncClient() as client:
-                # 16 choices of 400 tokens: several seconds however idle the machine, past the stale one's deadline
-                running = asyncio.ensure_future(_post_async(client, base, chat(
-                    user("Tell me a long story."), max_tokens=LONG_TOKENS, n=16, temperature=0, logit_bias={"2": -100})))
+                # LONG_CHOICES choices of 400 tokens: several seconds however idle the machine, past the stale one's deadline
+                running = asyncio.ensure_future(_post_async(client, base, long_with(LONG_TOKENS, n=LONG_CHOICES)))
                 await asyncio.sleep(0.5)
                 # Another long request (a different max_tokens: not batched with the first) waits in the long lane.
                 stale = asyncio.ensure_future(_post_async(client, base, long_with(LONG_TOKENS - 1)))
@@ -197,7 +204,7 @@ def test_a_full_server_says_429_with_retry_after_and_stale_and_slow_requests_are
     assert full_s < 1.0 and int(full.headers["retry-after"]) >= 1
     error = error_of(third_long, 429)
     assert error["code"] == "queue_full" and "holds 2 requests allowed more than 128 new tokens" in error["message"]
-    assert running.status_code == 200 and running.json()["usage"]["completion_tokens"] == 16 * LONG_TOKENS
+    assert running.status_code == 200 and running.json()["usage"]["completion_tokens"] == LONG_CHOICES * LONG_TOKENS
     error = error_of(stale, 429)
     assert error["code"] == "queue_timeout" and "1.5 s" in error["message"] and stale.headers["retry-after"]
     for reply in slow:
@@ -214,7 +221,7 @@ def test_a_client_that_hangs_up_has_its_running_and_queued_work_dropped(server):
     async def hang_up():
         async with httpx.AsyncClient() as client:
             tasks = [asyncio.ensure_future(_post_async(client, base, long_with(LONG_TOKENS - k))) for k in range(2)]
-            await asyncio.sleep(0.8)  # one runs (different max_tokens: one lane, one at a time), one waits
+            await asyncio.sleep(0.3)  # (a 400-token answer took under 0.8 s on an idle machine) one runs (different max_tokens: one lane, one at a time), one waits
             state = httpx.get(health_url).json()["jobs"]
             for t in tasks:
                 t.cancel()
@@ -256,9 +263,8 @@ def test_sigterm_stops_accepting_drains_within_the_grace_period_and_exits_0(grac
 
         async def scenario():
             async with httpx.AsyncClient() as client:
-                # 16 choices of 400 tokens: several seconds however idle the machine, past the short grace
-                long = asyncio.ensure_future(_post_async(client, base, chat(
-                    user("Tell me a long story."), max_tokens=LONG_TOKENS, n=16, temperature=0, logit_bias={"2": -100})))
+                # LONG_CHOICES choices of 400 tokens: several seconds however idle the machine, past the short grace
+                long = asyncio.ensure_future(_post_async(client, base, long_with(LONG_TOKENS, n=LONG_CHOICES)))
                 await asyncio.sleep(1.0)
                 sent = time.perf_counter()
                 served.proc.send_signal(signal.SIGTERM)
@@ -282,5 +288,5 @@ def test_sigterm_stops_accepting_drains_within_the_grace_period_and_exits_0(grac
         assert error["code"] == "server_shutting_down" and r.headers["retry-after"]
         assert stopped_s < grace_s + 1.5, stopped_s
     else:  # enough grace: it finishes
-        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 16 * LONG_TOKENS
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == LONG_CHOICES * LONG_TOKENS
         assert stopped_s < grace_s
