@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mmsafety.errors import ConfigError
@@ -74,9 +76,12 @@ def test_rebuilding_a_shipped_organism_gives_the_shipped_bytes_or_reports_the_dr
     from mmsafety.organisms.cli import main
 
     monkeypatch.setenv("MMSAFETY_CACHE", str(tmp_path))
+    monkeypatch.delenv(shipped.MODE_ENV, raising=False)
     name = "harmbench_judge"
     entry = shipped.manifest()[shipped.folder_name(name, BUILDERS.get(name).current_version(), 0)]
     assert main([name]) == 0
+    # The command builds from the recipes, and leaves later jobs in this process on the shipped copies.
+    assert shipped.MODE_ENV not in os.environ and ensure_built(name) == shipped.SHIPPED / shipped.folder_name(name, BUILDERS.get(name).current_version(), 0)
     out = capsys.readouterr().out
     rebuilt = built_path(name)
     assert rebuilt.is_relative_to(tmp_path) and (rebuilt / "BUILT").exists()

@@ -246,8 +246,9 @@ def test_a_client_that_hangs_up_has_its_running_and_queued_work_dropped(server):
 def test_short_requests_are_answered_within_a_second_while_a_maximal_one_runs(server):
     texts: dict = {}
     out = asyncio.run(short_latencies(server.base_url, 15, while_long=True, texts=texts))
-    assert out["long_completion_tokens"] == LONG_TOKENS and out["long_s"] > 1.0  # it really held the model
-    # At least 5 short answers came while it ran (with one lane the first waits for the long one's end).
+    assert out["long_completion_tokens"] == LONG_TOKENS  # it really held the model, to its maximal length
+    # At least 5 short answers came while it ran (the loop stops at the first answer after the long one
+    # ended; with one lane the first short answer waits for the long one's end).
     assert out["n"] >= 5 and out["p50_s"] < 0.5 and out["max_s"] < 1.5, out
     # The two lanes call one model at the same time: each answer equals the one it gets alone.
     alone = [post(server.base_url, short_body(i)).json()["choices"][0]["message"]["content"] for i in range(3)]

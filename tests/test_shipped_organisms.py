@@ -110,6 +110,7 @@ def test_a_damaged_shipped_organism_stops_a_job_in_one_line(tmp_path, monkeypatc
     (root / key("organism") / "config.json").write_text("{}")
     monkeypatch.setattr(shipped, "SHIPPED", root)
     monkeypatch.setenv("MMSAFETY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(shipped.MODE_ENV, raising=False)
     monkeypatch.setattr(sys, "argv", ["mmsafety-eval", "task.limit=1", f"hydra.run.dir={tmp_path / 'run'}"])
     with pytest.raises(SystemExit) as e:
         main()

@@ -52,6 +52,21 @@ def describe(name: str, report: dict) -> list[str]:
     return lines
 
 
+def build_from_recipes(name: str, seed: int, force: bool):
+    """Build `name` with what it builds from (the victim from the organism) also taken from the recipes, not
+    the shipped copies; the mode is restored afterwards, so a caller in the same process (a notebook, a test)
+    goes on loading the shipped copies."""
+    before = os.environ.get(shipped.MODE_ENV)
+    os.environ[shipped.MODE_ENV] = "build"
+    try:
+        return build(name, seed, force=force)
+    finally:
+        if before is None:
+            os.environ.pop(shipped.MODE_ENV, None)
+        else:
+            os.environ[shipped.MODE_ENV] = before
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mmsafety-build-organism", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -74,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:22} {'shipped' if key in ships else 'built on first use':18} {BUILDERS.get(name).description}")
             return 0
         builder = BUILDERS.get(args.name)  # an unknown name: one line with the registered ones
-        os.environ[shipped.MODE_ENV] = "build"  # what it builds from (the victim from the organism) is rebuilt too
-        path = build(args.name, args.seed, force=args.force)
+        path = build_from_recipes(args.name, args.seed, args.force)
         print(f"{args.name}: built from the recipe in {path}")
         report = compare(args.name, args.seed, path, measure=not args.no_behaviour)
         print("\n".join(describe(args.name, report)))
