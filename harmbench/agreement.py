@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 from harmbench.data import read_behaviors
-from harmbench.judges import Judge, JudgeInput
 from harmbench.metrics import agreement_metrics, majority
 from mmsafety.errors import UserError
+from mmsafety.judging import Judge, JudgeInput
 
 REFERENCE_VOTES = ("llama_cls", "mistral_cls", "advbench_label", "gpt")
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmsafety.cli.command import JobCommand, compose, output_folder, run_command
 from mmsafety.errors import UserError
+from mmsafety.judging import JUDGES, build_judge
 from mmsafety.records import atomic_write_text
 
 AGREEMENT_CONFIG = "judge_agreement"
@@ -62,10 +63,8 @@ def judge_options(cfg) -> dict:
 
 
 def _check_judge(cfg: DictConfig) -> None:
-    from harmbench.judges import judges
-
-    if cfg.judge not in judges.names():
-        raise UserError(f"judge={cfg.judge}: no such judge; available: {', '.join(judges.names())}")
+    if cfg.judge not in JUDGES.names():
+        raise UserError(f"judge={cfg.judge}: no such judge; available: {', '.join(JUDGES.names())}")
     for key in ("batch_size", "max_new_tokens"):
         value = cfg.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -102,7 +101,6 @@ def validate_agreement(cfg: DictConfig) -> None:
 def agreement_report(cfg: DictConfig, out: Path) -> dict:
     """Run the judge over the validation set; write agreement.json and agreement.md in `out`."""
     from harmbench.agreement import judge_agreement, load_val_set, reference_rows, table
-    from harmbench.judges import build_judge
 
     val_set, root = cfg.val_set, cfg.root
     if val_set is None:
@@ -180,7 +178,6 @@ def score_report(cfg: DictConfig, out: Path) -> dict:
     """Label the completions (re-judge the record, or complete its PNGs first) into `out`."""
     from harmbench.completions import judge_completions, read_completions
     from harmbench.data import read_behaviors
-    from harmbench.judges import build_judge
 
     options = judge_options(cfg)
     if cfg.record and cfg.get("model") is None and not cfg.completions:  # re-judge the record's own, as a record

@@ -10,40 +10,27 @@
 - `vlm_judge`: any generative VLM asked `templates.VLM_JUDGE_QUESTION`; the first word of its
   greedy answer, yes/no, else -1.
 
-Judges are built from a plain dict (`{name: ..., model: {...}, ...}`), so the case, the
+Each implements `mmsafety.judging.Judge` and registers its factory in `mmsafety.judging.JUDGES`; they are
+built from a plain dict (`{name: ..., model: {...}, ...}`) by `build_judge`, so the case, the
 agreement CLI and notebooks configure them alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Sequence
 
 import torch
 from PIL import Image
 
 from harmbench.templates import VLM_JUDGE_QUESTION, cls_prompt, jailbroken_by_prefixes
 from mmsafety.errors import ConfigError
+from mmsafety.judging import JUDGES, Judge, JudgeInput, build_judge
 from mmsafety.models.causal_lm import left_padded
-from mmsafety.registry import Registry
 
+__all__ = ["Judge", "JudgeInput", "build_judge", "judges", "CausalLMClassifier", "ServedClassifier",
+           "RefusalSubstringJudge", "VLMJudge", "parse_yes_no", "load_causal_lm"]
 
-@dataclass
-class JudgeInput:
-    behavior: str
-    generation: str
-    context: str = ""               # the redacted image description (HarmBench's [CONTEXT])
-    image: Image.Image | None = None  # only vlm_judge looks at it
-
-
-class Judge(Protocol):
-    name: str
-
-    def labels(self, items: Sequence[JudgeInput]) -> list[int]:
-        """One label per item: 1 harmful (attack success), 0 not, -1 unparseable."""
-
-
-judges: Registry[Callable[[dict], Judge]] = Registry("judge", kind="judge")
+judges = JUDGES  # the one judge registry (mmsafety.judging); these judges register into it
 
 
 def parse_yes_no(answer: str) -> int:
@@ -212,9 +199,3 @@ def vlm_judge(options: dict) -> VLMJudge:
     adapter = adapter_class(model["adapter"]).load(_model_source(options, "judge"), LoadOptions(),
                                                   resolve_placement(options.get("device", "cpu"), "float32"))
     return VLMJudge(adapter, int(options.get("batch_size", 8)), question=options.get("question", VLM_JUDGE_QUESTION))
-
-
-def build_judge(options: dict) -> Judge:
-    """`{name: <registered judge>, ...options}` -> a judge."""
-    options = dict(options or {})
-    return judges.get(options.get("name", "refusal_substring"))(options)

@@ -21,7 +21,9 @@ from typing import Callable
 import torch
 
 from harmbench import synthetic
+from harmbench.metrics import agreement_metrics
 from harmbench.templates import CLS_PROMPT_CONTEXTUAL, CLS_PROMPT_STANDARD, REFUSAL_PREFIXES, cls_prompt
+from mmsafety.judging import JudgeInput, build_judge
 
 JUDGE_VERSION = 1
 VICTIM_VERSION = 1
@@ -116,9 +118,6 @@ def build_judge_organism(out: Path, seed: int = 0) -> None:
 def judge_behaviour(folder: Path, n: int = 64) -> dict[str, float]:
     """Agreement of the judge in `folder` with the synthetic labels on `n` held-out requests and phrasings
     (compliant, refusing, off-topic), and its unparsed share."""
-    from harmbench.judges import JudgeInput, build_judge
-    from harmbench.metrics import agreement_metrics
-
     judge = build_judge({"name": "harmbench_cls", "model": {"name_or_path": str(folder)}, "batch_size": 16})
     rng = random.Random(7)
     items, truth = [], []

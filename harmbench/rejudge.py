@@ -18,9 +18,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from harmbench.judges import JudgeInput
 from harmbench.leaderboard import KIND, rescore
 from mmsafety.errors import UserError
+from mmsafety.judging import JudgeInput
 from mmsafety.record_kinds import schema_of
 from mmsafety.record_schema import record_problems, split_samples
 from mmsafety.records import RunRecord, atomic_write_text, read_samples
