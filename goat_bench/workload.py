@@ -12,7 +12,6 @@ from mmsafety.config import plain, validate_common
 from mmsafety.errors import ConfigError
 from mmsafety.models.capabilities import GENERATE, SCORE_CHOICES
 from mmsafety.record_schema import NUMBER, ListOf, MapOf, Required
-from mmsafety.leaderboard.views import ReportedRow
 from mmsafety.workload import WORKLOADS, Workload
 
 
@@ -71,17 +70,6 @@ class GoatBench(Workload):
         from goat_bench.evaluate import format_table
 
         return format_table(metrics)
-
-    def sections(self):
-        from goat_bench.leaderboard import SECTION
-
-        return [SECTION]
-
-    def reported_rows(self) -> list[ReportedRow]:
-        from goat_bench.tasks import paper_rows
-
-        return [ReportedRow(r["model"], r["source"], {"tasks": list(r["per_task"])},
-                            {"per_task": r["per_task"], "overall": r["overall"]}) for r in paper_rows()]
 
 
 WORKLOADS.add("goat_bench", GoatBench())

@@ -191,11 +191,6 @@ class TransferJudge(Workload):
         source = getattr(WORKLOADS.get("visual_attack"), "data_source", None)
         return source(spec) if source is not None else ""
 
-    def sections(self):
-        from visual_attacks.transfer_board import SECTION
-
-        return [SECTION]
-
 
 WORKLOADS.add("transfer", TransferJudge())
 

@@ -9,11 +9,8 @@ own (visual_attacks.cases).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from mmsafety.attack_case import CASES, OBJECTIVES
 from mmsafety.config import validate_common
-from mmsafety.leaderboard.views import CASE_SECTIONS
 from mmsafety.record_schema import NUMBER, OPTIONAL_NUMBER, ListOf, MapOf, Required
 from mmsafety.workload import WORKLOADS, Workload
 from visual_attacks.summary import rescore
@@ -89,22 +86,6 @@ class VisualAttack(Workload):
         if isinstance(spec.get("synthetic"), bool):
             return super().data_source(spec)
         return "synthetic" if spec.get("case", "tool_call") in ("tool_call", "clip_caption") else ""
-
-    def sections(self):
-        """The generic attack table, then each registered case's own tables (CASE_SECTIONS),
-        which take that case's records; the generic table keeps the records of every other case."""
-        from visual_attacks.leaderboard import SECTION
-
-        own = {name: sections() for name, sections in CASE_SECTIONS.items()}
-        own = {name: found for name, found in own.items() if found}
-
-        def generic(row) -> bool:
-            return row.spec.get("case", "tool_call") not in own
-
-        def of_case(name: str, section):
-            return replace(section, accepts=lambda row: row.spec.get("case") == name and section.accepts(row))
-
-        return [replace(SECTION, accepts=generic)] + [of_case(name, s) for name, found in own.items() for s in found]
 
 
 WORKLOADS.add("visual_attack", VisualAttack())
