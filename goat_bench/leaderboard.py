@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from goat_bench.data import load_task
 from goat_bench.tasks import TASKS, paper_rows
+from mmsafety.errors import UserError
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.leaderboard.views import Figure, ReportedRow, SampleView, Section, WorkloadViews
@@ -100,9 +102,6 @@ def figures(rows, table: list[dict]) -> list[Figure]:
 def _memes_by_id(root: str, task: str, image_root: str | None = None) -> dict:
     """The task's memes under `root` by id (caption, image path, looked up under `image_root` too);
     empty when the data is not there."""
-    from goat_bench.data import load_task
-    from mmsafety.errors import UserError
-
     try:
         return {m.id: m for m in load_task(root, task, image_root if isinstance(image_root, str) else None)}
     except (UserError, OSError, ValueError):

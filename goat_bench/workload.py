@@ -8,6 +8,8 @@ Found by the core through the entry `"workload:goat_bench" = "goat_bench.workloa
 
 from __future__ import annotations
 
+from goat_bench.config import register_schemas
+from goat_bench.config_checks import check_eval_ranges
 from mmsafety.config import plain, validate_common
 from mmsafety.errors import ConfigError
 from mmsafety.models.capabilities import GENERATE, SCORE_CHOICES
@@ -35,14 +37,11 @@ class GoatBench(Workload):
         return []
 
     def register_schemas(self, store) -> None:
-        from goat_bench.config import register_schemas
-
         register_schemas(store)
 
     def validate(self, cfg) -> None:
+        # heavy, deferred to when this runs: goat_bench.evaluate loads matplotlib/torch/transformers
         from goat_bench.evaluate import check_task_config
-
-        from goat_bench.config_checks import check_eval_ranges
 
         validate_common(cfg)
         check_eval_ranges(cfg)  # task.limit, synthetic_per_task, max_new_tokens, seeds
@@ -57,16 +56,19 @@ class GoatBench(Workload):
         return {f"scoring={scoring}": frozenset({GENERATE if scoring == "generate" else SCORE_CHOICES})}
 
     def run(self, cfg, model, record, prepared=None, log=print) -> dict:
+        # heavy, deferred to when this runs: goat_bench.evaluate loads matplotlib/torch/transformers
         from goat_bench.evaluate import evaluate
 
         return evaluate(cfg, model, record, log=log)
 
     def rescore(self, samples: list[dict], record: dict) -> dict:
+        # heavy, deferred to when this runs: goat_bench.evaluate loads matplotlib/torch/transformers
         from goat_bench.evaluate import rescore
 
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
+        # heavy, deferred to when this runs: goat_bench.evaluate loads matplotlib/torch/transformers
         from goat_bench.evaluate import format_table
 
         return format_table(metrics)

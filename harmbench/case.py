@@ -29,6 +29,7 @@ from harmbench.methods import (
     HARMBENCH_LLAVA_PROMPT, case_text, fit_to_square, hash_seed, load_font, method_for, noise_image, patch_box,
     patch_mask, render_text_image,
 )
+from harmbench.synthetic import synthetic_root
 from mmsafety.attack_case import CASES, AttackBase, AttackCase, Judgement, Objective
 from mmsafety.errors import ConfigError
 from mmsafety.judging import JUDGES, JudgeInput, build_judge
@@ -70,8 +71,6 @@ class HarmBenchBehaviorsCase(AttackCase):
         self._to_input = None  # the crafting model's preprocessing (prepare): the patch method starts from it
         self.synthetic = root is None
         if root is None:
-            from harmbench.synthetic import synthetic_root
-
             root = synthetic_root()
         self.root = Path(root).expanduser()
         behaviors_csv(self.root)  # a wrong root fails before any model loads

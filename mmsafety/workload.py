@@ -16,6 +16,7 @@ reading a record never makes the core import anything that is not installed as a
 from __future__ import annotations
 
 import abc
+import json
 from typing import TYPE_CHECKING, ClassVar
 
 from mmsafety.errors import ConfigError
@@ -63,8 +64,6 @@ class Workload(abc.ABC):
 
     def summary(self, metrics: dict) -> str:
         """What the console script prints after a job."""
-        import json
-
         return json.dumps(metrics, indent=2, default=str)
 
     def sample_value_problems(self, sample: dict) -> list[str]:

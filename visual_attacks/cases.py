@@ -27,6 +27,7 @@ from mmsafety.synthetic import scenes
 from visual_attacks.objectives import (
     CleanAnswers, MixedPromptSampler, PromptSampler, read_corpus, target_corpus, target_string, tool_misuse,
 )
+from visual_attacks.clip_target import TargetImageObjective
 from visual_attacks.prompt_files import read_prompt_files
 from visual_attacks.targets import load_target
 
@@ -262,6 +263,4 @@ def _clip_image_embed(case: ClipCaptionCase, adapter, bases, clean, attack) -> O
     """M-Attack's loss (VILA-Lab/M-Attack, generate_adversarial_samples.py): 1 - cosine between the
     image's embedding and the embedding of a random resized crop of the target image (kept area in
     attack.target_crop_scale, a new crop each step, seeded); the source crop is attack.eot's."""
-    from visual_attacks.clip_target import TargetImageObjective
-
     return TargetImageObjective(adapter, case.load_target_image(), attack.target_crop_scale, attack.seed)

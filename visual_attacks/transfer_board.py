@@ -95,6 +95,7 @@ def short(percent: float) -> str:
 
 def heat_map(key: tuple, matrix: dict) -> bytes:
     """Success % per surrogate (rows) and victim x deploy (columns), the clean baseline in each cell."""
+    # heavy, deferred to when this runs: numpy
     import numpy as np
 
     rows, columns = matrix["rows"], matrix["columns"]

@@ -13,6 +13,9 @@ from mmsafety.attack_case import CASES, OBJECTIVES
 from mmsafety.config import validate_common
 from mmsafety.record_schema import NUMBER, OPTIONAL_NUMBER, ListOf, MapOf, Required
 from mmsafety.workload import WORKLOADS, Workload
+from visual_attacks.config_checks import check_attack_config
+from visual_attacks.deploy import register_schema, build_deploy
+from visual_attacks.report import format_attack_table
 from visual_attacks.summary import rescore
 
 
@@ -34,8 +37,8 @@ class VisualAttack(Workload):
     }
 
     def register_schemas(self, store) -> None:
+        # heavy, deferred to when this runs: visual_attacks.config loads torch
         from visual_attacks.config import register_schemas
-        from visual_attacks.deploy import register_schema
 
         register_schemas(store)
         register_schema(store)
@@ -43,9 +46,8 @@ class VisualAttack(Workload):
     def validate(self, cfg):
         """Everything that can be checked without a model, so a sweep fails before its first job.
         Returns the case, built once (its targets and prompt sets; no images are drawn yet)."""
+        # heavy, deferred to when this runs: visual_attacks.config loads torch, visual_attacks.run loads matplotlib/torch/transformers, visual_attacks.surrogates loads torch
         from visual_attacks.config import validate_attack
-        from visual_attacks.config_checks import check_attack_config
-        from visual_attacks.deploy import build_deploy
         from visual_attacks.run import build_case
         from visual_attacks.surrogates import check_surrogates, surrogate_specs
 
@@ -68,6 +70,7 @@ class VisualAttack(Workload):
                 f"the judge stage (case={cfg.case.name})": judge}
 
     def run(self, cfg, model, record, prepared=None, log=print) -> dict:
+        # heavy, deferred to when this runs: visual_attacks.run loads matplotlib/torch/transformers
         from visual_attacks.run import run_attack
 
         return run_attack(cfg, model, record, log=log, case=prepared)
@@ -76,8 +79,6 @@ class VisualAttack(Workload):
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
-        from visual_attacks.report import format_attack_table
-
         return format_attack_table(metrics)
 
     def data_source(self, spec: dict) -> str:

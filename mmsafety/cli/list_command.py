@@ -21,8 +21,9 @@ from importlib import resources
 from pathlib import Path
 
 from mmsafety.cli.presets import config_context, group_options, loader, preset_values, selected_groups
-from mmsafety.paths import cache_root
 from mmsafety.judging import JUDGES
+from mmsafety.models.capabilities import capabilities_of
+from mmsafety.paths import cache_root
 from mmsafety.registry import did_you_mean
 
 # What the user types -> the config group (None: a registry, not a config group).
@@ -111,7 +112,6 @@ def hub_files(repo: str) -> tuple[bool, int]:
 
 
 def model_line(option: str) -> str:
-    from mmsafety.models.capabilities import capabilities_of
     from mmsafety.models.registry import adapter_class  # heavy (torch, the adapter modules): models only
 
     values = preset_values("model", option)
