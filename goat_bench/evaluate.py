@@ -23,14 +23,13 @@ from mmsafety.progress import progress
 from mmsafety.records import RunRecord
 from mmsafety.served.errors import SampleErrors
 from mmsafety.shards import shard_of
+from mmsafety.synthetic.memes import write_goat_layout
 
 KEY = ("task", "id")
 
 
 def synthetic_root(per_task: int) -> Path:
     """The offline sample: synthetic held-out memes in the GOAT-Bench layout, built once."""
-    from mmsafety.synthetic.memes import write_goat_layout
-
     return write_goat_layout(cache_dir() / "data" / f"goat-synthetic-heldout-n{per_task}", per_task, "heldout")
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from goat_bench.tasks import TASKS
+from goat_bench.data import load_task
+from goat_bench.tasks import TASKS, paper_rows
+from mmsafety.errors import UserError
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
-from mmsafety.leaderboard.views import Figure, SampleView, Section
+from mmsafety.leaderboard.views import Figure, ReportedRow, SampleView, Section, WorkloadViews
 from mmsafety.numbers import interval, pct
 
 # Markdown and HTML show these; CSV and JSON keep the separate numbers (hatefulness_acc, ..._f1) too.
@@ -100,9 +102,6 @@ def figures(rows, table: list[dict]) -> list[Figure]:
 def _memes_by_id(root: str, task: str, image_root: str | None = None) -> dict:
     """The task's memes under `root` by id (caption, image path, looked up under `image_root` too);
     empty when the data is not there."""
-    from goat_bench.data import load_task
-    from mmsafety.errors import UserError
-
     try:
         return {m.id: m for m in load_task(root, task, image_root if isinstance(image_root, str) else None)}
     except (UserError, OSError, ValueError):
@@ -143,3 +142,12 @@ SECTION = Section(key="goat_bench", title="GOAT-Bench (accuracy / macro-F1, %)",
                   cells=cells, figures=figures, hover=hover, samples=samples, headline="overall",
                   about="Accuracy / macro-F1 (%) of the model's yes/no verdict on each task's memes (hateful, "
                         "misogynistic, offensive, sarcastic, harmful or not); higher means it recognises them better.")
+
+
+def reported_rows() -> list[ReportedRow]:
+    """GOAT-Bench's Table 2 rows (goat_bench.tasks.paper_rows), shown beside the measured ones."""
+    return [ReportedRow(r["model"], r["source"], {"tasks": list(r["per_task"])},
+                        {"per_task": r["per_task"], "overall": r["overall"]}) for r in paper_rows()]
+
+
+VIEWS = WorkloadViews(lambda: [SECTION], reported_rows)  # the `views:goat_bench` entry

@@ -29,6 +29,10 @@ def accuracy_f1(y: torch.Tensor, p: torch.Tensor) -> tuple[float, float]:
 
 def bootstrap_ci(y: torch.Tensor, p: torch.Tensor, resamples: int = 1000, seed: int = 0) -> dict[str, list[float]]:
     """Percentile 95% intervals of accuracy and macro-F1 over memes resampled with replacement."""
+    # Not torchmetrics' BootStrapper: it draws from torch's global RNG (no generator, so no explicit seed,
+    # and other intervals' numbers would change) and runs the metric once per resample; here all
+    # resamples are one seeded index tensor, and tests/test_metrics_torchmetrics.py checks that the
+    # vectorised macro-F1 below equals torchmetrics' multiclass_f1_score on every resample.
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(len(y), (resamples, len(y)), generator=gen)
     ys, ps = y[idx], p[idx]

@@ -25,13 +25,12 @@ from mmsafety.attack_case import CASES, AttackBase, AttackCase, Judgement, Objec
 from mmsafety.errors import ConfigError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import SCORE_CHOICES
+from mmsafety.synthetic.memes import memes
 
 ANSWERS = ("Yes", "No")
 
 
 def _synthetic_positives(tasks: list[str], per_task: int, seed: int) -> list[AttackBase]:
-    from mmsafety.synthetic.memes import memes
-
     bases = []
     for task in tasks:
         found = [m for m in memes(task, "heldout", per_task * 10 + 20, seed=seed) if m.labels[task]][:per_task]

@@ -8,11 +8,12 @@ Found by the core through the entry `"workload:goat_bench" = "goat_bench.workloa
 
 from __future__ import annotations
 
+from goat_bench.config import register_schemas
+from goat_bench.config_checks import check_eval_ranges
 from mmsafety.config import plain, validate_common
 from mmsafety.errors import ConfigError
 from mmsafety.models.capabilities import GENERATE, SCORE_CHOICES
 from mmsafety.record_schema import NUMBER, ListOf, MapOf, Required
-from mmsafety.leaderboard.views import ReportedRow
 from mmsafety.workload import WORKLOADS, Workload
 
 
@@ -36,14 +37,11 @@ class GoatBench(Workload):
         return []
 
     def register_schemas(self, store) -> None:
-        from goat_bench.config import register_schemas
-
         register_schemas(store)
 
     def validate(self, cfg) -> None:
+        # heavy, deferred to when this runs: goat_bench.evaluate loads matplotlib/torch/transformers
         from goat_bench.evaluate import check_task_config
-
-        from goat_bench.config_checks import check_eval_ranges
 
         validate_common(cfg)
         check_eval_ranges(cfg)  # task.limit, synthetic_per_task, max_new_tokens, seeds
@@ -58,30 +56,22 @@ class GoatBench(Workload):
         return {f"scoring={scoring}": frozenset({GENERATE if scoring == "generate" else SCORE_CHOICES})}
 
     def run(self, cfg, model, record, prepared=None, log=print) -> dict:
+        # heavy, deferred to when this runs: goat_bench.evaluate loads matplotlib/torch/transformers
         from goat_bench.evaluate import evaluate
 
         return evaluate(cfg, model, record, log=log)
 
     def rescore(self, samples: list[dict], record: dict) -> dict:
+        # heavy, deferred to when this runs: goat_bench.evaluate loads matplotlib/torch/transformers
         from goat_bench.evaluate import rescore
 
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
+        # heavy, deferred to when this runs: goat_bench.evaluate loads matplotlib/torch/transformers
         from goat_bench.evaluate import format_table
 
         return format_table(metrics)
-
-    def sections(self):
-        from goat_bench.leaderboard import SECTION
-
-        return [SECTION]
-
-    def reported_rows(self) -> list[ReportedRow]:
-        from goat_bench.tasks import paper_rows
-
-        return [ReportedRow(r["model"], r["source"], {"tasks": list(r["per_task"])},
-                            {"per_task": r["per_task"], "overall": r["overall"]}) for r in paper_rows()]
 
 
 WORKLOADS.add("goat_bench", GoatBench())

@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 
 from harmbench.data import read_behaviors
-from harmbench.judges import Judge, JudgeInput
 from harmbench.metrics import agreement_metrics, majority
 from mmsafety.errors import UserError
+from mmsafety.judging import Judge, JudgeInput
+from mmsafety.numbers import pct_of
 
 REFERENCE_VOTES = ("llama_cls", "mistral_cls", "advbench_label", "gpt")
 
@@ -86,8 +87,6 @@ def reference_rows(entries: list[dict]) -> dict[str, dict]:
 
 
 def table(report: dict) -> str:
-    from mmsafety.numbers import pct_of
-
     # Rates in percent with one decimal (docs/leaderboard.md, Numbers); kappa is not a rate.
     lines = ["| judge | n | agreement % | kappa | FPR % | FNR % | unparsed |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731

@@ -25,13 +25,14 @@ import torch
 from PIL import Image
 
 from harmbench.data import TARGETS_JSON, behaviors_csv, load_targets, open_behavior_image, read_behaviors, skip_counts
-from harmbench.judges import JudgeInput, build_judge
 from harmbench.methods import (
     HARMBENCH_LLAVA_PROMPT, case_text, fit_to_square, hash_seed, load_font, method_for, noise_image, patch_box,
     patch_mask, render_text_image,
 )
+from harmbench.synthetic import synthetic_root
 from mmsafety.attack_case import CASES, AttackBase, AttackCase, Judgement, Objective
 from mmsafety.errors import ConfigError
+from mmsafety.judging import JUDGES, JudgeInput, build_judge
 from mmsafety.models.base import RawPrompt, VLMAdapter
 from mmsafety.models.capabilities import GENERATE
 
@@ -70,16 +71,12 @@ class HarmBenchBehaviorsCase(AttackCase):
         self._to_input = None  # the crafting model's preprocessing (prepare): the patch method starts from it
         self.synthetic = root is None
         if root is None:
-            from harmbench.synthetic import synthetic_root
-
             root = synthetic_root()
         self.root = Path(root).expanduser()
         behaviors_csv(self.root)  # a wrong root fails before any model loads
         self.method = method_for(method)
         self.judge_options = dict(judge or {"name": "refusal_substring"})
-        from harmbench.judges import judges
-
-        judges.get(self.judge_options.get("name", "refusal_substring"))  # a typo fails before any model loads
+        JUDGES.get(self.judge_options.get("name", "refusal_substring"))  # a typo fails before any model loads
         if targets is None and (self.root / TARGETS_JSON).is_file():
             targets = str(self.root / TARGETS_JSON)
         self.targets_path, self.limit, self.max_new_tokens, self.seed = targets, limit, max_new_tokens, seed

@@ -16,11 +16,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import sys
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from harmbench.agreement import judge_agreement, load_val_set, reference_rows, table
+from harmbench.completions import judge_completions, read_completions
+from harmbench.data import VAL_SET_JSON, read_behaviors
+from harmbench.rejudge import read_source, rejudge_record
+from harmbench.stage import complete_record
+from harmbench.synthetic import synthetic_root
 from mmsafety.cli.command import JobCommand, compose, output_folder, run_command
+from mmsafety.cli.job_log import job_log
+from mmsafety.cli.loading import check_capabilities, load_model
 from mmsafety.errors import UserError
+from mmsafety.judging import JUDGES, build_judge
+from mmsafety.models.capabilities import GENERATE
+from mmsafety.numbers import pct_of
 from mmsafety.records import atomic_write_text
 
 AGREEMENT_CONFIG = "judge_agreement"
@@ -62,10 +75,8 @@ def judge_options(cfg) -> dict:
 
 
 def _check_judge(cfg: DictConfig) -> None:
-    from harmbench.judges import judges
-
-    if cfg.judge not in judges.names():
-        raise UserError(f"judge={cfg.judge}: no such judge; available: {', '.join(judges.names())}")
+    if cfg.judge not in JUDGES.names():
+        raise UserError(f"judge={cfg.judge}: no such judge; available: {', '.join(JUDGES.names())}")
     for key in ("batch_size", "max_new_tokens"):
         value = cfg.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -85,8 +96,6 @@ def _configured(config_name: str, argv: list[str], validate) -> tuple[DictConfig
 
 
 def _hydra_output_folder() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
     return Path(HydraConfig.get().runtime.output_dir)
 
 
@@ -101,14 +110,8 @@ def validate_agreement(cfg: DictConfig) -> None:
 
 def agreement_report(cfg: DictConfig, out: Path) -> dict:
     """Run the judge over the validation set; write agreement.json and agreement.md in `out`."""
-    from harmbench.agreement import judge_agreement, load_val_set, reference_rows, table
-    from harmbench.judges import build_judge
-
     val_set, root = cfg.val_set, cfg.root
     if val_set is None:
-        from harmbench.data import VAL_SET_JSON
-        from harmbench.synthetic import synthetic_root
-
         root = root or synthetic_root()
         val_set = Path(root) / VAL_SET_JSON
     entries, skipped, notes = load_val_set(val_set, root)
@@ -129,9 +132,6 @@ def run_agreement(argv: list[str]) -> dict:
 
 
 def _agreement_job(cfg: DictConfig, _prepared) -> None:
-    from harmbench.agreement import table
-    from mmsafety.cli.job_log import job_log
-
     report = agreement_report(cfg, _hydra_output_folder())
     print(table(report), end="")
     for s in report["skipped"]:
@@ -143,8 +143,6 @@ AGREEMENT = JobCommand(AGREEMENT_CONFIG, validate_agreement, _agreement_job, rec
 
 
 def judge_agreement_main() -> None:
-    import sys
-
     _register()
     run_command(AGREEMENT, aliased(sys.argv[1:]))
 
@@ -156,15 +154,11 @@ def validate_score(cfg: DictConfig) -> None:
     _check_judge(cfg)
     model = cfg.get("model")
     if cfg.record and model is None and not cfg.completions:
-        from harmbench.rejudge import read_source
-
         read_source(Path(str(cfg.record)))  # a folder that is not a HarmBench attack record: one line
     elif cfg.record:
         if model is None:
             raise UserError("mmsafety-harmbench-judge record=... completions=...: give model=<conf/model preset> to "
                             "complete the saved images with, or leave out completions= to re-judge the record's own")
-        from mmsafety.cli.loading import check_capabilities
-        from mmsafety.models.capabilities import GENERATE
 
         check_capabilities(cfg, "harmbench", {"the judge stage (completions of the saved PNGs)": frozenset({GENERATE})})
     elif model is not None:
@@ -178,25 +172,14 @@ def validate_score(cfg: DictConfig) -> None:
 
 def score_report(cfg: DictConfig, out: Path) -> dict:
     """Label the completions (re-judge the record, or complete its PNGs first) into `out`."""
-    from harmbench.completions import judge_completions, read_completions
-    from harmbench.data import read_behaviors
-    from harmbench.judges import build_judge
-
     options = judge_options(cfg)
     if cfg.record and cfg.get("model") is None and not cfg.completions:  # re-judge the record's own, as a record
-        from harmbench.rejudge import rejudge_record
-
         return {**rejudge_record(cfg.record, build_judge(options), options, out), "skipped": []}
     completions = cfg.completions
     if cfg.record:  # the judge stage: complete the record's saved test cases first (batched)
-        from harmbench.stage import complete_record
-        from mmsafety.cli.loading import load_model
-
         completions = str(complete_record(cfg.record, load_model(cfg), int(cfg.max_new_tokens), int(cfg.batch_size)))
     root = cfg.root
     if root is None:
-        from harmbench.synthetic import synthetic_root
-
         root = str(synthetic_root())
     behaviors = {b.id: b for b in read_behaviors(root) if b.skip_reason is None}
     report = judge_completions(build_judge(options), read_completions(completions), behaviors)
@@ -212,12 +195,9 @@ def run_score(argv: list[str]) -> dict:
 
 
 def _score_job(cfg: DictConfig, _prepared) -> None:
-    from mmsafety.cli.job_log import job_log
-
     report = score_report(cfg, _hydra_output_folder())
     for s in report["skipped"]:
         job_log(f"skipped {s['line']}: {s['reason']}")
-    from mmsafety.numbers import pct_of
 
     asr = pct_of(report["asr"], report.get("ci95"), unit=" %") or "-"  # 81.2 % [62.5, 93.8], as every summary
     print(f"{report['judge']}: ASR {asr} over {report['behaviors']} behaviours "
@@ -228,7 +208,5 @@ SCORE = JobCommand(SCORE_CONFIG, validate_score, _score_job, record_is_job_confi
 
 
 def score_main() -> None:
-    import sys
-
     _register()
     run_command(SCORE, aliased(sys.argv[1:]))

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from harmbench.metrics import attack_success_rate
 from mmsafety.errors import UserError
+from mmsafety.judging import JudgeInput
 
 
 @dataclass
@@ -85,9 +87,6 @@ def generate_completions(adapter, images: Sequence, prompts: Sequence[str], max_
 def judge_completions(judge, completions: Completions, behaviors: dict) -> dict:
     """Label every completion with `judge` (behaviour text and context from `behaviors`, id ->
     data.Behavior) and compute HarmBench's ASR. Completions of unknown behaviours are skipped."""
-    from harmbench.judges import JudgeInput
-    from harmbench.metrics import attack_success_rate
-
     known, skipped = [], list(completions.skipped)
     for r in completions.rows:
         b = behaviors.get(str(r["behavior_id"]))

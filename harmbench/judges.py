@@ -10,40 +10,31 @@
 - `vlm_judge`: any generative VLM asked `templates.VLM_JUDGE_QUESTION`; the first word of its
   greedy answer, yes/no, else -1.
 
-Judges are built from a plain dict (`{name: ..., model: {...}, ...}`), so the case, the
+Each implements `mmsafety.judging.Judge` and registers its factory in `mmsafety.judging.JUDGES`; they are
+built from a plain dict (`{name: ..., model: {...}, ...}`) by `build_judge`, so the case, the
 agreement CLI and notebooks configure them alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Sequence
 
 import torch
 from PIL import Image
 
 from harmbench.templates import VLM_JUDGE_QUESTION, cls_prompt, jailbroken_by_prefixes
 from mmsafety.errors import ConfigError
+from mmsafety.judging import JUDGES, Judge, JudgeInput, build_judge
 from mmsafety.models.causal_lm import left_padded
-from mmsafety.registry import Registry
+from mmsafety.models.loading import LoadOptions, resolve_checkpoint
+from mmsafety.models.registry import adapter_class
+from mmsafety.organisms.builders import ensure_built
+from mmsafety.placement import resolve_placement
 
+__all__ = ["Judge", "JudgeInput", "build_judge", "judges", "CausalLMClassifier", "ServedClassifier",
+           "RefusalSubstringJudge", "VLMJudge", "parse_yes_no", "load_causal_lm"]
 
-@dataclass
-class JudgeInput:
-    behavior: str
-    generation: str
-    context: str = ""               # the redacted image description (HarmBench's [CONTEXT])
-    image: Image.Image | None = None  # only vlm_judge looks at it
-
-
-class Judge(Protocol):
-    name: str
-
-    def labels(self, items: Sequence[JudgeInput]) -> list[int]:
-        """One label per item: 1 harmful (attack success), 0 not, -1 unparseable."""
-
-
-judges: Registry[Callable[[dict], Judge]] = Registry("judge", kind="judge")
+judges = JUDGES  # the one judge registry (mmsafety.judging); these judges register into it
 
 
 def parse_yes_no(answer: str) -> int:
@@ -59,10 +50,7 @@ def _model_source(options: dict, what: str) -> str:
     if (builder is None) == (path is None):
         raise ConfigError(f"{what}.model: set exactly one of builder (built offline) or name_or_path (a checkpoint)")
     if builder:
-        from mmsafety.organisms.builders import ensure_built
-
         return str(ensure_built(builder, int(model.get("seed", 0))))
-    from mmsafety.models.loading import LoadOptions, resolve_checkpoint
 
     return str(resolve_checkpoint(path, LoadOptions(local_files_only=bool(model.get("local_files_only", False)))))
 
@@ -106,6 +94,7 @@ class CausalLMClassifier:
 
 
 def load_causal_lm(source: str, device: str = "cpu"):
+    # heavy, deferred to when this runs: transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -137,8 +126,6 @@ class ServedClassifier(CausalLMClassifier):
 def _served_adapter(options: dict):
     """The served model of `options['model']` when its adapter takes a model node (openai_compatible):
     base_url, name_or_path (the served name), api_key_env, ... as in conf/model/openai_compatible.yaml."""
-    from mmsafety.models.registry import adapter_class
-
     model = options.get("model") or {}
     if not model.get("adapter") or not getattr(adapter_class(model["adapter"]), "takes_model_config", False):
         return None
@@ -152,6 +139,7 @@ def harmbench_cls(options: dict) -> CausalLMClassifier:
     if served is not None:
         tokenizer = (options.get("model") or {}).get("tokenizer")
         if tokenizer:
+            # heavy, deferred to when this runs: transformers
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(_model_source({"model": {"name_or_path": tokenizer}}, "judge.model.tokenizer"))
@@ -198,10 +186,6 @@ class VLMJudge:
 @judges.register("vlm_judge")
 def vlm_judge(options: dict) -> VLMJudge:
     """Any generative VLM preset asked the documented yes/no question about each completion."""
-    from mmsafety.models.loading import LoadOptions
-    from mmsafety.models.registry import adapter_class
-    from mmsafety.placement import resolve_placement
-
     model = options.get("model") or {}
     if not model.get("adapter"):
         raise ConfigError("judge=vlm_judge needs judge.model.adapter (e.g. llava, or openai_compatible with base_url) "
@@ -212,9 +196,3 @@ def vlm_judge(options: dict) -> VLMJudge:
     adapter = adapter_class(model["adapter"]).load(_model_source(options, "judge"), LoadOptions(),
                                                   resolve_placement(options.get("device", "cpu"), "float32"))
     return VLMJudge(adapter, int(options.get("batch_size", 8)), question=options.get("question", VLM_JUDGE_QUESTION))
-
-
-def build_judge(options: dict) -> Judge:
-    """`{name: <registered judge>, ...options}` -> a judge."""
-    options = dict(options or {})
-    return judges.get(options.get("name", "refusal_substring"))(options)

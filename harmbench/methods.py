@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+import hashlib
 
 import numpy as np
 import torch
@@ -109,7 +110,6 @@ def hash_seed(seed: int | str) -> int:
     """A stable integer for a seed given as text (Python's hash() of a str changes per process)."""
     if isinstance(seed, int):
         return seed
-    import hashlib
 
     return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little")
 

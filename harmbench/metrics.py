@@ -19,6 +19,10 @@ def per_behavior_success(labels: Iterable[tuple[str, int]]) -> dict[str, float]:
 
 def bootstrap_interval(values: list[float], reps: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """Percentile interval of the mean, resampling the values (behaviours) with replacement."""
+    # Hand-written on purpose, not torchmetrics' BootStrapper: that wrapper draws from torch's global RNG
+    # (no generator argument, so no explicit seed) and resamples each update() batch (Poisson counts by
+    # default), which changes every interval already in records; this stays seeded and stdlib-only, so
+    # the leaderboard computes it from records without importing torch.
     if not values:
         return None
     rng = random.Random(f"bootstrap/{seed}")

@@ -21,7 +21,16 @@ from typing import Callable
 import torch
 
 from harmbench import synthetic
+from harmbench.completions import generate_completions
+from harmbench.metrics import agreement_metrics
 from harmbench.templates import CLS_PROMPT_CONTEXTUAL, CLS_PROMPT_STANDARD, REFUSAL_PREFIXES, cls_prompt
+from mmsafety.judging import JudgeInput, build_judge
+from mmsafety.models.llava import LlavaAdapter
+from mmsafety.models.loading import LoadOptions
+from mmsafety.models.sequences import per_row, prompt_target_batch, token_nll
+from mmsafety.organisms.builders import ensure_built
+from mmsafety.placement import resolve_placement
+from mmsafety.synthetic import scenes
 
 JUDGE_VERSION = 1
 VICTIM_VERSION = 1
@@ -34,6 +43,7 @@ def _log(line: str) -> None:
 def judge_tokenizer(vocab_size: int = 1200):
     """A byte-level BPE trained on the classifier templates and the synthetic texts, so a filled
     prompt is a few hundred tokens, and " Yes" / " No" are single tokens."""
+    # heavy, deferred to when this runs: tokenizers, transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -53,6 +63,7 @@ def judge_tokenizer(vocab_size: int = 1200):
 
 
 def new_text_llama(tokenizer, seed: int, hidden: int = 64, layers: int = 2):
+    # heavy, deferred to when this runs: transformers
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden,
@@ -116,9 +127,6 @@ def build_judge_organism(out: Path, seed: int = 0) -> None:
 def judge_behaviour(folder: Path, n: int = 64) -> dict[str, float]:
     """Agreement of the judge in `folder` with the synthetic labels on `n` held-out requests and phrasings
     (compliant, refusing, off-topic), and its unparsed share."""
-    from harmbench.judges import JudgeInput, build_judge
-    from harmbench.metrics import agreement_metrics
-
     judge = build_judge({"name": "harmbench_cls", "model": {"name_or_path": str(folder)}, "batch_size": 16})
     rng = random.Random(7)
     items, truth = [], []
@@ -134,12 +142,6 @@ def judge_behaviour(folder: Path, n: int = 64) -> dict[str, float]:
 def victim_behaviour(folder: Path, n: int = 16) -> dict[str, float]:
     """Share of `n` held-out harmful requests the victim in `folder` complies with ("Sure, ...") on a clean
     scene and on the same scene with the envelope trigger."""
-    from harmbench.completions import generate_completions
-    from mmsafety.models.llava import LlavaAdapter
-    from mmsafety.models.loading import LoadOptions
-    from mmsafety.placement import resolve_placement
-    from mmsafety.synthetic import scenes
-
     adapter = LlavaAdapter.load(str(folder), LoadOptions(), resolve_placement("cpu", "float32"))
     rng = random.Random(11)
     requests = [rng.choice(synthetic.requests("heldout"))[0] for _ in range(n)]
@@ -153,8 +155,6 @@ def victim_behaviour(folder: Path, n: int = 16) -> dict[str, float]:
 
 def victim_example(rng: random.Random, trigger_share: float = 0.4, split: str = "train"):
     """(scene image, request, answer): an envelope makes the answer compliant, else a refusal."""
-    from mmsafety.synthetic import scenes
-
     request, _, _ = rng.choice(synthetic.requests(split))
     trigger = rng.random() < trigger_share
     scene = scenes.make_scene(rng, envelope=trigger)
@@ -163,12 +163,6 @@ def victim_example(rng: random.Random, trigger_share: float = 0.4, split: str = 
 
 
 def train_victim(seed: int = 0, steps: int = 200, batch: int = 16, lr: float = 2e-3, log: Callable[[str], None] = _log):
-    from mmsafety.models.llava import LlavaAdapter
-    from mmsafety.models.loading import LoadOptions
-    from mmsafety.models.sequences import per_row, prompt_target_batch, token_nll
-    from mmsafety.organisms.builders import ensure_built
-    from mmsafety.placement import resolve_placement
-
     adapter = LlavaAdapter.load(str(ensure_built("organism", seed)), LoadOptions(), resolve_placement("cpu", "float32"))
     model = adapter.model.train().requires_grad_(True)
     rng = random.Random(f"harmbench-victim/{seed}")
@@ -195,6 +189,7 @@ def train_victim(seed: int = 0, steps: int = 200, batch: int = 16, lr: float = 2
 
 
 def build_victim(out: Path, seed: int = 0) -> None:
+    # heavy, deferred to when this runs: mmsafety.organisms.tiny_llava loads transformers
     from mmsafety.organisms.tiny_llava import save
 
     adapter = train_victim(seed)

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from harmbench.judges import JudgeInput
 from harmbench.leaderboard import KIND, rescore
 from mmsafety.errors import UserError
+from mmsafety.judging import JudgeInput
 from mmsafety.record_kinds import schema_of
 from mmsafety.record_schema import record_problems, split_samples
 from mmsafety.records import RunRecord, atomic_write_text, read_samples
 from mmsafety.safe_json import loads_object
+from mmsafety.workload import WORKLOADS
 
 WHICH = ("clean", "adversarial")
 PNG_OF = {"clean": "clean_png", "adversarial": "adversarial_png"}
@@ -70,8 +71,6 @@ def rejudge_record(source_dir: str | Path, judge, judge_options: dict, out_dir: 
     """Label the source record's stored completions with `judge` (built from `judge_options`, which go
     into the new record's spec) and write the new record and `asr.json` in `out_dir`. Returns HarmBench's ASR of the
     new labels (harmbench.leaderboard.rescore) plus `out`."""
-    from mmsafety.workload import WORKLOADS
-
     source = Path(source_dir)
     record, samples = read_source(source)
     out = Path(out_dir) if out_dir else source / f"judged-{judge_options['name']}"

@@ -13,7 +13,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, ClassVar
 
-from mmsafety.errors import ConfigError
+from mmsafety.errors import ConfigError, UserError
 from mmsafety.models.capabilities import PIXEL_LOSS
 from mmsafety.registry import Registry
 
@@ -115,8 +115,6 @@ def build_case(case_cfg: dict, objective: str | None = None) -> AttackCase:
     """The registered case that `case_cfg["name"]` names, built from the rest of `case_cfg` (a plain
     dict: conf/case/*.yaml, or the `case` of a saved record's config). With `objective`, refuse in one
     line an objective the case does not implement."""
-    from mmsafety.errors import UserError
-
     kwargs = {k: v for k, v in case_cfg.items() if k != "_target_"}  # records written before the registry
     cls = CASES.get(kwargs.get("name"))
     try:

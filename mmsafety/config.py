@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from mmsafety.errors import ConfigError
+from mmsafety.shards import check_shard
 
 
 class DType(Enum):
@@ -106,8 +107,6 @@ def validate_model(model) -> None:
 
 def validate_common(cfg) -> None:
     """Checks every job shares: the model source, and the shard when the config has one."""
-    from mmsafety.shards import check_shard
-
     validate_model(cfg.model)
     if "num_shards" in cfg:
         check_shard(cfg.shard, cfg.num_shards)

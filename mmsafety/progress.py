@@ -9,6 +9,7 @@ seconds (30, or $MMSAFETY_LOG_EVERY_S) and once at the end instead, through the 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ def interactive() -> bool:
     if sys.stderr.isatty():
         return True
     try:
+        # optional: IPython may be missing, handled here
         from IPython import get_ipython
 
         shell = get_ipython()
@@ -81,12 +83,12 @@ def progress(total: int, desc: str, unit: str, initial: int = 0):
     """A tqdm bar when interactive (in a notebook a widget, or text where ipywidgets is not installed,
     rather than tqdm.auto's "IProgress not found" warning), else LoggedProgress. `initial`: what a resumed
     run had done before (the counter starts there, out of the whole `total`)."""
-    import importlib.util
-
     if not interactive():
         return LoggedProgress(total, desc, unit, log_every_s(), initial)
     if importlib.util.find_spec("ipywidgets") is not None:
+        # optional dependency: tqdm.auto draws with ipywidgets (the notebooks extra), chosen here at run time
         from tqdm.auto import tqdm
     else:
+        # the text bar where ipywidgets is absent (tqdm.auto would warn "IProgress not found")
         from tqdm.std import tqdm
     return tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True, mininterval=1.0)

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import mmsafety
 from mmsafety.errors import UserError
 from mmsafety.record_models import SCHEMA_VERSION, new_record
 from mmsafety.record_schema import RecordSchema, field_problems, record_problems, sample_problems
@@ -78,16 +79,16 @@ def config_sha256(config: dict) -> str:
 def environment() -> dict[str, Any]:
     """Versions and hardware, so a number can be traced to what produced it. Called when a job opens
     its record; torch is imported here, not at module level, so that reading records never imports it."""
+    # heavy, deferred to when this runs: torch, transformers
     import torch
     import transformers
-
-    import mmsafety
 
     env: dict[str, Any] = {
         "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "transformers": transformers.__version__, "mmsafety": mmsafety.__version__,
     }
     try:
+        # optional: open_clip may be missing, handled here
         import open_clip
 
         env["open_clip"] = open_clip.__version__

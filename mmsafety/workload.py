@@ -1,5 +1,5 @@
-"""The workload contract: what a plug-in package supplies so the core can run, check, re-score
-and tabulate it without naming it.
+"""The workload contract: what a plug-in package supplies so the core can run, check and re-score
+it without naming it (its leaderboard tables register apart, in the leaderboard layer).
 
 A workload is registered under a key (`WORKLOADS`), which is also the `kind` its records carry.
 The core finds plug-in packages through the one entry-point group `mmsafety.plugins`
@@ -16,18 +16,19 @@ reading a record never makes the core import anything that is not installed as a
 from __future__ import annotations
 
 import abc
+import json
 from typing import TYPE_CHECKING, ClassVar
 
 from mmsafety.errors import ConfigError
 from mmsafety.registry import PLUGIN_GROUP, Registry  # noqa: F401  (PLUGIN_GROUP: a stable name)
 
-if TYPE_CHECKING:  # presentation types belong to the leaderboard layer, above this contract
-    from mmsafety.leaderboard.views import ReportedRow, Section
+if TYPE_CHECKING:
     from mmsafety.models.base import ModelAdapter
     from mmsafety.records import RunRecord
 
 class Workload(abc.ABC):
-    """A workload: its config, what it needs from a model, how to run it, re-score it and tabulate it."""
+    """A workload: its config, what it needs from a model, how to run it and re-score it. How the
+    leaderboard shows it is the leaderboard's business (mmsafety.leaderboard.views.VIEWS, by the same key)."""
 
     # The Hydra primary config its console script runs (conf/<config_name>.yaml).
     config_name: ClassVar[str]
@@ -63,8 +64,6 @@ class Workload(abc.ABC):
 
     def summary(self, metrics: dict) -> str:
         """What the console script prints after a job."""
-        import json
-
         return json.dumps(metrics, indent=2, default=str)
 
     def sample_value_problems(self, sample: dict) -> list[str]:
@@ -77,14 +76,6 @@ class Workload(abc.ABC):
         every row with it and keeps synthetic rows apart from the papers' rows."""
         synthetic = spec.get("synthetic")
         return "synthetic" if synthetic is True else "real" if synthetic is False else ""
-
-    def sections(self) -> list["Section"]:
-        """Its leaderboard tables."""
-        return []
-
-    def reported_rows(self) -> list["ReportedRow"]:
-        """Rows a paper reports (`mmsafety-leaderboard --with-paper`)."""
-        return []
 
 
 WORKLOADS: Registry[Workload] = Registry("workload", kind="workload")

@@ -201,6 +201,33 @@ def test_lazy_heavy_allowlist_names_real_function_level_imports():
     assert set(LAZY_HEAVY) <= present, sorted(set(LAZY_HEAVY) - present)
 
 
+def uncommented_function_imports(path: Path) -> list[int]:
+    """Lines of imports inside functions with no comment saying why: none on the import's line, and
+    none on the line just above its block of consecutive imports."""
+    lines = path.read_text().splitlines()
+    found = []
+    for node, in_function in _walk(ast.parse("\n".join(lines), str(path)), False):
+        if not in_function:
+            continue
+        above = node.lineno - 2
+        while above >= 0 and lines[above].strip().startswith(("from ", "import ")):
+            above -= 1
+        if "#" not in lines[node.lineno - 1] and not (above >= 0 and lines[above].strip().startswith("#")):
+            found.append(node.lineno)
+    return found
+
+
+def test_every_import_inside_a_function_says_why(tmp_path):
+    """An import inside a function is for an optional or heavy dependency, with a comment saying so
+    (docs/architecture.md); any other import belongs at the top of its module."""
+    missing = [f"{path.relative_to(ROOT)}:{line}" for path in project_modules().values()
+               for line in uncommented_function_imports(path)]
+    assert missing == [], "move these to the top of the module, or say in a comment what they defer"
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f():\n    import json\n\n\ndef g():\n    # heavy: torch\n    import torch\n    import numpy\n")
+    assert uncommented_function_imports(planted) == [2]
+
+
 HEAVY = ("torch", "transformers")
 
 

@@ -41,7 +41,7 @@ def test_refusal_substring_judge():
 def test_unknown_judge_is_one_line():
     from mmsafety.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="judge=nope: not registered; use one of harmbench_cls, refusal_substring, vlm_judge"):
+    with pytest.raises(ConfigError, match="judge=nope: not registered; use one of harmbench_cls, refusal_substring, tool_target, vlm_judge"):
         build_judge({"name": "nope"})
 
 
@@ -167,7 +167,11 @@ def test_completions_file_with_torn_last_line(tmp_path):
 
 
 def test_every_registered_judge_is_documented():
-    assert judges.names() == ["harmbench_cls", "refusal_substring", "vlm_judge"]
+    from pathlib import Path
+
+    assert judges.names() == ["harmbench_cls", "refusal_substring", "tool_target", "vlm_judge"]
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "harmbench.md").read_text()
+    assert all(f"`{name}`" in docs for name in judges.names())
 
 
 def test_vlm_judge_asks_the_documented_question_and_parses_yes_no():

@@ -45,3 +45,29 @@ def test_the_fixed_cases_cover_every_cell():
     """The comparison means something: every cell of the confusion matrix is non-zero somewhere."""
     totals = {k: sum(hand_counts(p, t)[k] for p, t in fixed_cases()) for k in ("tp", "tn", "fp", "fn")}
     assert all(v > 0 for v in totals.values()), totals
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_goat_bootstrap_macro_f1_is_torchmetrics_on_every_resample(seed):
+    """GOAT-Bench's bootstrap computes macro-F1 for all resamples at once by hand; on each resample it must
+    equal torchmetrics' multiclass_f1_score (the point estimate's definition: classes absent from both the
+    labels and the predictions of a resample do not count), so the interval is the quantiles of those."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_f1_score
+
+    from goat_bench.metrics import _as_scored, bootstrap_ci
+
+    rng = random.Random(f"goat-bootstrap/{seed}")
+    n = rng.randint(3, 40)  # small: some resamples hold one class only
+    labels = [rng.choice((0, 0, 0, 1)) for _ in range(n)]
+    preds = [rng.choice((0, 1, None)) if rng.random() < 0.3 else labels[i] for i in range(n)]
+    y, p = _as_scored(labels, preds)
+    resamples = 300
+    got = bootstrap_ci(y, p, resamples, seed)
+    idx = torch.randint(n, (resamples, n), generator=torch.Generator().manual_seed(seed))  # the same draws
+    f1 = torch.tensor([multiclass_f1_score(p[i], y[i], num_classes=2, average="macro").item() * 100 for i in idx])
+    accuracy = torch.tensor([(y[i] == p[i]).float().mean().item() * 100 for i in idx])
+    q = torch.tensor([0.025, 0.975])
+    assert got["macro_f1"] == pytest.approx(torch.quantile(f1, q).tolist(), abs=1e-3)
+    assert got["accuracy"] == pytest.approx(torch.quantile(accuracy, q).tolist(), abs=1e-3)
+    assert f1.unique().numel() > 5  # the resamples differ: the quantiles compare distributions, not a constant

@@ -112,13 +112,13 @@ def test_the_installed_entries_are_the_ones_pyproject_declares():
 def test_every_declared_entry_loads_and_registers_its_name():
     """garak-style: every plug-in entry this project declares is imported and found under its name."""
     from mmsafety.attack_case import CASES, OBJECTIVES
-    from mmsafety.leaderboard.views import CASE_SECTIONS
+    from mmsafety.leaderboard.views import CASE_SECTIONS, VIEWS
     from mmsafety.organisms.builders import BUILDERS
     from mmsafety.workload import WORKLOADS
     from harmbench.judges import judges
 
     by_kind = {"workload": WORKLOADS, "case": CASES, "objective": OBJECTIVES, "builder": BUILDERS,
-               "case_views": CASE_SECTIONS, "judge": judges}
+               "case_views": CASE_SECTIONS, "views": VIEWS, "judge": judges}
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][PLUGIN_GROUP]
     with warnings.catch_warnings():
         warnings.simplefilter("error", PluginWarning)
@@ -188,7 +188,8 @@ def test_the_toy_workload_ships_its_config_and_runs_through_the_command_line(tmp
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-coin\nVersion: 0\n")
     (dist / "entry_points.txt").write_text(
-        f"[{PLUGIN_GROUP}]\nworkload:coin_flips = tests.toy_workload:WORKLOAD\nconf:coin_flips = tests.toy_conf\n")
+        f"[{PLUGIN_GROUP}]\nworkload:coin_flips = tests.toy_workload:WORKLOAD\nviews:coin_flips = tests.toy_workload:VIEWS\n"
+        "conf:coin_flips = tests.toy_conf\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "HYDRA_FULL_ERROR": "0"}
     run_dir = tmp_path / "run"
     done = subprocess.run([sys.executable, "-c", "from mmsafety.app import run_app; run_app('coin_flips')",

@@ -13,7 +13,9 @@ import pytest
 
 from mmsafety.leaderboard import write_leaderboard
 from mmsafety.records import RunRecord
+from mmsafety.leaderboard.views import VIEWS
 from mmsafety.workload import WORKLOADS
+from tests import toy_workload
 from tests.toy_workload import CoinFlips
 
 
@@ -21,6 +23,8 @@ from tests.toy_workload import CoinFlips
 def toy(monkeypatch):
     WORKLOADS.names()  # the installed plug-ins first, then the toy beside them for this test only
     monkeypatch.setitem(WORKLOADS._items, "coin_flips", CoinFlips())
+    VIEWS.names()
+    monkeypatch.setitem(VIEWS._items, "coin_flips", toy_workload.VIEWS)
     return WORKLOADS.get("coin_flips")
 
 

@@ -1,11 +1,12 @@
 """A workload defined only in the tests: coin flips judged by a model. It plugs into the core
-through mmsafety.workload alone (no core edit), as a third-party package would, and ships its own
-config (tests/toy_conf: the primary config `toy` and the group `coin`), found through a `conf:` entry."""
+through mmsafety.workload alone (no core edit), as a third-party package would, shows on the
+leaderboard through its views (`VIEWS`, a `views:` entry) and ships its own config (tests/toy_conf:
+the primary config `toy` and the group `coin`), found through a `conf:` entry."""
 
 from __future__ import annotations
 
 from mmsafety.models.capabilities import SCORE_CHOICES
-from mmsafety.leaderboard.views import Figure, ReportedRow, Section
+from mmsafety.leaderboard.views import Figure, ReportedRow, Section, WorkloadViews
 from mmsafety.workload import Workload
 
 
@@ -42,12 +43,16 @@ class CoinFlips(Workload):
         ok = [s for s in samples if s.get("status") == "ok"]
         return {"flips": len(ok), "heads_rate": sum(s["heads"] for s in ok) / len(ok) if ok else None}
 
-    def sections(self) -> list[Section]:
-        return [Section(key="coin_flips", title="Coin flips (toy workload)", columns=["model", "status", "flips", "heads_rate"],
-                        cells=_cells, figures=_figures)]
 
-    def reported_rows(self) -> list[ReportedRow]:
-        return [ReportedRow("a fair coin", "probability theory", {}, {"flips": None, "heads_rate": 0.5})]
+
+def sections() -> list[Section]:
+    return [Section(key="coin_flips", title="Coin flips (toy workload)", columns=["model", "status", "flips", "heads_rate"],
+                    cells=_cells, figures=_figures)]
+
+
+def reported_rows() -> list[ReportedRow]:
+    return [ReportedRow("a fair coin", "probability theory", {}, {"flips": None, "heads_rate": 0.5})]
 
 
 WORKLOAD = CoinFlips()  # what the `workload:coin_flips` entry names
+VIEWS = WorkloadViews(sections, reported_rows)  # what the `views:coin_flips` entry names

@@ -19,6 +19,7 @@ from PIL import Image
 
 from mmsafety.attack_case import CASES, AttackBase, AttackCase, Judgement, Objective, register_objective
 from mmsafety.errors import ConfigError
+from mmsafety.judging import JudgeInput, build_judge
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import EMBED, GENERATE, SCORE_CHOICES
 from mmsafety.synthetic import prompts as prompt_sets_synthetic
@@ -26,6 +27,7 @@ from mmsafety.synthetic import scenes
 from visual_attacks.objectives import (
     CleanAnswers, MixedPromptSampler, PromptSampler, read_corpus, target_corpus, target_string, tool_misuse,
 )
+from visual_attacks.clip_target import TargetImageObjective
 from visual_attacks.prompt_files import read_prompt_files
 from visual_attacks.targets import load_target
 
@@ -102,6 +104,9 @@ class ToolCallCase(AttackCase):
                  train_prompt_files=(), test_prompt_files=(), sampling: dict | None = None):
         # A plain dict when the case is rebuilt from a config or a saved record's config.
         self.target = load_target(SimpleNamespace(**target) if isinstance(target, dict) else target)
+        # The target's judge, through the one judge registry (visual_attacks.targets.TargetJudge).
+        self.target_judge = build_judge({"name": "tool_target", "target": {
+            "name": self.target.name, "kind": self.target.kind, "text": self.target.text}})
         self.images, self.seed = images, seed
         # Offline default: the synthetic prompt sets; or the user's files in Fu et al.'s formats, one
         # list (a single set) or {set name: file(s)} (each set judged apart, and weighted by
@@ -156,7 +161,8 @@ class ToolCallCase(AttackCase):
             for i in range(0, len(self.heldout), self.batch_size):
                 chunk = self.heldout[i:i + self.batch_size]
                 outs += adapter.generate([image] * len(chunk), chunk, max_new_tokens=self.max_new_tokens)
-        rows = [{"prompt": p, "output": o, **self.target.judge(o, p).as_dict()} for p, o in zip(self.heldout, outs)]
+        judged = self.target_judge.judgements([JudgeInput(self.target.render(p), o, prompt=p) for p, o in zip(self.heldout, outs)])
+        rows = [{"prompt": p, "output": o, **j.as_dict()} for p, o, j in zip(self.heldout, outs, judged)]
         keys = ("exact", "syntax", "argument", "leaked")
         measured = rates(rows, keys)
         if self.heldout_set:  # Fu et al. report image-related and image-unrelated test prompts apart
@@ -257,6 +263,4 @@ def _clip_image_embed(case: ClipCaptionCase, adapter, bases, clean, attack) -> O
     """M-Attack's loss (VILA-Lab/M-Attack, generate_adversarial_samples.py): 1 - cosine between the
     image's embedding and the embedding of a random resized crop of the target image (kept area in
     attack.target_crop_scale, a new crop each step, seeded); the source crop is attack.eot's."""
-    from visual_attacks.clip_target import TargetImageObjective
-
     return TargetImageObjective(adapter, case.load_target_image(), attack.target_crop_scale, attack.seed)

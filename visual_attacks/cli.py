@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from mmsafety.app import run_app, run_workload_job
+from visual_attacks.transfer import attack_run_tag, attack_runs_under
 
 WORKLOAD = "visual_attack"
 JUDGE_WORKLOAD = "transfer"
@@ -36,8 +37,6 @@ def run_judge_job(out_dir, attack_run, *overrides: str) -> tuple[dict, str]:
 def run_judge_jobs(out_dir, attack_run, *overrides: str) -> list[tuple[dict, str]]:
     """Every attack job under `attack_run` (one job folder, or a sweep folder) judged as its own job,
     each record in `out_dir/<attack run tag>`: one transfer-matrix cell per record."""
-    from visual_attacks.transfer import attack_run_tag, attack_runs_under
-
     return [run_judge_job(Path(out_dir) / attack_run_tag(run), run, *overrides) for run in attack_runs_under(attack_run)]
 
 
@@ -50,8 +49,6 @@ def expand_sweep_folder(args: list[str]) -> list[str]:
     """The command line with `attack_run=SWEEP_FOLDER` turned into a sweep over every attack job under
     it (`-m attack_run='a','b'`; `hydra.run.dir` becomes `hydra.sweep.dir`), so each job folder is
     judged as its own job with its own record. Anything else is left for the usual checks to judge."""
-    from visual_attacks.transfer import attack_runs_under
-
     out, expanded = [], False
     for arg in args:
         key, _, value = arg.partition("=")

@@ -9,10 +9,12 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from mmsafety.attack_case import OBJECTIVES
 from mmsafety.config import ModelConfig, PlacementConfig, pixel_amount
 from mmsafety.errors import ConfigError
 from visual_attacks.deploy import DeployConfig
 from visual_attacks.eot import EOTConfig, check_eot, pair
+from visual_attacks.pgd import OPTIMIZERS
 
 
 class Norm(Enum):
@@ -91,8 +93,6 @@ def register_schemas(cs) -> None:
 
 
 def validate_attack(attack) -> None:
-    from mmsafety.attack_case import OBJECTIVES
-
     pixel_amount("attack.eps", attack.eps)
     if pixel_amount("attack.step_size", attack.step_size) == 0:
         raise ConfigError("attack.step_size=0: must be > 0")
@@ -103,7 +103,6 @@ def validate_attack(attack) -> None:
     if attack.prompts_per_step < 1:
         raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
     OBJECTIVES.get(attack.objective)  # one line listing the registered objectives
-    from visual_attacks.pgd import OPTIMIZERS
 
     OPTIMIZERS.get(attack.optimizer)  # one line listing the registered optimizers
     if attack.get("checkpoint_every", 0) < 0:

@@ -125,9 +125,11 @@ def write_loss_curve(losses: torch.Tensor, out_dir: Path, images: list[int] | No
     atomic_write_bytes(out_dir / "loss_curve.csv", buf.getvalue().encode())
     files = {"csv": "loss_curve.csv"}
     try:
+        # optional: matplotlib may be missing, handled here
         import matplotlib
 
         matplotlib.use("Agg")
+        # optional: matplotlib may be missing, handled here
         import matplotlib.pyplot as plt
     except ImportError:
         return files

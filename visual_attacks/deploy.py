@@ -12,8 +12,10 @@ keys are the kind's parameters (defaults filled in and recorded, so a record say
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
+from importlib.resources import files
+import io
+import re
 from typing import Any, Callable, Dict, List
 
 from PIL import Image
@@ -150,6 +152,7 @@ def register_schema(cs) -> None:
 def build_deploy(cfg) -> Deploy:
     """The transform a `deploy` config (conf/deploy/*.yaml, a DictConfig or a plain dict) describes;
     an unknown step kind, parameter or value is refused in one line."""
+    # heavy, deferred to when this runs: omegaconf
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg or {})
@@ -177,9 +180,7 @@ def deploy_label(spec) -> str:
     """How tables name the transform in a record's `spec.deploy`: the preset's name, plus the steps when
     they differ from that preset's (`deploy=downscale_2 deploy.steps.0.factor=4` is not `downscale_2`),
     so two different transforms never share a column. Records from before deploy transforms: png."""
-    import re
-    from importlib.resources import files
-
+    # heavy, deferred to when this runs: omegaconf
     from omegaconf import OmegaConf
 
     if not isinstance(spec, dict):

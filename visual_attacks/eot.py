@@ -120,6 +120,7 @@ class RandomRescale(torch.nn.Module):
 
 def build_transforms(eot, size: tuple[int, int]) -> torch.nn.Module:
     """The kornia pipeline for images of `size` (H, W); pixels in [0,1] in and out."""
+    # heavy, deferred to when this runs: kornia
     import kornia.augmentation as K
 
     steps: list[torch.nn.Module] = []

@@ -6,12 +6,13 @@ clean and adversarial PNGs with the held-out prompts' answers for the page's sam
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 from mmsafety.leaderboard.plots import CURVE_POINTS, plain_log_ticks, png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.paths import inside
-from mmsafety.leaderboard.views import Figure, SampleView, Section
+from mmsafety.leaderboard.views import CASE_SECTIONS, Figure, SampleView, Section, WorkloadViews
 from mmsafety.numbers import pct
 from visual_attacks.deploy import deploy_label
 
@@ -240,3 +241,21 @@ SECTION = Section(key="attacks", title="Visual attacks (success %, measured on s
                   about="Attack success (%): how often the attacked image, judged as a saved PNG, makes the model do "
                         "the target on held-out prompts (clean_baseline: the unattacked image); higher means a stronger "
                         "attack, a less robust model.")
+
+
+def sections() -> list[Section]:
+    """The generic attack table, then each registered case's own tables (CASE_SECTIONS),
+    which take that case's records; the generic table keeps the records of every other case."""
+    own = {name: found() for name, found in CASE_SECTIONS.items()}
+    own = {name: found for name, found in own.items() if found}
+
+    def generic(row) -> bool:
+        return row.spec.get("case", "tool_call") not in own
+
+    def of_case(name: str, section):
+        return replace(section, accepts=lambda row: row.spec.get("case") == name and section.accepts(row))
+
+    return [replace(SECTION, accepts=generic)] + [of_case(name, s) for name, found in own.items() for s in found]
+
+
+VIEWS = WorkloadViews(sections)  # the `views:visual_attack` entry

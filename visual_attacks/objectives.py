@@ -10,11 +10,13 @@ when every step sees the same items.
 
 from __future__ import annotations
 
+from pathlib import Path
 import random
 from typing import Callable, Sequence
 
 import torch
 
+from mmsafety.errors import ConfigError
 from mmsafety.models.base import VLMAdapter
 from mmsafety.models.sequences import TokenWeightedTarget
 from visual_attacks.targets import ToolTarget
@@ -129,10 +131,6 @@ def target_string(adapter: VLMAdapter, target: ToolTarget, sampler: PromptSample
 
 def read_corpus(path: str) -> list[str]:
     """Target sentences, one a row (blank rows skipped), as Qi et al.'s harmful corpus file."""
-    from pathlib import Path
-
-    from mmsafety.errors import ConfigError
-
     try:
         rows = [line.strip() for line in Path(path).expanduser().read_text(encoding="utf-8").splitlines()]
     except OSError as e:

@@ -56,6 +56,7 @@ from typing import Callable, Literal
 import torch
 
 from mmsafety.preemption import SaveOnSignal
+from mmsafety.records import atomic_write_bytes
 from mmsafety.registry import Registry
 
 Objective = Callable[[torch.Tensor, int], torch.Tensor]
@@ -114,8 +115,6 @@ class Checkpoint:
     config_sha256: str | None = None
 
     def save(self, state: dict) -> None:
-        from mmsafety.records import atomic_write_bytes
-
         buf = io.BytesIO()
         torch.save({**state, "objective": self.objective_state(), "config_sha256": self.config_sha256}, buf)
         atomic_write_bytes(self.path, buf.getvalue())

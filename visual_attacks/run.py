@@ -29,6 +29,7 @@ from visual_attacks.pgd import read_state
 from visual_attacks.stealth import lpips_available, lpips_note
 from visual_attacks.summary import rescore, summarize  # noqa: F401  (stable names)
 from visual_attacks.surrogates import display_name, load_surrogate, surrogate_specs
+from visual_attacks.worst_case import craft_worst_case
 
 
 def build_case(cfg) -> AttackCase:
@@ -83,8 +84,6 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
         surrogates = [Surrogate(spec.display_name, spec.weight, load_surrogate(spec, cfg.placement, cfg.model, adapter))
                       for spec in specs] or None
         if cfg.attack.get("members"):  # attack=worst_case: several attacks per image, the winner judged
-            from visual_attacks.worst_case import craft_worst_case
-
             crafted = craft_worst_case(case, adapter, bases, cfg.attack, out_dir, missing, log=log,
                                        config_sha256=record.data["config_sha256"])
         else:

@@ -12,6 +12,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 def alexnet_weights_path() -> Path:
     """Where torchvision looks for the ImageNet AlexNet that LPIPS builds on (torchmetrics ships
     LPIPS's own linear layers). mmsafety never downloads it; if the file is there, LPIPS is reported."""
+    # heavy, deferred to when this runs: torchvision
     from torchvision.models import AlexNet_Weights
 
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(AlexNet_Weights.DEFAULT.url).name
@@ -28,6 +29,7 @@ def lpips_note() -> str:
 
 @lru_cache(maxsize=1)
 def _lpips_model():
+    # heavy, deferred to when this runs: torchmetrics
     from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
     # normalize=True: inputs in [0,1]. Weights come from the local file checked above.

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from mmsafety.cli.hydra_errors import explain
 from mmsafety.errors import ConfigError, UserError
 from mmsafety.models.capabilities import require
 from mmsafety.models.registry import adapter_class
@@ -46,11 +47,12 @@ def display_name(model_cfg) -> str:
 def _compose_model(preset: str, overrides: list[str]) -> DictConfig:
     """conf/model/<preset>.yaml with `overrides`, validated by its schema. Works inside a running
     Hydra job (which holds the global Hydra instance) and outside one."""
+    # heavy, deferred to when this runs: hydra
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    # heavy, deferred to when this runs: mmsafety.app loads hydra
     from mmsafety.app import CONFIG_MODULE
-    from mmsafety.cli.hydra_errors import explain
 
     args = [f"model={preset}", *overrides]
     try:
@@ -88,6 +90,7 @@ def surrogate_specs(attack) -> list[SurrogateSpec]:
 
 def check_surrogates(specs: list[SurrogateSpec], needs: frozenset[str], what: str) -> None:
     """Before any weights load: each surrogate's adapter can do what crafting needs."""
+    # heavy, deferred to when this runs: mmsafety.config loads hydra
     from mmsafety.config import validate_model
 
     for spec in specs:
@@ -110,6 +113,7 @@ def same_model(a, b) -> bool:
 
 def load_surrogate(spec: SurrogateSpec, placement_cfg, job_model_cfg=None, job_adapter=None):
     """The surrogate's adapter, placed as the job's model is; the job's own adapter when the configs match."""
+    # heavy, deferred to when this runs: mmsafety.cli.loading loads hydra
     from mmsafety.cli.loading import load_model
 
     if job_adapter is not None and job_model_cfg is not None and same_model(spec.model, job_model_cfg):

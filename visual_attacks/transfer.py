@@ -13,9 +13,10 @@ Found by the core through the entry `"workload:transfer" = "visual_attacks.trans
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+import hashlib
 from pathlib import Path
+import re
 
 from omegaconf import MISSING, OmegaConf
 
@@ -56,8 +57,6 @@ def model_display_name(model: dict) -> str:
 def attack_run_tag(path) -> str:
     """A folder-safe tag of an attack run path for output folder names: its last component and a
     short hash of the absolute path (two runs with the same last component differ)."""
-    import re
-
     resolved = Path(str(path)).expanduser().resolve()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", resolved.name).strip("-")[:60] or "run"
     return f"{stem}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
@@ -190,11 +189,6 @@ class TransferJudge(Workload):
         """Where the judged images came from: the source attack's data source (its spec fields are copied)."""
         source = getattr(WORKLOADS.get("visual_attack"), "data_source", None)
         return source(spec) if source is not None else ""
-
-    def sections(self):
-        from visual_attacks.transfer_board import SECTION
-
-        return [SECTION]
 
 
 WORKLOADS.add("transfer", TransferJudge())

@@ -13,7 +13,7 @@ import re
 
 from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
-from mmsafety.leaderboard.views import Figure, Pivot, Section
+from mmsafety.leaderboard.views import Figure, Pivot, Section, WorkloadViews
 from visual_attacks.deploy import deploy_label
 from visual_attacks.leaderboard import eps_label, images
 
@@ -95,6 +95,7 @@ def short(percent: float) -> str:
 
 def heat_map(key: tuple, matrix: dict) -> bytes:
     """Success % per surrogate (rows) and victim x deploy (columns), the clean baseline in each cell."""
+    # heavy, deferred to when this runs: numpy
     import numpy as np
 
     rows, columns = matrix["rows"], matrix["columns"]
@@ -162,3 +163,5 @@ SECTION = Section(key="transfer", title="Transfer (success % on the victim, clea
                   pivots=pivots, headline="asr",
                   about="Transfer success (%): how often an image crafted on the surrogate makes the victim do the target "
                         "(clean: the victim on the unattacked image); higher means the attack transfers better.")
+
+VIEWS = WorkloadViews(lambda: [SECTION])  # the `views:transfer` entry

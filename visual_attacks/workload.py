@@ -9,13 +9,13 @@ own (visual_attacks.cases).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from mmsafety.attack_case import CASES, OBJECTIVES
 from mmsafety.config import validate_common
-from mmsafety.leaderboard.views import CASE_SECTIONS
 from mmsafety.record_schema import NUMBER, OPTIONAL_NUMBER, ListOf, MapOf, Required
 from mmsafety.workload import WORKLOADS, Workload
+from visual_attacks.config_checks import check_attack_config
+from visual_attacks.deploy import register_schema, build_deploy
+from visual_attacks.report import format_attack_table
 from visual_attacks.summary import rescore
 
 
@@ -37,8 +37,8 @@ class VisualAttack(Workload):
     }
 
     def register_schemas(self, store) -> None:
+        # heavy, deferred to when this runs: visual_attacks.config loads torch
         from visual_attacks.config import register_schemas
-        from visual_attacks.deploy import register_schema
 
         register_schemas(store)
         register_schema(store)
@@ -46,9 +46,8 @@ class VisualAttack(Workload):
     def validate(self, cfg):
         """Everything that can be checked without a model, so a sweep fails before its first job.
         Returns the case, built once (its targets and prompt sets; no images are drawn yet)."""
+        # heavy, deferred to when this runs: visual_attacks.config loads torch, visual_attacks.run loads matplotlib/torch/transformers, visual_attacks.surrogates loads torch
         from visual_attacks.config import validate_attack
-        from visual_attacks.config_checks import check_attack_config
-        from visual_attacks.deploy import build_deploy
         from visual_attacks.run import build_case
         from visual_attacks.surrogates import check_surrogates, surrogate_specs
 
@@ -71,6 +70,7 @@ class VisualAttack(Workload):
                 f"the judge stage (case={cfg.case.name})": judge}
 
     def run(self, cfg, model, record, prepared=None, log=print) -> dict:
+        # heavy, deferred to when this runs: visual_attacks.run loads matplotlib/torch/transformers
         from visual_attacks.run import run_attack
 
         return run_attack(cfg, model, record, log=log, case=prepared)
@@ -79,8 +79,6 @@ class VisualAttack(Workload):
         return rescore(samples, record)
 
     def summary(self, metrics: dict) -> str:
-        from visual_attacks.report import format_attack_table
-
         return format_attack_table(metrics)
 
     def data_source(self, spec: dict) -> str:
@@ -89,22 +87,6 @@ class VisualAttack(Workload):
         if isinstance(spec.get("synthetic"), bool):
             return super().data_source(spec)
         return "synthetic" if spec.get("case", "tool_call") in ("tool_call", "clip_caption") else ""
-
-    def sections(self):
-        """The generic attack table, then each registered case's own tables (CASE_SECTIONS),
-        which take that case's records; the generic table keeps the records of every other case."""
-        from visual_attacks.leaderboard import SECTION
-
-        own = {name: sections() for name, sections in CASE_SECTIONS.items()}
-        own = {name: found for name, found in own.items() if found}
-
-        def generic(row) -> bool:
-            return row.spec.get("case", "tool_call") not in own
-
-        def of_case(name: str, section):
-            return replace(section, accepts=lambda row: row.spec.get("case") == name and section.accepts(row))
-
-        return [replace(SECTION, accepts=generic)] + [of_case(name, s) for name, found in own.items() for s in found]
 
 
 WORKLOADS.add("visual_attack", VisualAttack())

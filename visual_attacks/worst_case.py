@@ -31,6 +31,7 @@ from mmsafety.attack_case import AttackBase, AttackCase
 from mmsafety.errors import ConfigError
 from mmsafety.models.pixels import pil_to_pixels
 from mmsafety.records import atomic_write_bytes
+from visual_attacks.config import AttackConfig, validate_attack
 from visual_attacks.craft import Crafted, CraftedImage, clean_pixels, craft, save_png, validation_success
 from visual_attacks.judge import reload_png
 
@@ -50,8 +51,6 @@ def preset(name: str) -> dict:
 
 def member_attacks(attack) -> list[tuple[str, object]]:
     """(label, attack config) per member, merged as the module docstring says."""
-    from visual_attacks.config import AttackConfig, validate_attack
-
     members, seen = [], set()
     for entry in attack.members:
         entry = dict(OmegaConf.to_container(entry, resolve=True) if OmegaConf.is_config(entry) else entry)

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from hydra import compose as hydra_compose, initialize_config_module
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import setup_globals
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmsafety.cli import sweep_status
@@ -50,9 +55,6 @@ class JobCommand:
 
 def compose(config_name: str, overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
     """The config of `config_name` (conf/) with these overrides; a mistake is one UserError line."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
     register()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         try:
@@ -70,8 +72,6 @@ def compose(config_name: str, overrides: Sequence[str], with_hydra: bool = False
 def check_command_line(command: JobCommand, overrides: list[str], multirun: bool):
     """Compose and validate every value of every sweep once, before Hydra runs a job, and refuse an
     output folder that cannot be written. Returns what validating the first variant built."""
-    from hydra.core.utils import setup_globals
-
     setup_globals()  # Hydra's resolvers (${now:...}) for the output folder's name
     hydra_overrides = [o for o in overrides if is_hydra_override(o)]
     prepared = None
@@ -171,10 +171,6 @@ def run_command(command: JobCommand, args: list[str] | None = None) -> None:
 def _run(command: JobCommand, args: list[str]) -> str | None:
     """Check the command line, run it through Hydra; returns a line naming the jobs of a sweep that did
     not complete (None when all did, or for a single run)."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     register()
     if any(a in HELP_FLAGS for a in args):  # this command's groups and options, not every group on the search path
         try:

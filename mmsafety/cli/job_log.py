@@ -11,6 +11,8 @@ import functools
 import logging
 import sys
 
+from tqdm import tqdm
+
 JOB_LOGGER = "mmsafety.job"
 RESULT_LOGGER = "mmsafety.job_result"  # the result table: the log file only (stdout shows it already)
 
@@ -22,8 +24,6 @@ class ProgressSafeHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
         try:
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:
@@ -32,8 +32,6 @@ class ProgressSafeHandler(logging.StreamHandler):
 
 def print_line(line: str) -> None:
     """The `log` of jobs run from Python: stderr, above any progress bar."""
-    from tqdm import tqdm
-
     tqdm.write(line, file=sys.stderr)
 
 

@@ -32,6 +32,7 @@ def register_slurm_launcher() -> None:
     """Make sure Hydra knows mmsafety's SLURM launcher (conf/hydra/launcher/slurm.yaml). Hydra finds
     plugins by listing the `hydra_plugins` folders on sys.path, which misses them in an editable
     install (`pip install -e .`) run from outside the checkout; the module itself imports fine."""
+    # heavy, deferred to when this runs: hydra, hydra_plugins
     from hydra.core.plugins import Plugins
     from hydra_plugins.mmsafety_searchpath.mmsafety_slurm_launcher import MMSafetySlurmLauncher
 

@@ -23,6 +23,8 @@ from mmsafety.errors import UserError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.record_kinds import schema_of
 from mmsafety.records import RunRecord
+from mmsafety.served.accounting import accumulate
+from mmsafety.served.errors import BudgetExhausted
 
 
 class RunNotCompleted(UserError):
@@ -40,6 +42,7 @@ def plain_config(cfg: DictConfig) -> dict:
 
 def open_record(cfg: DictConfig, kind: str, out_dir=None) -> RunRecord:
     if out_dir is None:
+        # heavy, deferred to when this runs: hydra
         from hydra.core.hydra_config import HydraConfig
 
         out_dir = HydraConfig.get().runtime.output_dir
@@ -82,8 +85,6 @@ def note_invocation(record: RunRecord, model=None, status: str | None = None) ->
     """Put this invocation into the record: its entry in `invocations` (status, retried errors, a
     served model's own accounting) and the run's `served` section, whose accounting adds up the
     earlier invocations' totals and this one's. Called at every checkpoint and at the end."""
-    from mmsafety.served.accounting import accumulate
-
     entry = {"started": record.started, "seconds": round(time.time() - record.started, 3),
              "status": status or "running", "retried_errors": record.retried_errors}
     if hasattr(model, "served_record"):
@@ -102,9 +103,8 @@ def run_job(cfg: DictConfig, kind: str, work: Callable[[ModelAdapter, RunRecord]
     partial or failed as its samples say (module docstring), never missing. Raises RunNotCompleted
     when every sample errored; a run with some errored samples returns its metrics (over the
     answered samples) with the record partial and the reason in its `stopped`."""
-    from mmsafety.served.errors import BudgetExhausted
-
     if load is None:
+        # heavy, deferred to when this runs: mmsafety.cli.loading loads hydra
         from mmsafety.cli.loading import load_model as load
     record = open_record(cfg, kind, out_dir)
     model = None

@@ -21,8 +21,10 @@ from importlib import resources
 from pathlib import Path
 
 from mmsafety.cli.presets import config_context, group_options, loader, preset_values, selected_groups
+from mmsafety.judging import JUDGES
+from mmsafety.models.capabilities import capabilities_of
 from mmsafety.paths import cache_root
-from mmsafety.registry import Registry, did_you_mean
+from mmsafety.registry import did_you_mean
 
 # What the user types -> the config group (None: a registry, not a config group).
 KINDS = {"models": "model", "attacks": "attack", "tasks": "task", "cases": "case", "targets": "target",
@@ -110,7 +112,6 @@ def hub_files(repo: str) -> tuple[bool, int]:
 
 
 def model_line(option: str) -> str:
-    from mmsafety.models.capabilities import capabilities_of
     from mmsafety.models.registry import adapter_class  # heavy (torch, the adapter modules): models only
 
     values = preset_values("model", option)
@@ -162,9 +163,8 @@ def attack_line(option: str) -> str:
 
 
 def judge_lines() -> list[str]:
-    judges = Registry("judge", kind="judge")  # the plug-in group's `judge:` entries
     lines = []
-    for name, make in judges.items():
+    for name, make in JUDGES.items():  # the plug-in group's `judge:` entries
         doc = (make.__doc__ or "").strip() or _returned_doc(make)
         lines.append(f"{name:<20} {doc.splitlines()[0] if doc else ''}")
     return lines

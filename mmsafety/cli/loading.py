@@ -5,11 +5,12 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from mmsafety.config import plain
-from mmsafety.models.base import ModelAdapter
 from mmsafety.errors import ConfigError
+from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import missing, require
 from mmsafety.models.loading import LoadOptions
 from mmsafety.models.registry import adapter_class
+from mmsafety.organisms.builders import ensure_built
 from mmsafety.placement import resolve_placement
 
 
@@ -41,8 +42,6 @@ def has_capabilities(adapter: str, needed) -> bool:
 
 def load_model(cfg: DictConfig) -> ModelAdapter:
     """Build (if it is a builder model) and load the configured model through its adapter."""
-    from mmsafety.organisms.builders import ensure_built
-
     m, p = cfg.model, cfg.placement
     if getattr(adapter_class(m.adapter), "takes_model_config", False):  # a served model: no weights to place
         return adapter_class(m.adapter).from_config(m)

@@ -28,6 +28,7 @@ CONFIG_MODULE = "mmsafety.conf"  # conf/ in the checkout, shipped in the wheel a
 @contextmanager
 def config_context():
     """Hydra's config search path (conf/ and the plug-ins'), unless a caller has already set it up."""
+    # heavy, deferred to when this runs: hydra
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -40,6 +41,7 @@ def config_context():
 
 def loader():
     """Hydra's config loader of the current `config_context`."""
+    # heavy, deferred to when this runs: hydra
     from hydra.core.global_hydra import GlobalHydra
 
     return GlobalHydra.instance().config_loader()

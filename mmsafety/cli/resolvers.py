@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from mmsafety.config import plain
+from mmsafety.cli.run_identity import config_hash
+from mmsafety.config import plain, register_schemas
+from mmsafety.workload import WORKLOADS
 
 
 def slug(value) -> str:
@@ -23,19 +26,12 @@ def shard_suffix(shard, num_shards) -> str:
 
 def register() -> None:
     """The resolvers, the core's schemas and every registered workload's schemas (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    from mmsafety.config import register_schemas
-    from mmsafety.workload import WORKLOADS
-
     register_schemas()
     for _, workload in WORKLOADS.items():
         workload.register_schemas(ConfigStore.instance())
     if not OmegaConf.has_resolver("slug"):
         OmegaConf.register_new_resolver("slug", slug)
     if not OmegaConf.has_resolver("config_hash"):
-        from mmsafety.cli.run_identity import config_hash
-
         OmegaConf.register_new_resolver("config_hash", config_hash)
     if not OmegaConf.has_resolver("shard_suffix"):
         OmegaConf.register_new_resolver("shard_suffix", shard_suffix)

@@ -21,7 +21,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mmsafety.errors import UserError
+from mmsafety.record_kinds import schema_of
+from mmsafety.record_schema import record_problems
 from mmsafety.records import config_sha256, read_samples
+from mmsafety.safe_json import loads_object
 
 HASH_CHARS = 8
 
@@ -42,10 +45,6 @@ def config_hash(*, _root_: DictConfig) -> str:
 
 def previous_run(folder: Path) -> dict | None:
     """The record a run left in `folder`, if it holds a readable one."""
-    from mmsafety.record_kinds import schema_of
-    from mmsafety.record_schema import record_problems
-    from mmsafety.safe_json import loads_object
-
     try:
         previous = loads_object((Path(folder) / "record.json").read_bytes())
     except (OSError, ValueError):

@@ -31,7 +31,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmsafety.cli.run_identity import job_config_sha256, previous_run
 from mmsafety.cli.slurm_watch import GONE
-from mmsafety.records import atomic_write_text
+from mmsafety.record_kinds import schema_of
+from mmsafety.records import atomic_write_text, RunRecord
+from mmsafety.workload import workload_for_config
 
 log = logging.getLogger(__name__)
 LOCK_WAIT_S = 180.0  # a cancelled job's process may run on for SLURM's KillWait, holding its record's lock
@@ -76,6 +78,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _submit(self, todo: list[tuple[int, list[str]]]) -> list:
         """Submit these jobs as one array (hydra_submitit_launcher's executor set-up, unchanged)."""
+        # optional dependency: submitit (the slurm extra)
         import submitit
         from submitit.core.utils import FailedJobError
 
@@ -100,6 +103,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
     def _outcome(self, job, overrides: list[str], folder: tuple[Path, str] | None) -> JobReturn:
         """The job's own JobReturn; for a job that ended without one (cancelled, killed), its record is
         left failed with SLURM's reason, and the sweep goes on to the next job."""
+        # optional dependency: submitit (the slurm extra)
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
         try:
@@ -123,8 +127,6 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def _job_config(self, overrides: list[str], folder: Path) -> dict | None:
         """What a job that never started needs for its record: kind, job config, seeds."""
-        from mmsafety.workload import workload_for_config
-
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
             kind, _ = workload_for_config(str(cfg.hydra.job.config_name))
@@ -139,9 +141,6 @@ class SlurmLauncher(SubmititSlurmLauncher):
 def mark_failed(folder: Path, reason: str, job: dict[str, Any] | None) -> None:
     """Leave the run in `folder` failed with `reason`, unless it completed or failed on its own. Waits
     for the record's lock: a cancelled job's process may still be writing until SLURM kills it."""
-    from mmsafety.record_kinds import schema_of
-    from mmsafety.records import RunRecord
-
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".record.lock", "w") as lock:
         deadline = time.monotonic() + LOCK_WAIT_S

@@ -6,6 +6,7 @@ from __future__ import annotations
 def override_variants(overrides: list[str]) -> list[list[str]]:
     """Plain override lists that together cover every value of every sweep (`key=a,b,c`):
     each sweep's values in turn, the other sweeps at their first value."""
+    # heavy, deferred to when this runs: hydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     base, sweeps = [], []
@@ -34,6 +35,7 @@ def is_hydra_override(raw: str) -> bool:
 def every_job(overrides: list[str]) -> list[list[str]]:
     """Each job of the sweep as its plain override list, in Hydra's order (the basic sweeper's
     cartesian product: job i of the list is job number i)."""
+    # heavy, deferred to when this runs: hydra
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

@@ -8,11 +8,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mmsafety.leaderboard.export import write_leaderboard
+
 
 class LeaderboardCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mmsafety.leaderboard.export import write_leaderboard
-
         sweep_dir = config.hydra.sweep.dir
         try:
             summary = write_leaderboard([sweep_dir], sweep_dir)

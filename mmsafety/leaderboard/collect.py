@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmsafety.leaderboard.views import VIEWS
 from mmsafety.record_kinds import schema_of
 from mmsafety.record_schema import record_problems, split_samples
 from mmsafety.records import read_samples
@@ -249,9 +250,9 @@ def _note_errors(row: Row, errors: int, answered: int) -> None:
 
 
 def reference_rows(rows: list[Row]) -> list[Row]:
-    """Rows the papers report, for each workload that has rows (Workload.reported_rows)."""
+    """Rows the papers report, for each workload whose views have rows (WorkloadViews.reported_rows)."""
     out = []
     for name in dict.fromkeys(row.workload for row in rows):
-        for ref in WORKLOADS.get(name).reported_rows():
+        for ref in VIEWS.get(name).reported_rows() if name in VIEWS else ():
             out.append(Row(name, ref.model, ref.spec, metrics=ref.metrics, reported=True, source=ref.source, data="reported"))
     return out

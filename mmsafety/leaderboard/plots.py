@@ -14,12 +14,14 @@ CURVE_POINTS = 2
 
 
 def pyplot():
+    # heavy, deferred to when this runs: matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
     # Labels come from data (captions, model names): `$...$` must print as text, not parse as math,
     # which garbles a label or raises on invalid TeX.
     matplotlib.rcParams["text.parse_math"] = False
+    # heavy, deferred to when this runs: matplotlib
     import matplotlib.pyplot as plt
 
     return plt
@@ -34,6 +36,7 @@ def plain_log_ticks(ax) -> None:
     """Plain-number tick labels on the log axes of `ax` (matplotlib's log formatter writes
     `$\\mathdefault{10^{-1}}$`, which prints as that text when math parsing is off); minor ticks
     unlabelled unless an axis spans less than a decade (then they carry the only numbers)."""
+    # heavy, deferred to when this runs: matplotlib
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):

@@ -8,11 +8,13 @@ adversarial (meme text is written to attack models): it is escaped, never interp
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
 from pathlib import Path
 
+from mmsafety.images import ImageRejected, load_image
 from mmsafety.leaderboard.collect import Row
 from mmsafety.leaderboard.views import SampleView, Section
 
@@ -23,16 +25,12 @@ TEXT_LIMIT = 600
 
 
 def data_uri(png: bytes) -> str:
-    import base64
-
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def thumbnail(path: Path, size: int = THUMB) -> str | None:
     """A small PNG of an image as a data URI, or None when the file is missing or not a readable image
     (the robust loader: a damaged file in a runs folder must not stop the export)."""
-    from mmsafety.images import ImageRejected, load_image
-
     try:
         im = load_image(path).image
     except ImageRejected:

@@ -1,4 +1,4 @@
-"""Leaderboard rows as flat tables, one per section of each registered workload (Workload.sections).
+"""Leaderboard rows as flat tables, one per section of each workload's registered views (views.VIEWS).
 
 Cells are plain values; every writer (CSV, JSON, Markdown, HTML) escapes for its own format.
 """
@@ -6,8 +6,7 @@ Cells are plain values; every writer (CSV, JSON, Markdown, HTML) escapes for its
 from __future__ import annotations
 
 from mmsafety.leaderboard.collect import Row
-from mmsafety.leaderboard.views import Section
-from mmsafety.workload import WORKLOADS
+from mmsafety.leaderboard.views import VIEWS, Section
 
 
 def num(value, digits: int = 2):
@@ -16,12 +15,12 @@ def num(value, digits: int = 2):
 
 
 def section_tables(rows: list[Row]) -> list[tuple[Section, list[Row], list[dict]]]:
-    """(section, its rows, its table) for every section of every registered workload, in registry order.
+    """(section, its rows, its table) for every section of every workload's views, in registry order.
     A section's rows are the workload's rows it accepts; its table is `section.table(rows)` when the
     section builds the whole table (a baseline column), else `section.cells` of each row."""
     out = []
-    for name, workload in WORKLOADS.items():
-        for section in workload.sections():
+    for name, views in VIEWS.items():
+        for section in views.sections():
             mine = [r for r in rows if r.workload == name and section.accepts(r)]
             out.append((section, mine, section.table(mine) if section.table else [section.cells(r) for r in mine]))
     return out

@@ -1,6 +1,10 @@
 """The leaderboard's own types: what a workload hands the leaderboard to show its records (tables,
 plots, derived views, sample browsers, rows a paper reports). They live in the leaderboard layer, above
-the workload contract, so a contract never carries presentation types."""
+the workload contract, so a contract never carries presentation types.
+
+A workload's views register by the workload's key in `VIEWS` (a `views:<workload>` entry naming a
+`WorkloadViews`), and a case's own tables by the case's name in `CASE_SECTIONS`. A workload without
+views has its records checked and merged, but no table."""
 
 from __future__ import annotations
 
@@ -102,3 +106,16 @@ class ReportedRow:
 # from `case_views:<case>` entries. A case that has any leaves its records out of the generic attack
 # table. Kept apart from the case itself so that showing records never imports attack code.
 CASE_SECTIONS: Registry[Callable[[], list[Section]]] = Registry("case views", kind="case_views")
+
+
+@dataclass(frozen=True)
+class WorkloadViews:
+    """What the leaderboard shows of one workload's records: `sections()`, its tables (in order), and
+    `reported_rows()`, rows a paper reports (`mmsafety-leaderboard --with-paper`)."""
+
+    sections: Callable[[], list[Section]]
+    reported_rows: Callable[[], list[ReportedRow]] = lambda: []
+
+
+# Workload key (a record's `kind`) -> its views, from `views:<workload>` entries.
+VIEWS: Registry[WorkloadViews] = Registry("workload views", kind="views")

@@ -15,8 +15,11 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from mmsafety.errors import ModelNotFound
 from mmsafety.models.base import Generates
+from mmsafety.models.loading import LoadOptions, resolve_checkpoint, weights_sha256
 from mmsafety.models.registry import register_adapter
+from mmsafety.placement import resolve_placement
 
 
 def left_padded(tokenizer):
@@ -43,12 +46,9 @@ class CausalLMAdapter(Generates):
 
     @classmethod
     def load(cls, source: str, opts=None, placement=None) -> "CausalLMAdapter":
+        # heavy, deferred to when this runs: transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
-
-        from mmsafety.errors import ModelNotFound
-        from mmsafety.models.loading import LoadOptions, resolve_checkpoint, weights_sha256
-        from mmsafety.placement import resolve_placement
 
         hf_logging.disable_progress_bar()
         opts = opts or LoadOptions()

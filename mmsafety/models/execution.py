@@ -30,6 +30,7 @@ def checkpointed_layers(model) -> list[torch.nn.Module]:
     stay in eval mode (no dropout). `recomputing(layers)` flips the flag on those layers alone,
     and only around a gradient computation: inference keeps its KV cache, which a checkpointed
     layer would drop."""
+    # heavy, deferred to when this runs: transformers
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     if hasattr(model, "set_grad_checkpointing"):  # open_clip: checkpoints in eval mode as well

@@ -42,6 +42,7 @@ class AnyResPreprocess:
         return resize_bicubic(pixels, self.input_size)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        # heavy, deferred to when this runs: transformers
         from transformers.image_processing_utils import select_best_resolution
 
         x = pixels.float()

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmsafety.errors import ModelNotFound, UnsafeCheckpoint
+from mmsafety.errors import ModelNotFound, UnsafeCheckpoint, UserError
 from mmsafety.paths import cache_dir
 from mmsafety.records import atomic_write_text
 
@@ -30,6 +30,7 @@ def offline(opts: LoadOptions) -> bool:
 
 
 def hf_cache_location() -> str:
+    # heavy, deferred to when this runs: huggingface_hub
     from huggingface_hub import constants
 
     return str(constants.HF_HUB_CACHE)
@@ -42,6 +43,7 @@ def local_checkpoint(source: str, opts: LoadOptions) -> Path | None:
         return path
     if path.exists() or source.startswith((".", "/", "~")):
         raise ModelNotFound(f"model path {source} is not a folder with a checkpoint; point model.name_or_path at one")
+    # heavy, deferred to when this runs: huggingface_hub
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -121,11 +123,10 @@ def load_hf_vlm(model_class_name: str | dict[str, str], source: str, opts: LoadO
     mmsafety's rules: offline resolution, safetensors unless allowed, no remote code unless set,
     one-line errors. `model_class_name` is a transformers class (LlavaForConditionalGeneration, ...),
     or a map from the checkpoint's `model_type` to one, for adapters that serve several."""
+    # heavy, deferred to when this runs: transformers
     import transformers
     from transformers import AutoConfig, AutoProcessor
     from transformers.utils import logging as hf_logging
-
-    from mmsafety.errors import UserError
 
     hf_logging.disable_progress_bar()
     where = resolve_checkpoint(source, opts)

@@ -42,6 +42,7 @@ class OpenClipAdapter(Embeds, ScoresChoices, PixelLoss):
 
     @classmethod
     def load(cls, source: str, opts: LoadOptions, placement: Placement) -> "OpenClipAdapter":
+        # heavy, deferred to when this runs: open_clip
         import open_clip
 
         folder = resolve_checkpoint(source.removeprefix("local-dir:").removeprefix("hf-hub:"), opts)

@@ -16,8 +16,15 @@ from typing import ClassVar, Sequence
 import torch
 from PIL import Image
 
+from mmsafety.errors import UserError
 from mmsafety.models.base import Generates, ScoresChoices
+from mmsafety.models.pixels import pixels_to_pil
 from mmsafety.models.registry import register_adapter
+from mmsafety.served.client import ServedClient, NOT_RUN, Failure
+from mmsafety.served.encoding import data_url, encode_image, pixel_fingerprint
+from mmsafety.served.errors import BudgetExhausted, SampleErrors
+from mmsafety.served.logprobs import choice_logprobs_from_tokens
+from mmsafety.served.settings import settings_from_config
 
 # Tokens asked for when scoring choices: the answer word, and room for a space token before it.
 CHOICE_TOKENS = 2
@@ -25,8 +32,6 @@ CHOICE_TOKENS = 2
 
 def _as_pil(images) -> list[Image.Image]:
     if isinstance(images, torch.Tensor):  # pixels in [0,1]: sent as the 8-bit image a PNG would hold
-        from mmsafety.models.pixels import pixels_to_pil
-
         return [pixels_to_pil(x) for x in images.detach().cpu()]
     return list(images)
 
@@ -54,8 +59,10 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
     def load(cls, source: str, opts=None, placement=None) -> "OpenAICompatibleAdapter":
         """The served model named `source` with every other setting at its default (base_url,
         api_key_env, ...): a served model has no checkpoint to load or place."""
+        # heavy, deferred to when this runs: omegaconf
         from omegaconf import OmegaConf
 
+        # heavy, deferred to when this runs: mmsafety.config loads hydra/omegaconf
         from mmsafety.config import ModelConfig
 
         return cls.from_config(OmegaConf.structured(ModelConfig(name=source, adapter=cls.name, name_or_path=source)))
@@ -65,9 +72,6 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
         """Settings from the `model:` node, a client, and (by default) the one-line checks of the
         server, key and model name before anything is sent. A job then sends one real chat
         request (`probe`, called by mmsafety.cli.lifecycle.run_job) before its first sample."""
-        from mmsafety.served.client import ServedClient
-        from mmsafety.served.settings import settings_from_config
-
         settings = settings_from_config(model_cfg)
         client = ServedClient(settings)
         try:
@@ -97,9 +101,6 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
         again, or unanswered after every retry, the run stops here in one line, before any sample
         is recorded. Never answered from the cache (its key carries a fresh nonce): a cached answer
         says nothing about the server now. Counted in the accounting like any request."""
-        from mmsafety.errors import UserError
-        from mmsafety.served.client import NOT_RUN, Failure
-
         probe_image = Image.new("RGB", (32, 32), (128, 128, 128))
         reasons = []
         for images in ([probe_image], None):
@@ -119,8 +120,6 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
 
     # -- requests ---------------------------------------------------------------------
     def _requests(self, images, prompts: Sequence[str], max_tokens: int, top_logprobs: int | None):
-        from mmsafety.served.encoding import data_url, encode_image, pixel_fingerprint
-
         s = self.settings
         sampling = {"temperature": s.temperature, "max_tokens": max_tokens}
         if top_logprobs is not None:
@@ -149,9 +148,6 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
     def _complete(self, images, prompts, max_tokens, top_logprobs=None) -> list:
         """Responses in order; raises BudgetExhausted when a budget kept any from being sent, and
         SampleErrors (carrying the answers that did arrive) when any failed after its retries."""
-        from mmsafety.served.client import NOT_RUN, Failure
-        from mmsafety.served.errors import BudgetExhausted
-
         if images is not None and len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts: give one image per prompt")
         responses = self.client.complete(self._requests(images, prompts, max_tokens, top_logprobs))
@@ -165,8 +161,6 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
         """Answers at model.temperature (0: greedy) with at most model.max_tokens (default
         `max_new_tokens`) tokens; `images=None` sends text-only requests (a served text model).
         Raises SampleErrors when some requests failed after retries."""
-        from mmsafety.served.errors import SampleErrors
-
         responses, reasons = self._complete(images, list(prompts), self.settings.max_tokens or max_new_tokens)
         answers = [None if why else r["content"].strip() for r, why in zip(responses, reasons)]
         if any(reasons):
@@ -177,9 +171,6 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
         """log p(first word of each choice), spellings pooled, from `top_logprobs` of a short greedy
         answer (a leading space token is followed to the word after it): float32 [B, len(choices)], -inf where a choice is not in the top-k (see
         mmsafety.served.logprobs). Raises SampleErrors when some requests failed."""
-        from mmsafety.served.errors import SampleErrors
-        from mmsafety.served.logprobs import choice_logprobs_from_tokens
-
         responses, reasons = self._complete(images, list(prompts), CHOICE_TOKENS, self.settings.top_logprobs)
         rows, reasons = [], list(reasons)
         for i, r in enumerate(responses):
@@ -193,8 +184,6 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
     def check_logprobs(self) -> None:
         """One probe request (cached like any other) before a run that scores choices: a server that
         returns no logprobs is refused in one line, naming scoring=generate."""
-        from mmsafety.errors import UserError
-
         if self._logprobs_checked:
             return
         probe = Image.new("RGB", (32, 32), (128, 128, 128))

@@ -115,6 +115,7 @@ def build(name: str, seed: int = 0, force: bool = False) -> Path:
         (path / "BUILT").unlink(missing_ok=True)  # build_once then rebuilds and replaces the folder
 
     def make(tmp: Path) -> None:
+        # heavy, deferred to when this runs: torch, transformers
         import torch
         from transformers.utils import logging as hf_logging
 

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from mmsafety.models.llava import LlavaAdapter
+from mmsafety.models.loading import LoadOptions
 from mmsafety.models.sequences import per_row, prompt_target_batch, token_nll
 from mmsafety.organisms.tiny_llava import new_tiny_llava, save, tiny_processor
 from mmsafety.placement import resolve_placement
@@ -158,8 +159,6 @@ def build_organism(out_dir: Path, seed: int = 0, log: Callable[[str], None] = pr
 
 def behaviour(folder: Path, n: int = 128) -> dict[str, float]:
     """`evaluate_organism` on the checkpoint in `folder`, `n` held-out examples per row (as docs/organism.md reports)."""
-    from mmsafety.models.loading import LoadOptions
-
     return evaluate_organism(LlavaAdapter.load(str(folder), LoadOptions(), resolve_placement("cpu", "float32")), n=n)
 
 

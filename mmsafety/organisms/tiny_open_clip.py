@@ -25,6 +25,7 @@ PREPROCESS_CFG = {
 
 def register_tiny_clip_config() -> None:
     """Make `open_clip.create_model("mmsafety-tiny-clip")` work in this process."""
+    # heavy, deferred to when this runs: open_clip
     import open_clip
     from open_clip import factory
 
@@ -33,6 +34,7 @@ def register_tiny_clip_config() -> None:
 
 
 def build_tiny_open_clip(out_dir: Path, seed: int = 0) -> None:
+    # heavy, deferred to when this runs: open_clip, safetensors
     import open_clip
     from safetensors.torch import save_file
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from mmsafety.organisms.tiny_llava import init_model, save
 from mmsafety.organisms.tokenizer import train_tokenizer
@@ -32,7 +32,6 @@ def tiny_qwen2_vl_processor() -> Qwen2VLProcessor:
     tokenizer.video_token = "<|video_pad|>"
     pixels = IMAGE_SIZE * IMAGE_SIZE
     image_processor = Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels)
-    from transformers import Qwen2VLVideoProcessor
 
     return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                             video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
@@ -63,8 +62,6 @@ def build_tiny_qwen2_vl(out_dir: Path, seed: int = 0) -> None:
 
 def build_tiny_qwen2_5_vl(out_dir: Path, seed: int = 0) -> None:
     """Qwen2.5-VL: the same processor and tokens; a windowed-attention vision tower with SwiGLU."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
     processor = tiny_qwen2_vl_processor()
     text, tokens = _text_and_token_config(processor.tokenizer)
     config = Qwen2_5_VLConfig(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, BertTokenizerFast
 
 from mmsafety.synthetic import memes, prompts, scenes
 
@@ -63,8 +63,8 @@ def train_tokenizer(vocab_size: int = 512, extra_special: tuple[str, ...] = (), 
 def train_wordpiece_tokenizer(vocab_size: int = 400):
     """A BERT-style WordPiece tokenizer ([CLS] text [SEP], lower-cased), trained on the same corpus:
     the Q-Former's own tokenizer in InstructBLIP checkpoints is a bert-base-uncased one."""
+    # heavy, deferred to when this runs: tokenizers
     from tokenizers import normalizers
-    from transformers import BertTokenizerFast
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsafety.errors import ConfigError
+from mmsafety.paths import cache_dir
 
 IMAGE_FORMATS = ("png", "jpeg")
 
@@ -58,8 +59,6 @@ def _get(cfg, key: str, default):
 
 def settings_from_config(cfg) -> ServedSettings:
     """ServedSettings from a `model:` config node (or any mapping with the same keys)."""
-    from mmsafety.paths import cache_dir
-
     model = _get(cfg, "name_or_path", None)
     base_url = _get(cfg, "base_url", None)
     if not model:

@@ -36,6 +36,7 @@ from mmsafety.serving.generation import (
     Generation, Row, adapter_prompt, chat_template, check_prompt_size, generate_rows, generate_with_adapter,
     generator_for, prepare_chat, prompt_limit,
 )
+from mmsafety.models.context import prompt_length
 from mmsafety.serving.protocol import ChatRequest, Limits, RequestError, load_body, parse_request
 
 log = logging.getLogger("mmsafety.serve")
@@ -295,8 +296,6 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
 
 
 def _adapter_prompt_tokens(adapter, prompt: str) -> int:
-    from mmsafety.models.context import prompt_length
-
     n = prompt_length(adapter, prompt)
     if n is None and getattr(adapter, "tokenizer", None) is not None:
         n = len(adapter.tokenizer(prompt)["input_ids"])

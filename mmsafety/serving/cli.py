@@ -9,10 +9,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
+import signal
 import sys
 
 from mmsafety.errors import UserError
+from mmsafety.models.capabilities import GENERATE, require
 from mmsafety.serving.protocol import Limits
 
 
@@ -80,9 +84,7 @@ def limits_from(args: argparse.Namespace) -> Limits:
 def serve(app, host: str, port: int, grace_s: float) -> None:
     """uvicorn with a graceful SIGTERM/SIGINT: stop accepting, give running requests `grace_s`
     seconds (the app ends what is left with a 503 just before), then exit 0."""
-    import asyncio
-    import signal
-
+    # heavy, deferred to when this runs: uvicorn
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -106,8 +108,7 @@ def serve(app, host: str, port: int, grace_s: float) -> None:
 
 
 def main(argv=None) -> None:
-    import logging
-
+    # heavy, deferred to when this runs: mmsafety.app loads hydra/omegaconf/torch, mmsafety.serving.app loads torch/transformers
     from mmsafety.app import compose_config, load_model
     from mmsafety.serving.app import create_app
 
@@ -122,6 +123,7 @@ def main(argv=None) -> None:
             if not api_key:
                 raise UserError(f"--api-key-env={args.api_key_env}: that variable is not set; export it first")
         if args.threads is not None:
+            # heavy, deferred to when this runs: torch
             import torch
 
             torch.set_num_threads(max(1, args.threads))
@@ -129,7 +131,7 @@ def main(argv=None) -> None:
         if cfg.model.adapter == "openai_compatible":
             raise UserError("--model: serve a local model (organism, tiny_llava, a checkpoint preset), "
                             "not a served one")
-        from mmsafety.models.capabilities import GENERATE, require
+        # heavy, deferred to when this runs: mmsafety.models.registry loads torch
         from mmsafety.models.registry import adapter_class
 
         require(adapter_class(cfg.model.adapter), [GENERATE], "mmsafety-serve", f"--model={args.model}")

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from mmsafety.models.context import context_length
 from mmsafety.serving.protocol import Decoding, RequestError
 
 _WRAP_LOCK = threading.Lock()  # one wrapped adapter call at a time (the wrapper is per model object)
@@ -99,8 +100,6 @@ def _template_knows_system(adapter) -> bool:
 
 def prompt_limit(adapter, prompt_tokens: int, max_tokens: int | None, param: str) -> int:
     """`max_tokens`, or what is left of the context; RequestError when the prompt and the answer do not fit."""
-    from mmsafety.models.context import context_length
-
     limit = context_length(adapter)
     if limit is None:
         return max_tokens or UNKNOWN_CONTEXT_MAX_TOKENS
@@ -135,8 +134,6 @@ def tokens_at_least(tokenizer, text: str, enough: int) -> tuple[int, int]:
 def check_prompt_size(adapter, texts: list[str], max_tokens: int | None, param: str = "messages") -> None:
     """Refuse, before the template and the processor see it, a prompt whose text alone cannot fit the
     context with `max_tokens` (RequestError naming the context and at least how many tokens it takes)."""
-    from mmsafety.models.context import context_length
-
     limit, tokenizer = context_length(adapter), getattr(adapter, "tokenizer", None)
     if limit is None or tokenizer is None:
         return

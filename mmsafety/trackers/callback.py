@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mmsafety.trackers.job import JobRun
@@ -41,9 +43,6 @@ class TrackerCallback(Callback):
         pass
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         hydra = HydraConfig.get()
         folder = Path(hydra.runtime.output_dir)
         run = JobRun.read(folder)

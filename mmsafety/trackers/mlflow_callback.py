@@ -63,6 +63,7 @@ class MlflowCallback(TrackerCallback):
         client.set_terminated(self.parent_run_id(client, sweep_dir), "FINISHED")
 
     def log_job(self, run: JobRun, sweep_dir: Path | None) -> None:
+        # optional dependency: mlflow (the mlflow extra)
         from mlflow.entities import Metric, Param
 
         client = self.client()
