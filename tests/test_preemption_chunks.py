@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import visual_attacks.craft
+import visual_attacks.run
 from visual_attacks.cli import run_attack_job
 
 pytestmark = pytest.mark.slow
@@ -66,4 +67,38 @@ def test_a_requeue_in_the_second_chunk_does_not_attack_the_first_again(tmp_path,
     assert not list((tmp_path / "run").glob("attack_state*.pt"))  # nothing left to resume
     pngs = lambda folder: {p.name: p.read_bytes() for p in folder.rglob("*.png")}  # noqa: E731
     assert pngs(tmp_path / "run") == pngs(tmp_path / "reference") and len(pngs(tmp_path / "reference")) >= 4
+    assert samples(tmp_path / "run") == samples(tmp_path / "reference")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="POSIX signals")
+def test_a_requeue_while_judging_writes_the_image_being_judged_and_attacks_nothing_again(tmp_path, monkeypatch):
+    run_attack_job(tmp_path / "reference", *CONFIG)
+    real_judge, judged, attacked = visual_attacks.run.judge_pair, [], []
+
+    def judge_pair(case, adapter, base, *args):
+        judged.append(base.key)
+        if len(judged) == 1:
+            os.kill(os.getpid(), signal.SIGUSR2)  # while the first image is being judged
+        return real_judge(case, adapter, base, *args)
+
+    def requeue(signum, frame):
+        raise Requeued(signum)
+
+    monkeypatch.setattr(visual_attacks.run, "judge_pair", judge_pair)
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with pytest.raises(Requeued):
+            run_attack_job(tmp_path / "run", *CONFIG)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert len(judged) == 1 and len(samples(tmp_path / "run")) == 1  # judged and written, then stopped
+
+    real_pgd = visual_attacks.craft.pgd
+    monkeypatch.setattr(visual_attacks.craft, "pgd", lambda *a, **k: attacked.append(1) or real_pgd(*a, **k))
+    run_attack_job(tmp_path / "run", *CONFIG)
+    assert attacked == [] and len(judged) == 2  # both chunks from their saved results; the second image judged
+    # The crafted images (the loss curve's plot of image 0 is redrawn from loss_curve.csv's rounded text, as
+    # for any resume after written samples)
+    pngs = lambda folder: {p.name: p.read_bytes() for p in (folder / "images").glob("*.png")}  # noqa: E731
+    assert pngs(tmp_path / "run") == pngs(tmp_path / "reference")
     assert samples(tmp_path / "run") == samples(tmp_path / "reference")
