@@ -19,6 +19,7 @@ from mmsafety.models.context import answer_length, too_long
 from mmsafety.numbers import interval, pct
 from mmsafety.oom import HalvingBatcher
 from mmsafety.paths import cache_dir
+from mmsafety.preemption import SaveOnSignal
 from mmsafety.progress import progress
 from mmsafety.records import RunRecord
 from mmsafety.served.errors import SampleErrors
@@ -161,20 +162,30 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
         note_invocation(record, adapter)  # a served model's accounting, added to earlier invocations'
         record.checkpoint()
 
-    try:
-        for s, image in with_images(todo, image_workers(cfg, adapter)):
-            too_big = too_long(adapter, template.render(s.task, s.text), answer_tokens) if image is not None else None
-            if image is None or too_big:
-                skip(s, too_big or s.skip_reason)
-                bar.update(1)
-                continue
-            pending.append((s, image))
-            if len(pending) >= cfg.batch_size:
+    def stop_here() -> None:  # every meme scored so far is in samples.jsonl: the requeued job goes on after them
+        note_invocation(record, adapter, "partial")
+        record.write()
+        log(f"{held.held}: stopping after {len(record.samples)} of {len(samples)} memes (all written); the same "
+            f"run resumes from there")
+
+    # A cluster's warning (SIGUSR2) or preemption (SIGTERM) is held to the next meme boundary, so a batch
+    # being scored (or paid for, on a served model) is written, not lost (mmsafety.preemption).
+    with SaveOnSignal() as held:
+        try:
+            for s, image in with_images(todo, image_workers(cfg, adapter)):
+                held.stop_here(stop_here)
+                too_big = too_long(adapter, template.render(s.task, s.text), answer_tokens) if image is not None else None
+                if image is None or too_big:
+                    skip(s, too_big or s.skip_reason)
+                    bar.update(1)
+                    continue
+                pending.append((s, image))
+                if len(pending) >= cfg.batch_size:
+                    flush()
+            if pending:
                 flush()
-        if pending:
-            flush()
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     elapsed = time.perf_counter() - start
     record.update(execution={"batch_size": cfg.batch_size, "final_batch_size": batcher.batch_size,
                              "halvings": batcher.halvings})

@@ -35,6 +35,18 @@ class SaveOnSignal:
     def pending(self) -> bool:
         return bool(self._received)
 
+    @property
+    def held(self) -> str:
+        """The held signals' names, e.g. 'SIGUSR2' ('' when none is held)."""
+        return ", ".join(signal.Signals(s).name for s in self._received)
+
+    def stop_here(self, save) -> None:
+        """At a boundary that leaves nothing half done (a step, a written sample): if a signal is held,
+        `save()` the state reached, then hand the signal on (usually the process ends there)."""
+        if self._received:
+            save()
+            self.release()
+
     def __enter__(self) -> SaveOnSignal:
         if threading.current_thread() is threading.main_thread():
             for sig in self.signals:

@@ -42,11 +42,12 @@ def load_builtin(builder: str, seed: int = 0, dtype: str = "float32", device: st
 
 # The console scripts, run in a subprocess as a user would (python -c: no dependence on PATH).
 CLIS = {"mmsafety-eval": "goat_bench.cli", "mmsafety-attack": "visual_attacks.cli",
-        "mmsafety-leaderboard": "mmsafety.leaderboard.cli"}
+        "mmsafety-leaderboard": "mmsafety.leaderboard.cli", "mmsafety-judge": "visual_attacks.cli:judge_main"}
 
 
 def cli_command(script: str) -> list[str]:
-    return [sys.executable, "-c", f"import sys; from {CLIS[script]} import main; sys.exit(main())"]
+    module, _, function = CLIS[script].partition(":")
+    return [sys.executable, "-c", f"import sys; from {module} import {function or 'main'} as main; sys.exit(main())"]
 
 
 def run_cli(script: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -118,20 +118,54 @@ def test_the_sweep_exit_status_follows_the_records_of_jobs_run_on_the_cluster(cl
     assert statuses == ["completed", "failed"]
 
 
-def test_cuda_placement_asks_slurm_for_a_gpu_in_the_submission_script(cluster, tmp_path):
-    """placement=cuda submits with --gpus-per-node=1; this node declares no GPU, so sbatch refuses the job:
-    one line says so and what to type instead (no traceback), and the generated submission script is
-    checked."""
+def test_a_job_that_hits_a_bug_leaves_its_traceback_in_its_log_and_one_line_in_the_sweep(cluster, tmp_path):
+    """An exception that gets past a job's own handling is a bug (a user's mistake is one line in the job's
+    log and a failed record, never raised). Its traceback, with the frames where it was raised, goes to
+    the job's log; the sweep prints one line naming the exception and that log, no traceback (Hydra's
+    would show only its sweeper: the frames do not survive the pickle), and goes on with the other jobs.
+    The bug is planted in shard 1's eval by tests/slurm/planted_bug/sitecustomize.py."""
+    planted = Path(__file__).parent / "slurm" / "planted_bug"
     sweep = tmp_path / "sweep"
-    proc = run_cli("mmsafety-eval", "-m", "hydra/launcher=slurm", "placement=cuda", "task=goat_sarcasm",
+    path = os.pathsep.join(p for p in (str(planted), os.environ.get("PYTHONPATH")) if p)
+    proc = run_cli("mmsafety-eval", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
+                   "hydra.launcher.mem_gb=1", "task=goat_sarcasm", "task.limit=2", "shard=0,1,2", "num_shards=3",
+                   f"hydra.sweep.dir={sweep}", timeout=900, env={"PYTHONPATH": path, "MMSAFETY_TEST_BUG_IN_SHARD": "1"})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if " raised " in x]
+    said = re.fullmatch(r"slurm: SLURM job \d+_1 raised RuntimeError: planted bug: index 7 out of range \(a bug, not a "
+                        r"mistake in the command: its traceback is in (\S+); please report it\)", line)
+    assert said, line
+    log = Path(said.group(1)).read_text()
+    assert re.search(r"Traceback \(most recent call last\):\n(.*\n)*  File \".*planted_bug/sitecustomize.py\", line "
+                     r"\d+, in evaluate\n(.*\n)*RuntimeError: planted bug: index 7 out of range", log), log[-3000:]
+    assert "error: 1 of 3 job(s) of the sweep did not complete (failed 1)" in proc.stderr, proc.stderr[-3000:]
+    records = {int(p.parent.name.split("-")[0]): json.loads(p.read_text()) for p in sweep.glob("*/record.json")}
+    assert {i: r["status"] for i, r in records.items()} == {0: "completed", 1: "failed", 2: "completed"}
+    assert records[1]["error"] == "RuntimeError: planted bug: index 7 out of range"
+    rows = json.loads((sweep / "leaderboard.json").read_text())["goat_bench"]  # the sweep ran to its end
+    assert sorted((row["status"], row.get("error")) for row in rows) == [
+        ("failed", "RuntimeError: planted bug: index 7 out of range"), ("partial (shards 2/3)", None)], rows
+
+
+@pytest.mark.parametrize("placement, gpus", [(["placement=cuda"], 1), (["placement=auto"], 1),
+                                             (["placement=auto", "placement.gpus=2"], 2)])
+def test_gpu_placements_ask_slurm_for_their_gpus_in_the_submission_script(cluster, tmp_path, placement, gpus):
+    """placement=cuda and placement=auto submit with --gpus-per-node=placement.gpus (1 unless raised for a
+    model sharded over several), beside the launcher's documented 8 CPUs, 64 GB and 4 hours; this node
+    declares no GPU, so sbatch refuses the job: one line says so and what to type instead (no
+    traceback), and the generated submission script is checked."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("mmsafety-eval", "-m", "hydra/launcher=slurm", *placement, "task=goat_sarcasm",
                    "task.limit=1", f"hydra.sweep.dir={sweep}", timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = [x for x in proc.stderr.splitlines() if "error" in x.lower()]  # sbatch's own echo is not repeated
-    assert line.startswith("error: sbatch refused the jobs' 1 GPU(s) per node (") and "placement=cpu" in line \
+    assert line.startswith(f"error: sbatch refused the jobs' {gpus} GPU(s) per node (") and "placement=cpu" in line \
         and "hydra.launcher.partition=" in line, proc.stderr
     assert "Traceback" not in proc.stderr
     (script,) = sweep.glob(".submitit/.submission_file_*.sh")
-    assert re.search(r"^#SBATCH --gpus-per-node=1$", script.read_text(), re.M), script.read_text()
+    sbatch = set(re.findall(r"^#SBATCH (--\S+)$", script.read_text(), re.M))
+    assert {f"--gpus-per-node={gpus}", "--cpus-per-task=8", "--mem=64GB", "--time=240"} <= sbatch, sbatch
     assert not list(sweep.glob("*/record.json"))  # nothing ran
 
 

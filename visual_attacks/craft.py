@@ -243,6 +243,29 @@ def _attack_chunk(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase],
             for k in range(len(indices))]
 
 
+def save_crafted(path: Path, runs: list, config_sha256: str | None) -> None:
+    """A finished chunk's results, saved atomically: the samples of a chunk are written only once every
+    chunk is crafted and judged, so without this a job stopped (requeued) in a later chunk would attack
+    the finished ones again from their last periodic save."""
+    buf = io.BytesIO()
+    torch.save({"config_sha256": config_sha256,
+                "results": [[clean.cpu(), adversarial, best_loss, losses, steps, seconds]
+                            for (clean, adversarial, best_loss, losses, steps, seconds), _ in runs]}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def crafted_before(path: Path, chunk: list[int], config_sha256: str | None) -> list | None:
+    """The results `save_crafted` saved for this chunk under this job config, as batcher.run returns them;
+    None when there are none (or they are another config's, or unreadable: the chunk is attacked)."""
+    try:
+        saved = read_state(path)
+    except Exception:
+        return None
+    if not saved or saved.get("config_sha256") != config_sha256 or len(saved.get("results", ())) != len(chunk):
+        return None
+    return [(tuple(result), None) for result in saved["results"]]
+
+
 def previous_losses(out_dir: Path, images: set[int]) -> dict[int, torch.Tensor]:
     """Loss histories of `images` from the loss curve an earlier (interrupted) run wrote, so that a
     resumed run's curve still covers the chunks it does not attack again."""
@@ -292,9 +315,16 @@ def craft(case: AttackCase, adapter: PixelLoss, bases: list[AttackBase], attack,
     for chunk in chunks:
         if not wanted.intersection(chunk):
             continue
-        runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor, out_dir, surrogates,
-                                                         config_sha256),
-                           chunk)
+        done = out_dir / f"attack_state_done_images{chunk[0]}-{chunk[-1]}.pt"  # run.py removes attack_state*.pt
+        runs = crafted_before(done, chunk, config_sha256) if attack.checkpoint_every else None
+        if runs is not None:
+            log(f"images{chunk[0]}-{chunk[-1]}: crafted before the job was stopped (saved), not attacked again")
+        else:
+            runs = batcher.run(lambda idx: _attack_chunk(case, adapter, bases, idx, attack, monitor, out_dir,
+                                                             surrogates, config_sha256),
+                               chunk)
+            if attack.checkpoint_every and all(result is not None for result, _ in runs):
+                save_crafted(done, runs, config_sha256)
         for i, (result, reason) in zip(chunk, runs):
             if result is None:
                 raise UserError(f"out of memory attacking one image ({reason.split('(', 1)[-1].rstrip(')')}); lower "

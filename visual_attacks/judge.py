@@ -7,16 +7,19 @@ are the baseline. `judge_saved_attack` judges another run's PNGs on another mode
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from PIL import Image
 
 from mmsafety.attack_case import AttackBase, AttackCase, build_case
+from mmsafety.cli.lifecycle import note_invocation
 from mmsafety.errors import UserError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.capabilities import require
 from mmsafety.models.pixels import pil_to_pixels
 from mmsafety.paths import inside
+from mmsafety.preemption import SaveOnSignal
 from mmsafety.records import RunRecord, atomic_write_bytes, read_samples
 from mmsafety.safe_json import loads_object
 from visual_attacks.deploy import PNG, Deploy, decode
@@ -121,24 +124,36 @@ def judge_saved_attack(source_run_dir: str | Path, adapter: ModelAdapter, record
                                 "source_model": source_record.get("model", {})})
     done = record.done_keys(("image",)) if record is not None else set()
     samples = []
-    for s in crafted:
-        if (s["image"],) in done:
-            continue
-        base = AttackBase(s["key"], None, s.get("base", {}))
-        pngs = saved_pngs(source, s)
-        if record is not None:  # the judged files travel with the record (a record's PNGs stay in its folder)
-            pngs = tuple(keep_copy(png, record.out_dir) for png in pngs)
-        judged = judge_pair(case, adapter, base, *pngs, deploy)
-        clean_png, adv_png = (str(p.relative_to(record.out_dir)) if record is not None else str(p) for p in pngs)
-        sample = {"image": s["image"], "key": s["key"], "status": "ok", "source_run": str(source),
-                  "clean_png": clean_png, "adversarial_png": adv_png, "best_loss": s.get("best_loss"),
-                  "steps_run": s.get("steps_run"), "attack_seconds": s.get("attack_seconds"),
-                  # the craft's budget and winner, so the judged record's summary keeps budget_saved / won_by
-                  **{k: s[k] for k in ("steps_budget", "attack_won") if k in s},
-                  **judged, "base": s.get("base", {})}
-        samples.append(sample)
-        if record is not None:
-            record.add_sample(sample)
-            record.checkpoint()
+
+    def stop_here() -> None:  # every image judged so far is in samples.jsonl: the requeued job goes on after them
+        note_invocation(record, adapter, "partial")
+        record.write()
+        log(f"{held.held}: stopping after {len(record.samples)} of {len(crafted)} judged images (all written); "
+            f"the same run resumes from there")
+
+    # With a record, a cluster's warning (SIGUSR2) or preemption (SIGTERM) is held to the next image
+    # boundary, so the image being judged is written, not judged again (mmsafety.preemption).
+    with SaveOnSignal() if record is not None else contextlib.nullcontext() as held:
+        for s in crafted:
+            if held is not None:
+                held.stop_here(stop_here)
+            if (s["image"],) in done:
+                continue
+            base = AttackBase(s["key"], None, s.get("base", {}))
+            pngs = saved_pngs(source, s)
+            if record is not None:  # the judged files travel with the record (a record's PNGs stay in its folder)
+                pngs = tuple(keep_copy(png, record.out_dir) for png in pngs)
+            judged = judge_pair(case, adapter, base, *pngs, deploy)
+            clean_png, adv_png = (str(p.relative_to(record.out_dir)) if record is not None else str(p) for p in pngs)
+            sample = {"image": s["image"], "key": s["key"], "status": "ok", "source_run": str(source),
+                      "clean_png": clean_png, "adversarial_png": adv_png, "best_loss": s.get("best_loss"),
+                      "steps_run": s.get("steps_run"), "attack_seconds": s.get("attack_seconds"),
+                      # the craft's budget and winner, so the judged record's summary keeps budget_saved / won_by
+                      **{k: s[k] for k in ("steps_budget", "attack_won") if k in s},
+                      **judged, "base": s.get("base", {})}
+            samples.append(sample)
+            if record is not None:
+                record.add_sample(sample)
+                record.checkpoint()
     log(f"judged {len(samples)} crafted image(s) from {source} with {adapter.model_id} (deploy={deploy.name})")
     return summarize(record.samples if record is not None else samples, tuple(case.group_by))

@@ -19,6 +19,7 @@ from mmsafety.attack_case import build_case as build_registered_case
 from mmsafety.cli.job_log import say_once
 from mmsafety.models.base import ModelAdapter
 from mmsafety.models.pixels import pixels_to_pil
+from mmsafety.preemption import SaveOnSignal
 from mmsafety.records import RunRecord
 from visual_attacks.craft import craft, pgd_config, save_png, write_loss_curve  # noqa: F401  (stable names)
 from visual_attacks.deploy import build_deploy
@@ -90,16 +91,20 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
             crafted = craft(case, adapter, bases, cfg.attack, out_dir, missing, monitor=held_out_check, log=log,
                             surrogates=surrogates, config_sha256=record.data["config_sha256"])
         del surrogates  # their weights are not needed to judge
-        for i in sorted(missing):
-            image = crafted.images[i]
-            judged = judge_pair(case, adapter, bases[i], image.clean_png, image.adversarial_png, deploy)
-            record.add_sample({
-                "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(image.clean_png.relative_to(out_dir)),
-                "adversarial_png": str(image.adversarial_png.relative_to(out_dir)), "best_loss": image.best_loss,
-                "steps_run": image.steps_run, "steps_budget": pcfg.steps * max(1, len(cfg.attack.get("members") or ())),
-                "attack_seconds": image.seconds, **crafted.details.get(i, {}), **judged, "base": bases[i].info,
-            })
-            record.checkpoint()
+        # A cluster's signal while judging is held to the end of the image being judged, which is written;
+        # the requeued job takes the crafted chunks from their saved results (craft.save_crafted).
+        with SaveOnSignal() as held:
+            for i in sorted(missing):
+                held.stop_here(record.write)
+                image = crafted.images[i]
+                judged = judge_pair(case, adapter, bases[i], image.clean_png, image.adversarial_png, deploy)
+                record.add_sample({
+                    "image": i, "key": bases[i].key, "status": "ok", "clean_png": str(image.clean_png.relative_to(out_dir)),
+                    "adversarial_png": str(image.adversarial_png.relative_to(out_dir)), "best_loss": image.best_loss,
+                    "steps_run": image.steps_run, "steps_budget": pcfg.steps * max(1, len(cfg.attack.get("members") or ())),
+                    "attack_seconds": image.seconds, **crafted.details.get(i, {}), **judged, "base": bases[i].info,
+                })
+                record.checkpoint()
         record.update(artifacts={"loss_curve": crafted.loss_curve}, held_out_checks=checks, execution=crafted.execution)
         for state in [*out_dir.glob("attack_state*.pt"), *out_dir.glob("members/*/attack_state*.pt")]:  # every sample is written: nothing left to resume
             state.unlink(missing_ok=True)

@@ -9,6 +9,11 @@ sweep on a cluster needs to tell the truth and resume cheaply.
   wrote one) is left `failed`, with SLURM's reason in the record's `error`, so the sweep's exit status
   and leaderboard show it; the same command resumes it.
 - sbatch refusing the resources (e.g. `placement=cuda` on a cluster without GPUs) is one line.
+- A job that raises (a user's mistake is not raised: it is one line in the job's log and a failed
+  record) hit a bug: its traceback, with the frames where it happened, goes to the job's log, and the
+  sweep prints one line naming the exception and that log, and goes on with the other jobs. Hydra's
+  own path would re-raise the exception in the submitting process, whose traceback (its frames lost
+  in the pickle) shows only Hydra's sweeper, and stop there.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,6 +71,17 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 returns[idx] = self._outcome(job, overrides, folders[idx])
         return [returns[idx] for idx, _ in jobs]
 
+    def __call__(self, *args, **kwargs) -> JobReturn:
+        """On the cluster: run the job (Hydra's run_job); an exception it raised is a bug, whose
+        traceback goes to the job's log here, where its frames still exist."""
+        ret = super().__call__(*args, **kwargs)
+        if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
+            error = ret._return_value
+            traceback.print_exception(error, file=sys.stderr)
+            sys.stderr.flush()
+            ret.return_value = f"{type(error).__name__}: {error}".splitlines()[0]  # travels back as text
+        return ret
+
     def _job_folder(self, overrides: list[str], idx: int) -> tuple[Path, str] | None:
         """The job's run folder and config sha256, as the job itself will resolve them (None if they
         cannot be resolved here: the job is then submitted and its record is left to it)."""
@@ -107,7 +124,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
         try:
-            return job.results()[0]
+            ret = job.results()[0]
+            if ret.status != JobStatus.FAILED:
+                return ret
+            reason = (f"SLURM job {job.job_id} raised {ret._return_value} (a bug, not a mistake in the command: "
+                      f"its traceback is in {job.paths.stderr}; please report it)")
         except FailedJobError as e:  # the job's process raised past Hydra (its log has the traceback)
             last = next((line.strip() for line in reversed(str(e).splitlines()) if line.strip()), "no message")
             reason = f"SLURM job {job.job_id} failed: {last}; its log: {job.paths.stderr}"
