@@ -84,16 +84,35 @@ def run(name: str, overrides: list[str], eps: str, args, run_id: str) -> dict:
             "load_before": [round(v, 2) for v in load_before], "load_after": [round(v, 2) for v in os.getloadavg()]}
 
 
-def plot(path: Path, out: Path, case: str = "tool_call") -> None:
+def run_rows(path: Path, case: str, run_id: str | None = None) -> list[dict]:
+    """The lines of one run of `case` (its latest, or `run_id`)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "success_pct" in r and r.get("case", "tool_call") == case]
+    run_id = run_id or rows[-1]["run"]
+    return [r for r in rows if r["run"] == run_id]
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one row per attack, one column per budget, and the run's load average."""
+    budgets = sorted({r["eps"] for r in rows}, key=lambda e: int(e.split("/")[0]))
+    lines = [f"| {rows[0]['success_measure']} (%), {rows[0]['steps_budget']} passes | " + " | ".join(budgets) + " |",
+             "|---" * (len(budgets) + 1) + "|"]
+    for name in ATTACKS:
+        cells = {r["eps"]: r for r in rows if r["attack"] == name}
+        if cells:
+            lines.append(f"| {name} | " + " | ".join(f"{cells[e]['success_pct']:g}" if e in cells else "-" for e in budgets) + " |")
+    loads = [v for r in rows for v in (r["load_before"][0], r["load_after"][0])]
+    return "\n".join(lines) + f"\n\nrun {rows[0]['run']}, 1-minute load average {min(loads):.1f} to {max(loads):.1f}"
+
+
+def plot(path: Path, out: Path, case: str = "tool_call", run_id: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "success_pct" in r and r.get("case", "tool_call") == case]
-    latest = rows[-1]["run"]
-    rows = [r for r in rows if r["run"] == latest]
+    rows = run_rows(path, case, run_id)
+    latest = rows[0]["run"]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     for name, style, size in (("default", "o-", 10), ("apgd", "s-", 7), ("pgd_restarts", "D:", 5), ("worst_case", "^--", 5)):
         pts = sorted((int(r["eps"].split("/")[0]), r["success_pct"]) for r in rows if r["attack"] == name)
@@ -101,10 +120,10 @@ def plot(path: Path, out: Path, case: str = "tool_call") -> None:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=size, label=name)
     ax.set_xscale("log", base=2)
     ax.minorticks_off()
-    ax.set(xlabel="L-inf budget (x/255)", ylabel=f"held-out success, {rows[0]['success_measure']} (%)",
-           ylim=(-3, 103))
+    judged = "judged success" if case == "harmbench" else "held-out success"  # HarmBench: its completion, the judge's label
+    ax.set(xlabel="L-inf budget (x/255)", ylabel=f"{judged}, {rows[0]['success_measure']} (%)", ylim=(-3, 103))
     ax.set_title(f"{rows[0]['model']}, {case}: {rows[0]['steps_budget']} forward+backward passes per image ({latest[:10]})",
-                 fontsize=9)
+                 fontsize=8)
     ax.set_xticks([2, 4, 8, 16, 32], ["2", "4", "8", "16", "32"])
     ax.legend()
     fig.tight_layout()
@@ -122,12 +141,14 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/attack_strength")
     parser.add_argument("--case", default="tool_call", choices=sorted(CASES))
     parser.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=ATTACKS)
-    parser.add_argument("--plot", action="store_true")
+    parser.add_argument("--plot", action="store_true", help="draw the plot and print the table of a run (--run, else the latest)")
+    parser.add_argument("--run", default=None, help="with --plot: the run id (its start time) to draw")
     args = parser.parse_args()
     args.model = args.model or ("harmbench_victim" if args.case == "harmbench" else "organism")
     if args.plot:
         plot(RESULTS / "attack_strength.jsonl",
-             Path(__file__).resolve().parents[1] / "docs" / "img" / f"attack_strength_{args.case}.png", args.case)
+             Path(__file__).resolve().parents[1] / "docs" / "img" / f"attack_strength_{args.case}.png", args.case, args.run)
+        print(table(run_rows(RESULTS / "attack_strength.jsonl", args.case, args.run)))
         return
     run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
     for eps in args.eps:  # budgets outermost: a run cut short still compares the attacks at the budgets it reached
