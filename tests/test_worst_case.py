@@ -23,11 +23,11 @@ def worst_case_attack(**overrides):
 
 def test_members_take_the_worst_cases_budget_then_their_own_overrides():
     members = dict(wc.member_attacks(worst_case_attack(eps="4/255", steps=40)))
-    assert list(members) == ["default", "apgd", "pgd_restart"]
+    assert list(members) == ["default", "apgd", "pgd_restarts"]
     assert all(m.eps == "4/255" and m.steps == 40 and m.images_per_batch == 1 for m in members.values())
     assert members["default"].optimizer == "adam" and members["apgd"].optimizer == "apgd"  # from their presets
-    restart = members["pgd_restart"]
-    assert (restart.optimizer, restart.random_start, restart.seed, restart.objective) == ("sign", True, 1, "tool_misuse")
+    restart = members["pgd_restarts"]
+    assert (restart.optimizer, restart.random_start, restart.restarts, restart.objective) == ("sign", True, 4, "tool_misuse")
 
 
 @pytest.mark.parametrize("members,message", [
@@ -48,7 +48,7 @@ class FakeRun:
 
     def craft(self, case, adapter, bases, member, folder, indices, log=print, config_sha256=None):
         self.asked.append((member.name, list(indices)))
-        shade = {"default": 0.2, "apgd": 0.5, "pgd_restart": 0.8}[member.name]
+        shade = {"default": 0.2, "apgd": 0.5, "pgd_restarts": 0.8}[member.name]
         images = {}
         for i in indices:
             png = save_png(torch.full((3, 4, 4), shade), folder / "images", i, "adversarial")
@@ -63,21 +63,21 @@ class FakeRun:
 def test_first_success_wins_else_lowest_validation_loss_and_a_rerun_resumes(tmp_path, monkeypatch):
     outcome = {("default", 0): (0.9, False), ("default", 1): (0.8, False), ("default", 2): (0.7, False),
                ("apgd", 0): (0.5, True), ("apgd", 1): (0.3, False), ("apgd", 2): (0.2, True),
-               ("pgd_restart", 1): (0.4, False)}
+               ("pgd_restarts", 1): (0.4, False)}
     fake = FakeRun(outcome)
     monkeypatch.setattr(wc, "craft", fake.craft)
     monkeypatch.setattr(wc, "ValidationScore", fake.score)
     bases = [AttackBase(str(i), None, {}) for i in range(3)]
     attack = worst_case_attack(steps=7)
     out = wc.craft_worst_case(None, None, bases, attack, tmp_path, [0, 1, 2], log=lambda *_: None)
-    # apgd succeeded on images 0 and 2: only image 1 went on to pgd_restart.
-    assert fake.asked == [("default", [0, 1, 2]), ("apgd", [0, 1, 2]), ("pgd_restart", [1])]
+    # apgd succeeded on images 0 and 2: only image 1 went on to pgd_restarts.
+    assert fake.asked == [("default", [0, 1, 2]), ("apgd", [0, 1, 2]), ("pgd_restarts", [1])]
     assert {i: d["attack_won"] for i, d in out.details.items()} == {0: "apgd", 1: "apgd", 2: "apgd"}
-    # Image 1: nobody succeeded; apgd's 0.3 is the lowest validation loss (pgd_restart 0.4, default 0.8).
+    # Image 1: nobody succeeded; apgd's 0.3 is the lowest validation loss (pgd_restarts 0.4, default 0.8).
     shade = pil_to_pixels(reload_png(out.images[1].adversarial_png))
     assert torch.allclose(shade, torch.full_like(shade, 0.5), atol=1 / 255)
     assert out.images[1].steps_run == 21 and out.images[0].steps_run == 14  # each member it needed: 7 steps
-    assert [m["attack"] for m in out.details[1]["members"]] == ["default", "apgd", "pgd_restart"]
+    assert [m["attack"] for m in out.details[1]["members"]] == ["default", "apgd", "pgd_restarts"]
     assert out.details[0]["members"][1] == {"attack": "apgd", "steps_run": 7, "seconds": 1.5, "validation_loss": 0.5,
                                             "validation_success": True}
     fake.asked.clear()

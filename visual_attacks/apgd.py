@@ -28,7 +28,8 @@ Deliberate departures, all in visual_attacks/pgd.py's terms:
   step (no backward), not counted in `steps`. Without one (a deterministic objective) the step's own
   loss is used, as in their code.
 - Random start (`random_start`): theirs (x0 + eps * t / ||t||, t uniform in [-1,1] under L-inf,
-  Gaussian under L2); off by default, as in RobustVLM. Restarts are left to attack=worst_case.
+  Gaussian under L2); off by default, as in RobustVLM. Restarts (their n_restarts): `attack.restarts`,
+  run by visual_attacks.pgd.pgd_restarts from random starts, the passes shared out between them.
 - norm `none` is the [0,1] box (eps 1); `quantize` keeps iterates on the 8-bit grid.
 """
 
@@ -172,7 +173,8 @@ def apgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
         return AttackResult(s["x"].detach(), torch.full((n,), float("inf"), device=dev), history, 0)
     return AttackResult(s["x_best"].detach(), s["best"], history, steps_run, stopped_early,
                         extra={"step_size": s["step_size"].flatten().cpu()},
-                        image_steps=stop.image_steps.cpu() if stop.enabled else None)
+                        image_steps=stop.image_steps.cpu() if stop.enabled else None,
+                        stopped=~stop.active if stop.enabled else None)
 
 
 def saved_step(saved: dict | None) -> int:

@@ -37,6 +37,7 @@ class AttackConfig:
     step_size: Any = "1/255"
     steps: int = 500
     random_start: bool = False
+    restarts: int = 1         # >1: `steps` shared over this many runs from random starts, each image's best kept
     optimizer: str = "sign"   # a name in visual_attacks.pgd.OPTIMIZERS: sign | sgd | adam | apgd
     apgd_alpha: float = 2.0   # optimizer=apgd: the first step is alpha * eps (Croce & Hein: 2); step_size is not read
     apgd_rho: float = 0.75    # optimizer=apgd: halve the step when at most rho of a checkpoint window's steps improved
@@ -117,6 +118,9 @@ def validate_attack(attack) -> None:
     if attack.get("apgd_alpha", 1.0) <= 0 or not 0 < attack.get("apgd_rho", 0.75) < 1:
         raise ConfigError(f"attack.apgd_alpha={attack.apgd_alpha}, attack.apgd_rho={attack.apgd_rho}: need alpha > 0 "
                           f"and 0 < rho < 1 (Croce & Hein: 2 and 0.75)")
-    for key in ("early_stop_every", "early_stop_window", "select_every", "clean_answer_tokens"):
+    if attack.get("restarts", 1) > max(attack.steps, 1):
+        raise ConfigError(f"attack.restarts={attack.restarts} is more than attack.steps={attack.steps}: the steps are "
+                          f"shared out between the restarts; lower attack.restarts or raise attack.steps")
+    for key in ("early_stop_every", "early_stop_window", "select_every", "clean_answer_tokens", "restarts"):
         if attack.get(key, 1) < 1:
             raise ConfigError(f"attack.{key}={attack[key]}: must be >= 1")

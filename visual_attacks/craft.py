@@ -41,6 +41,7 @@ def pgd_config(attack) -> PGDConfig:
         early_stop_window=attack.get("early_stop_window", 1),
         check_every=attack.early_stop_every, quantize=attack.quantize, seed=attack.seed,
         apgd_alpha=attack.get("apgd_alpha", 2.0), apgd_rho=attack.get("apgd_rho", 0.75),
+        restarts=attack.get("restarts", 1),
     )
 
 

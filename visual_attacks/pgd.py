@@ -39,6 +39,17 @@ batch stops: the compute saved is the wall time of the steps no image needed.
 
 `optimizer=apgd` (visual_attacks.apgd) is a whole loop of its own, registered in the same registry.
 
+Random restarts (`restarts` > 1; Madry et al.'s and AutoAttack's restarts): `steps` forward+backward
+passes are shared out over `restarts` runs of the optimizer (the first `steps % restarts` runs one
+pass more), each from its own random start in the ball (restart r: `seed + r`, whatever
+`random_start` says). Per image the best result is kept: an image that stopped early (its loss under
+the threshold, or `succeeded`) keeps that restart's pixels and sits out the later restarts (its pixels
+are not replaced and its `image_steps` stop counting, though it rides along in the batch); else the
+lowest loss wins, scored by `select` where one is given (a fixed validation batch: comparable between
+restarts), else by the restart's own best loss. The runs go on until every image stopped or the
+passes ran out; a checkpoint saves the restarts done so far beside each restart's own state, so a
+killed attack resumes mid-restart.
+
 To run textbook PGD (Madry et al.) on a classifier, minimise minus the cross-entropy of
 the true label with random_start=False and keep_best=False: tests/test_pgd.py checks the
 iterates are identical. Attack math runs in fp32 whatever the model's dtype; no autograd
@@ -48,6 +59,7 @@ graph survives a step, so memory stays flat however many steps run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +97,7 @@ class PGDConfig:
     apgd_alpha: float = 2.0        # apgd: first step size = alpha * eps (Croce & Hein: 2; RobustVLM's targeted runs: 1)
     apgd_rho: float = 0.75         # apgd: halve the step when under rho of a checkpoint window's steps improved
     seed: int = 0
+    restarts: int = 1              # >1: share `steps` over this many runs from random starts, keep each image's best
 
 
 @dataclass
@@ -96,6 +109,7 @@ class AttackResult:
     stopped_early: bool = False   # every image stopped before the budget ran out
     extra: dict = field(default_factory=dict)
     image_steps: torch.Tensor | None = None  # [B] steps each image ran before it stopped (None: all ran steps_run)
+    stopped: torch.Tensor | None = None      # [B] bool: the image stopped early (None: no early stop configured)
 
 
 @dataclass
@@ -242,6 +256,9 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
     with keep_best, the fixed score that picks the best iterate (see the module docstring). `checkpoint`:
     save the state every N steps and resume from a saved one. `succeeded(pixels) -> bool [B]`: stop an
     image once it holds (checked every cfg.check_every steps)."""
+    if cfg.restarts > 1:
+        return pgd_restarts(objective, clean, cfg, on_step=on_step, monitor=monitor, monitor_every=monitor_every,
+                            select=select, checkpoint=checkpoint, succeeded=succeeded)
     direction = OPTIMIZERS.get(cfg.optimizer)
     loop = getattr(direction, "attack_loop", None)
     if loop is not None:  # e.g. apgd: its own step-size schedule and iterates
@@ -318,4 +335,59 @@ def pgd(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
             consider(x, (select(x) if select is not None else objective(x, steps_run)).detach().float())
     history = torch.stack(losses) if losses else torch.empty(0, x0.shape[0])
     return AttackResult(best_x.detach(), best_loss, history, steps_run, stopped_early,
-                        image_steps=stop.image_steps.cpu() if stop.enabled else None)
+                        image_steps=stop.image_steps.cpu() if stop.enabled else None,
+                        stopped=~stop.active if stop.enabled else None)
+
+
+def restart_steps(steps: int, restarts: int) -> list[int]:
+    """The passes of each restart: `steps` shared out, the first `steps % restarts` one more."""
+    return [steps // restarts + (r < steps % restarts) for r in range(restarts)]
+
+
+def pgd_restarts(objective: Objective, clean: torch.Tensor, cfg: PGDConfig,
+                 on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+                 monitor: Callable[[int, torch.Tensor], None] | None = None, monitor_every: int = 0,
+                 select: Select | None = None, checkpoint: Checkpoint | None = None,
+                 succeeded: Callable[[torch.Tensor], torch.Tensor] | None = None) -> AttackResult:
+    """`cfg.restarts` runs of pgd from random starts, per image the best kept (module docstring)."""
+    x0 = clean.detach().float()
+    n, dev = x0.shape[0], x0.device
+    budgets = restart_steps(cfg.steps, cfg.restarts)
+    best_x, best_score = x0.clone(), torch.full((n,), float("inf"), device=dev)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
+    image_steps = torch.zeros(n, dtype=torch.long)
+    losses: list[torch.Tensor] = []
+    first = 0
+    saved = checkpoint.load(dev) if checkpoint is not None else None
+    if saved is not None:
+        best_x, best_score, done, image_steps = saved["best_x"], saved["best_score"], saved["done"], saved["image_steps"]
+        losses, first = list(saved["losses"]), saved["restart"]
+    offset = sum(budgets[:first])
+    for r in range(first, cfg.restarts):
+        if not budgets[r] or bool(done.all()):
+            break
+        run_cfg = dataclasses.replace(cfg, restarts=1, steps=budgets[r], random_start=True, seed=cfg.seed + r)
+        inner = (dataclasses.replace(checkpoint, path=checkpoint.path.with_name(f"{checkpoint.path.stem}-restart{r}{checkpoint.path.suffix}"))
+                 if checkpoint is not None else None)
+        shifted = (lambda step, loss, best, o=offset: on_step(o + step, loss, best)) if on_step else None
+        watched = (lambda step, x, o=offset: monitor(o + step, x)) if monitor else None
+        result = pgd(objective, clean, run_cfg, shifted, watched, monitor_every, select, inner, succeeded)
+        with torch.no_grad():
+            score = result.best_loss if cfg.keep_best or select is None else select(result.pixels).detach().float()
+            stopped = result.stopped if result.stopped is not None else torch.zeros_like(done)
+            take = ~done & (stopped | (score < best_score))
+            best_score = torch.where(take, score, best_score)
+            best_x = torch.where(take.view(-1, 1, 1, 1), result.pixels, best_x)
+            ran = result.image_steps if result.image_steps is not None else torch.full((n,), result.steps_run)
+            image_steps += torch.where(done.cpu(), torch.zeros_like(ran), ran)
+            losses.extend(torch.where(done, torch.full_like(row, float("nan")), row) for row in result.losses)
+            done |= stopped
+        offset += budgets[r]
+        if checkpoint is not None:
+            checkpoint.save({"best_x": best_x, "best_score": best_score, "done": done, "image_steps": image_steps,
+                             "losses": losses, "restart": r + 1, "step": offset})
+    history = torch.stack(losses) if losses else torch.empty(0, n)
+    early = cfg.early_stop_loss is not None or succeeded is not None
+    return AttackResult(best_x, best_score, history, len(losses), bool(done.all()),
+                        extra={"restarts": cfg.restarts}, image_steps=image_steps if early else None,
+                        stopped=done if early else None)

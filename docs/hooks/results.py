@@ -64,12 +64,14 @@ synthetic memes; hidden = the model answers "No" to the meme's own GOAT-Bench qu
 that flags the meme; and `attack=clip_embed` on `tiny_open_clip` (the caption's zero-shot top-1 rate).
 See [Visual attacks](../attacks.md#what-an-attack-aims-at-cases).
 """),
-    "attack_strength": ("Attack strength: default vs APGD vs worst case", """
-`python -m bench.attack_strength` (`--case verdict_flip` for the meme moderator): per budget, the default
-attack, `optimizer=apgd` and the worst case over the two (each member given half the steps, so an image
-costs at most the same forward+backward passes), run one after the other in one run (`run`) on the
-organism, judged on held-out prompts from the saved PNGs. `budget_saved`: the share of passes the
-per-image early stop (validation success in the worst case, `early_stop_loss` in attack=verdict_flip)
+    "attack_strength": ("Attack strength: default vs APGD vs restarts vs worst case", """
+`python -m bench.attack_strength` (`--case verdict_flip` for the meme moderator, `--case harmbench` for
+the HarmBench victim organism judged by the judge organism): per budget, the default attack,
+`optimizer=apgd`, sign PGD with random restarts (`attack.restarts`) and the worst case over them (each
+member given an equal share of the steps, so an image costs at most the same forward+backward passes),
+run one after the other in one run (`run`), judged from the saved PNGs (held-out prompts; HarmBench: its
+completion, labelled by the judge). Runs before 2026-12-06T06:00 had no restarts: their worst case is
+over default and apgd, half the steps each. `budget_saved`: the share of passes the per-image early stop
 did not need; `won_by`: images per winning member. Load averages are of a 2-core machine shared with
 other jobs: times are not comparable across rows. See [Visual attacks](../attacks.md#the-strongest-attack-at-a-budget-apgd-the-worst-case-no-wasted-steps).
 """),
