@@ -65,11 +65,13 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                     ["tests/test_leaderboard.py",
                      f"{PROPS}test_merging_overlapping_repeated_shards_in_any_order_gives_the_run"]),
     "targets_judges": (["visual_attacks/targets.py", "visual_attacks/judge.py"],
-                       ["tests/test_targets.py", "tests/test_judge_stage.py"]),
+                       ["tests/test_targets.py", "tests/test_mutation_judge.py"]),
     "deploy": (["visual_attacks/deploy.py"],
-               ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py",
+               ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py", "tests/test_mutation_deploy.py",
                 "tests/test_transfer_board.py"]),
-    "served_accounting": (["mmsafety/served/client.py"], ["tests/test_served_units.py", "tests/test_served_faults.py"]),
+    "served_accounting": (["mmsafety/served/client.py", "mmsafety/served/accounting.py"],
+                          ["tests/test_served_units.py", "tests/test_served_faults.py",
+                           "tests/test_run_truth.py::test_accounting_adds_up_over_invocations"]),
 }
 MUTANTS: dict[str, list[str]] = {
     "pgd_projection": ["visual_attacks.pgd.x__project__mutmut_*"],
