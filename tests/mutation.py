@@ -70,7 +70,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py", "tests/test_mutation_deploy.py",
                 "tests/test_transfer_board.py"]),
     "served_accounting": (["mmsafety/served/client.py", "mmsafety/served/accounting.py"],
-                          ["tests/test_served_units.py", "tests/test_served_faults.py",
+                          ["tests/test_served_units.py", "tests/test_served_faults.py", "tests/test_mutation_served.py",
                            "tests/test_run_truth.py::test_accounting_adds_up_over_invocations"]),
 }
 MUTANTS: dict[str, list[str]] = {
