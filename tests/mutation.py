@@ -49,8 +49,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "stealth": (["visual_attacks/stealth.py"],
                 ["tests/test_known_values.py", "tests/test_transfer_board.py", "tests/test_mutation_kills.py",
                  "tests/test_attack_cases.py::test_lpips_reported_only_when_alexnet_weights_are_on_disk"]),
+    # The adapter contract by name: the whole file loads every tiny family per mutant (minutes each).
     "sequences": (["mmsafety/models/sequences.py"],
-                  ["tests/test_answer_spellings.py", "tests/test_adapter_contract.py", "tests/test_targets.py"]),
+                  ["tests/test_answer_spellings.py", "tests/test_mutation_sequences.py",
+                   "tests/test_adapter_contract.py::test_cached_choice_scoring_equals_appended_scoring",
+                   "tests/test_adapter_contract.py::test_choice_logprobs"]),
     "records": (["mmsafety/records.py"],
                 ["tests/test_records.py", "tests/test_atomic_writes.py", "tests/test_resume_shared_ids.py",
                  "tests/test_mutation_kills.py",
