@@ -68,7 +68,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                     ["tests/test_leaderboard.py",
                      f"{PROPS}test_merging_overlapping_repeated_shards_in_any_order_gives_the_run"]),
     "targets_judges": (["visual_attacks/targets.py", "visual_attacks/judge.py"],
-                       ["tests/test_targets.py", "tests/test_mutation_judge.py"]),
+                       ["tests/test_targets.py", "tests/test_mutation_targets.py", "tests/test_mutation_judge.py"]),
     "deploy": (["visual_attacks/deploy.py"],
                ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py", "tests/test_mutation_deploy.py",
                 "tests/test_transfer_board.py"]),
