@@ -43,7 +43,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "pgd": (["visual_attacks/pgd.py"],
             ["tests/test_pgd.py", "tests/test_known_values.py", "tests/test_properties.py"]),
     "metrics": (["goat_bench/metrics.py"],
-                ["tests/test_goat_metrics.py", "tests/test_known_values.py",
+                ["tests/test_goat_metrics.py", "tests/test_known_values.py", "tests/test_mutation_metrics.py",
                  f"{PROPS}test_task_metrics_are_order_free_and_equal_counting_by_hand",
                  f"{PROPS}test_scores_of_a_run_are_order_free"]),
     "stealth": (["visual_attacks/stealth.py"],
