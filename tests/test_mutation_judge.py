@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,18 +72,26 @@ class RecordingCase:
 
     def __init__(self):
         self.shown: list[tuple[np.ndarray, str]] = []
+        self.adapters, self.infos = [], []
 
     def judge(self, adapter, image, base):
         pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
         self.shown.append((pixels, base.key))
+        self.adapters.append(adapter)
+        self.infos.append(base.info)
         return Judgement({"mean": float(pixels.mean() / 255)}, [{"key": base.key, "mean": float(pixels.mean())}])
 
     def utility(self, clean, adversarial, base):
+        self.infos.append(base.info)
         return {"kept": 1.0 - abs(clean.rates["mean"] - adversarial.rates["mean"])}
 
 
 class FakeAdapter:
     name, model_id, weights_sha256 = "fake", "fake/model", "abc123"
+
+
+class GeneratingAdapter(FakeAdapter):
+    capabilities = frozenset({"generate"})
 
 
 @pytest.fixture
@@ -109,8 +118,12 @@ def _pillow_jpeg(image: Image.Image, quality: int) -> np.ndarray:
 def test_the_judge_sees_the_saved_pixels_and_the_summary_is_their_means(tmp_path, case):
     source, pairs = _source_run(tmp_path / "src")
     lines = []
-    metrics = judge_stage.judge_saved_attack(source, FakeAdapter(), log=lines.append)
+    adapter = FakeAdapter()
+    metrics = judge_stage.judge_saved_attack(source, adapter, log=lines.append)
     assert case.cfgs == [{"name": "recording_case"}]  # the case is rebuilt from the source's config
+    assert case.adapters == [adapter] * 4  # the judging model judges both images of each base
+    # Each base's info is the sample's own (the case's judge and utility read it; no original image needed).
+    assert case.infos == [{"task": "t0"}] * 3 + [{"task": "t1"}] * 3
     # Clean then adversarial, base by base, each exactly the saved PNG's pixels (PNG deploy: no transform).
     assert len(case.shown) == 4
     for (clean, adv), shown_clean, shown_adv, key in zip(pairs, case.shown[::2], case.shown[1::2], ("k0", "k1")):
@@ -158,6 +171,10 @@ def test_reload_deployed_returns_the_saved_image_and_what_the_victim_receives(tm
     np.testing.assert_array_equal(np.asarray(sent, dtype=np.float64), _pillow_jpeg(pairs[0][1], 30))
     assert judge_stage.reload_png(path).mode == "RGB"
     np.testing.assert_array_equal(np.asarray(judge_stage.reload_png(path)), np.asarray(pairs[0][1]))
+    grey = Image.fromarray(np.arange(30, dtype=np.uint8).reshape(5, 6), "L")
+    grey.save(tmp_path / "grey.png")
+    assert judge_stage.reload_png(tmp_path / "grey.png").mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(judge_stage.reload_png(tmp_path / "grey.png")), np.asarray(grey.convert("RGB")))
 
 
 def test_a_judge_record_copies_the_pngs_keeps_the_source_spec_and_resumes(tmp_path, case):
@@ -179,7 +196,8 @@ def test_a_judge_record_copies_the_pngs_keeps_the_source_spec_and_resumes(tmp_pa
         assert s["source_run"] == str(source.resolve()) and s["status"] == "ok" and s["key"] == src["key"]
         for field in ("best_loss", "steps_run", "attack_seconds", "steps_budget", "attack_won", "base"):
             assert s[field] == src[field], field
-        assert s["outputs"]["adversarial"][0]["key"] == src["key"]
+        assert s["outputs"]["adversarial"][0]["key"] == s["outputs"]["clean"][0]["key"] == src["key"]
+        assert s["outputs"]["clean"][0]["mean"] != s["outputs"]["adversarial"][0]["mean"]
         assert set(s) >= {"stealth", "clean", "adversarial", "utility"}
     data = record.data
     assert data["model"] == {"name": "Shown name", "id": "fake/model", "adapter": "fake", "weights_sha256": "abc123"}
@@ -197,8 +215,44 @@ def test_a_judge_record_copies_the_pngs_keeps_the_source_spec_and_resumes(tmp_pa
     again.close()
     assert len(case.shown) == shown and lines[0].startswith("judged 0 crafted image(s)")
     assert resumed == metrics
-    assert again.data["spec"]["stage"] == "judge"  # the spec it had is kept
     assert again.data["model"]["name"] == "fake"   # the adapter's name without model_name
+
+
+def test_a_resumed_judge_record_judges_only_the_images_it_lacks_and_keeps_its_own_spec(tmp_path, case):
+    from mmsafety.records import RunRecord, read_samples
+
+    source, _ = _source_run(tmp_path / "src", n=3)
+    lines = (source / "samples.jsonl").read_text().splitlines()
+    (source / "samples.jsonl").write_text(lines[1] + "\n")  # the craft run had finished image 1 only
+    out = tmp_path / "judge"
+    record = RunRecord.open(out, "visual_attack", {"judge": "fake"})
+    record.update(spec={"stage": "judge", "note": "set by the caller"})
+    judge_stage.judge_saved_attack(source, FakeAdapter(), record, log=lambda line: None)
+    record.close()
+    assert record.data["spec"] == {"stage": "judge", "note": "set by the caller"}  # a spec it has is kept
+    (source / "samples.jsonl").write_text("\n".join(lines) + "\n")  # then images 0 and 2 too
+    again = RunRecord.open(out, "visual_attack", {"judge": "fake"})
+    judge_stage.judge_saved_attack(source, FakeAdapter(), again, log=lambda line: None)
+    again.close()
+    assert [s["image"] for s in read_samples(out / "samples.jsonl")] == [1, 0, 2]
+    assert [key for _, key in case.shown] == ["k1", "k1", "k0", "k0", "k2", "k2"]
+
+
+def test_a_source_record_without_spec_model_or_base_is_judged_with_empty_ones(tmp_path, case):
+    from mmsafety.records import RunRecord, read_samples
+
+    source, _ = _source_run(tmp_path / "src", n=1)
+    sample = json.loads((source / "samples.jsonl").read_text())
+    del sample["base"]
+    (source / "samples.jsonl").write_text(json.dumps(sample) + "\n")
+    (source / "record.json").write_text(json.dumps({"kind": "visual_attack", "config": {"case": {"name": "c"}}}))
+    record = RunRecord.open(tmp_path / "judge", "visual_attack", {"judge": "fake"})
+    judge_stage.judge_saved_attack(source, FakeAdapter(), record, log=lambda line: None)
+    record.close()
+    assert record.data["spec"] == {"stage": "judge", "source_run": str(source.resolve()),
+                                   "deploy": {"name": "png", "steps": []}, "source_model": {}}
+    assert read_samples(tmp_path / "judge" / "samples.jsonl")[0]["base"] == {}
+    assert case.infos == [{}, {}, {}]
 
 
 def test_read_source_run_keeps_only_crafted_samples_and_refuses_what_is_not_an_attack_run(tmp_path):
@@ -222,6 +276,9 @@ def test_read_source_run_keeps_only_crafted_samples_and_refuses_what_is_not_an_a
     (source / "record.json").write_text(json.dumps({"kind": "goat_bench", "config": {"case": {"name": "x"}}}))
     with pytest.raises(UserError, match="record is of kind 'goat_bench'"):
         judge_stage.read_source_run(source)
+    (source / "record.json").write_text(json.dumps({"kind": "k" * 60, "config": {"case": {"name": "x"}}}))
+    with pytest.raises(UserError, match="record is of kind '" + "k" * 40 + "'"):  # an edited kind, cut at 40
+        judge_stage.read_source_run(source)
 
     empty, _ = _source_run(tmp_path / "empty", n=0, extra_samples=[errored])
     with pytest.raises(UserError, match="this attack run saved no PNGs"):
@@ -235,7 +292,8 @@ def test_saved_pngs_are_the_samples_files_and_a_path_out_of_the_folder_is_refuse
     assert clean == (source / sample["clean_png"]).resolve() and adv == (source / sample["adversarial_png"]).resolve()
     for role in ("clean_png", "adversarial_png"):
         for bad in ("../elsewhere.png", "/etc/passwd", None):
-            with pytest.raises(UserError, match=rf"image 0's {role} .* is not a file inside the run folder"):
+            with pytest.raises(UserError, match=rf"image 0's {role} {re.escape(repr(bad))} is not a file inside "
+                                                rf"the run folder"):
                 judge_stage.saved_pngs(source, {**sample, role: bad})
 
 
@@ -261,3 +319,4 @@ def test_a_model_without_what_the_case_needs_is_refused_before_any_image_is_judg
     with pytest.raises(ConfigError, match="judging case=recording_case needs a model that can generate.*; Shown"):
         judge_stage.judge_saved_attack(source, FakeAdapter(), log=lambda line: None, model_name="Shown")
     assert case.shown == []
+    assert judge_stage.judge_saved_attack(source, GeneratingAdapter(), log=lambda line: None)["images"] == 1
