@@ -202,7 +202,7 @@ def test_cached_answers_are_free_and_identical(serve, tmp_path):
 
 
 def test_at_most_max_connections_requests_are_in_flight(serve):
-    server = ScriptedServer({str(i): [completion()] for i in range(9)}, delay_s=0.02)
+    server = ScriptedServer({str(i): [completion()] for i in range(9)}, delay_s=0.2)  # long enough to overlap under load
     client = serve(server, max_connections=3)
     client.complete([request(str(i)) for i in range(9)])
     assert server.most_in_flight == 3
