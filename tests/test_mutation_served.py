@@ -37,7 +37,8 @@ def completion(content="Yes", prompt_tokens=10, completion_tokens=2, logprobs=No
 class ScriptedServer:
     """Answers each request to /chat/completions by the script of its first message's text: a list of
     answers, one per attempt (the last repeats). An answer is a dict (a completion), a status code,
-    (status, headers), or bytes (a raw 200 body). Records every request it saw and the most in flight."""
+    (status, headers), bytes (a raw 200 body), an httpx transport error class (raised), or a float (seconds
+    to wait before answering). `models_status` scripts GET /models the same way. Records every request it saw and the most in flight."""
 
     def __init__(self, scripts: dict[str, list], models=None, models_status: int = 200, delay_s: float = 0.0):
         self.scripts, self.models, self.models_status, self.delay_s = scripts, models, models_status, delay_s
@@ -48,6 +49,11 @@ class ScriptedServer:
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         self.headers.append(request.headers)
         if request.url.path.endswith("/models"):
+            if isinstance(self.models_status, type):
+                raise self.models_status("scripted", request=request)
+            if isinstance(self.models_status, float):
+                await asyncio.sleep(self.models_status)
+                return httpx.Response(200, json={"object": "list", "data": []})
             if self.models_status != 200:
                 return httpx.Response(self.models_status, json={"error": {"message": "nope"}})
             return httpx.Response(200, json={"object": "list", "data": [{"id": m, "object": "model", "created": 0,
@@ -65,6 +71,11 @@ class ScriptedServer:
             self.in_flight -= 1
         script = self.scripts[text]
         answer = script[min(attempt, len(script) - 1)]
+        if isinstance(answer, type) and issubclass(answer, httpx.TransportError):
+            raise answer(f"scripted {answer.__name__}", request=request)
+        if isinstance(answer, float):  # a server that takes this long to answer at all
+            await asyncio.sleep(answer)
+            return httpx.Response(200, json=completion("late"))
         if isinstance(answer, dict):
             return httpx.Response(200, json=answer)
         if isinstance(answer, bytes):
@@ -125,6 +136,16 @@ def test_each_transient_fault_is_retried_and_counted_by_its_reason(serve):
     assert (acc.prompt_tokens, acc.completion_tokens) == (7 + 5 + 3 + 1 + 2, 1 + 2 + 3 + 1 + 0)
     assert results[1] == {"content": "B", "finish_reason": "stop", "answer_token_logprobs": None,
                           "usage": {"prompt_tokens": 5, "completion_tokens": 2}}
+
+
+def test_timeouts_and_dropped_connections_are_retried_by_their_reason(serve):
+    server = ScriptedServer({"t": [httpx.ReadTimeout, completion("T")], "c": [httpx.ConnectError, completion("C")],
+                             "slow": [5.0, completion("S")], "ok": [completion("O")]})
+    client = serve(server, max_retries=1, timeout_s=0.2)
+    results = client.complete([request(t) for t in ("t", "c", "slow", "ok")])
+    assert [r["content"] for r in results] == ["T", "C", "S", "O"]  # the slow first answer was given up on
+    assert client.accounting.retry_reasons == {"timeout": 2, "connection error": 1}
+    assert (client.accounting.requests, client.accounting.retries) == (7, 3)
 
 
 def test_a_request_that_exhausts_its_retries_is_a_failure_with_its_reason(serve):
@@ -220,9 +241,19 @@ def test_preflight_refuses_a_model_the_server_does_not_serve_and_lets_the_rest_t
     with pytest.raises(UserError, match=r"it serves x0, x1, .*, x19 \.\.\.$") as e:
         serve(ScriptedServer({}, models=many)).preflight()
     assert "x20" not in str(e.value)
+    twenty = [f"x{i}" for i in range(20)]
+    with pytest.raises(UserError, match=r"it serves x0, x1, .*, x19$"):  # all of them: no " ..."
+        serve(ScriptedServer({}, models=twenty)).preflight()
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(UserError, match=r"refused no key .* \(401\)"):
         serve(ScriptedServer({}, models_status=401)).preflight()
+    with pytest.raises(UserError, match=r"cannot reach model.base_url=http://scripted.test/v1 \(connection failed\): "
+                                        r"start the server, or fix model.base_url"):
+        serve(ScriptedServer({}, models_status=httpx.ConnectError)).preflight()
+    with pytest.raises(UserError, match=r"cannot reach model.base_url=http://scripted.test/v1 \(timed out\)"):
+        serve(ScriptedServer({}, models_status=httpx.ReadTimeout)).preflight()
+    with pytest.raises(UserError, match=r"\(timed out\)"):  # a listing that never comes: given up after timeout_s
+        serve(ScriptedServer({}, models_status=5.0), timeout_s=0.2).preflight()
 
 
 def test_backoff_doubles_with_jitter_up_to_its_cap_and_retry_after_is_capped(serve):
