@@ -183,11 +183,28 @@ def _appended(model, prompt: list[int], choice: list[int]) -> float:
     return sum(logp[len(prompt) - 1 + j, tok].item() for j, tok in enumerate(choice))
 
 
-@pytest.mark.parametrize("choices", [[[5], [6]], [[5, 7], [6]], [[5], [6, 8, 9], [10, 11], [12]]])
-def test_cached_choice_logprobs_equal_scoring_each_appended_sequence(tiny_llama, choices):
+@pytest.fixture(scope="module")
+def tiny_opt():
+    """Learned absolute positions (BLIP-2's OPT): an error in the position ids shows, which RoPE hides."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(1)
+    config = OPTConfig(vocab_size=40, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                       max_position_embeddings=64, word_embed_proj_dim=32, pad_token_id=0, dropout=0.0)
+    return OPTForCausalLM(config).eval()
+
+
+# Two choices after the lead that need the cache: each must start from the prompts alone.
+CHOICES = [[[5], [6]], [[5, 7], [6]], [[5], [6, 8, 9], [10, 11], [12]], [[5, 7, 9, 11], [6, 8], [10, 11, 12], [13]]]
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_opt"])
+@pytest.mark.parametrize("choices", CHOICES)
+def test_cached_choice_logprobs_equal_scoring_each_appended_sequence(request, family, choices):
+    model = request.getfixturevalue(family)
     prompts = [[3, 4, 13, 14, 15], [16, 17], [18, 19, 20, 21]]  # different lengths: left padding matters
     with torch.no_grad():
-        got = seq.cached_choice_logprobs(tiny_llama, prompts, choices, pad_id=0, device="cpu")
-    expected = torch.tensor([[_appended(tiny_llama, p, c) for c in choices] for p in prompts], dtype=torch.float64)
+        got = seq.cached_choice_logprobs(model, prompts, choices, pad_id=0, device="cpu")
+    expected = torch.tensor([[_appended(model, p, c) for c in choices] for p in prompts], dtype=torch.float64)
     assert got.shape == (3, len(choices)) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
