@@ -58,6 +58,8 @@ class ScriptedServer:
                 return httpx.Response(self.models_status, json={"error": {"message": "nope"}})
             return httpx.Response(200, json={"object": "list", "data": [{"id": m, "object": "model", "created": 0,
                                                                            "owned_by": "x"} for m in self.models]})
+        if request.url.path != "/v1/chat/completions":
+            return httpx.Response(404, json={"error": {"message": f"no route {request.url.path}"}})
         body = json.loads(request.content)
         text = body["messages"][0]["content"]
         attempt = sum(t == text for t in self.seen)
@@ -146,6 +148,40 @@ def test_timeouts_and_dropped_connections_are_retried_by_their_reason(serve):
     assert [r["content"] for r in results] == ["T", "C", "S", "O"]  # the slow first answer was given up on
     assert client.accounting.retry_reasons == {"timeout": 2, "connection error": 1}
     assert (client.accounting.requests, client.accounting.retries) == (7, 3)
+
+
+def test_an_answer_is_awaited_one_and_a_half_timeouts_then_given_up(serve):
+    """A body that trickles in is cut at 1.5 x timeout_s (the transport's own timeout is per read)."""
+    server = ScriptedServer({"in_time": [0.4], "too_slow": [1.1, completion("again")]})
+    client = serve(server, max_retries=1, timeout_s=0.5)
+    in_time, too_slow = client.complete([request("in_time"), request("too_slow")])
+    assert in_time["content"] == "late" and too_slow["content"] == "again"
+    assert server.seen.count("in_time") == 1 and client.accounting.retry_reasons == {"timeout": 1}
+
+
+def test_retry_after_is_honoured_on_429_and_503_instead_of_the_backoff(serve):
+    import time
+
+    server = ScriptedServer({"a": [(429, {"retry-after-ms": "10"}), completion("A")],
+                             "b": [(503, {"retry-after-ms": "10"}), completion("B")]})
+    client = serve(server, max_retries=1, backoff_s=4.0, max_backoff_s=4.0)  # the backoff would wait 2-4 s
+    start = time.monotonic()
+    assert [r["content"] for r in client.complete([request("a"), request("b")])] == ["A", "B"]
+    assert time.monotonic() - start < 1.5
+
+
+def test_long_server_messages_are_cut_to_a_line_of_fixed_length(serve):
+    async def verbose(request):  # a 1000-character message with each refusal
+        status = 400 if b'"bad"' in request.content else 404
+        return httpx.Response(status, json={"error": {"message": "y" * 1000}})
+
+    client = serve(verbose)
+    failure, = client.complete([request("bad")])
+    assert len(failure.reason) == 300 and failure.reason.startswith("400 refused: ")
+    with pytest.raises(UserError) as e:
+        client.complete([request("gone")])
+    quoted = str(e.value).split("answered 404 (", 1)[1].rsplit("); check the model name", 1)[0]
+    assert len(quoted) == 200 and quoted.endswith("y" * 50)
 
 
 def test_a_request_that_exhausts_its_retries_is_a_failure_with_its_reason(serve):
@@ -241,6 +277,8 @@ def test_preflight_refuses_a_model_the_server_does_not_serve_and_lets_the_rest_t
     with pytest.raises(UserError, match=r"it serves x0, x1, .*, x19 \.\.\.$") as e:
         serve(ScriptedServer({}, models=many)).preflight()
     assert "x20" not in str(e.value)
+    with pytest.raises(UserError, match=r"it serves x0, .*, x19 \.\.\.$"):  # 21: one left out
+        serve(ScriptedServer({}, models=[f"x{i}" for i in range(21)])).preflight()
     twenty = [f"x{i}" for i in range(20)]
     with pytest.raises(UserError, match=r"it serves x0, x1, .*, x19$"):  # all of them: no " ..."
         serve(ScriptedServer({}, models=twenty)).preflight()
@@ -294,6 +332,11 @@ def test_normalise_keeps_the_answer_tokens_up_to_the_first_word():
     word = normalise_response(completion(logprobs=[tok("No", -0.5), tok(".", -0.1)]))
     assert [t["token"] for t in word["answer_token_logprobs"]] == ["No"]
     assert normalise_response(completion(logprobs=[]))["answer_token_logprobs"] is None
+    odd = completion()
+    odd["choices"][0]["logprobs"] = ["not", "a", "mapping"]
+    assert normalise_response(odd)["answer_token_logprobs"] is None
+    unnamed = normalise_response(completion(logprobs=[{"token": None, "logprob": -2.0}, tok("Yes", -0.3)]))
+    assert [t["token"] for t in unnamed["answer_token_logprobs"]] == [None, "Yes"]  # a nameless token is no word
     with pytest.raises(_Retry) as e:
         normalise_response(completion(content=["a", "list"]))
     assert e.value.reason == "malformed response" and e.value.detail == "message.content is not text"
