@@ -363,6 +363,8 @@ def test_a_closed_client_refuses_work_and_closing_twice_is_harmless(serve):
     assert client._thread is None  # nothing starts before the first request
     assert client.complete([request("a")])[0]["content"] == "Yes"
     thread = client._thread
+    # A daemon thread, so a process that never closes its client still exits; named for thread dumps.
+    assert thread.daemon is True and thread.name == "mmsafety-served"
     client.close()
     client.close()
     assert not thread.is_alive()
