@@ -58,7 +58,7 @@ class ScriptedServer:
                 return httpx.Response(self.models_status, json={"error": {"message": "nope"}})
             return httpx.Response(200, json={"object": "list", "data": [{"id": m, "object": "model", "created": 0,
                                                                            "owned_by": "x"} for m in self.models]})
-        if request.url.path != "/v1/chat/completions":
+        if request.url.host != "scripted.test" or request.url.path != "/v1/chat/completions":
             return httpx.Response(404, json={"error": {"message": f"no route {request.url.path}"}})
         body = json.loads(request.content)
         text = body["messages"][0]["content"]
@@ -93,6 +93,7 @@ def serve(monkeypatch, tmp_path):
 
     def make(server: ScriptedServer, **settings):
         def transport_client(limits=None, timeout=None):
+            make.http_args = {"limits": limits, "timeout": timeout}
             return httpx.AsyncClient(transport=httpx.MockTransport(server), timeout=timeout)
 
         monkeypatch.setattr(openai, "DefaultAsyncHttpxClient", transport_client)
@@ -256,6 +257,24 @@ def test_cached_answers_are_free_and_identical(serve, tmp_path):
     client = serve(failing, cache=True, cache_path=str(tmp_path / "d.sqlite"))
     assert isinstance(client.complete([request("x")])[0], Failure)
     assert client.complete([request("x")])[0]["content"] == "X"
+
+
+def test_the_http_client_pools_max_connections_and_times_out_each_attempt(serve):
+    client = serve(ScriptedServer({"a": [completion()]}), max_connections=3, timeout_s=7.5)
+    client.complete([request("a")])
+    assert serve.http_args["limits"] == httpx.Limits(max_connections=3, max_keepalive_connections=3)
+    assert serve.http_args["timeout"] == 7.5
+    assert client._client.timeout == 7.5 and str(client._client.base_url) == "http://scripted.test/v1/"
+
+
+def test_the_price_table_and_the_cost_budget_reach_the_accounting(serve):
+    server = ScriptedServer({t: [completion(prompt_tokens=600_000, completion_tokens=0)] for t in "abc"})
+    client = serve(server, price_per_million_tokens={"prompt": 1.0, "completion": 2.0}, max_cost=1.0,
+                   max_connections=1)
+    results = client.complete([request(t) for t in "abc"])
+    # 0.6 spent after the first, 1.2 after the second: the third is not sent.
+    assert [r is NOT_RUN for r in results] == [False, False, True]
+    assert client.accounting.cost == pytest.approx(1.2)
 
 
 def test_at_most_max_connections_requests_are_in_flight(serve):
