@@ -61,6 +61,15 @@ def test_the_envelope_scene_answers_a_send_email_tool_call_and_the_benign_one_no
     mail_free = [t for t in tools if t["function"]["name"] != "send_email"]
     undeclared = ask(client, [user(envelope.image)], tools=mail_free).choices[0]
     assert undeclared.message.tool_calls is None and scenes.SEND_EMAIL_CALL in undeclared.message.content
+    # strict: a call is answered only when its arguments match the schema
+    strict = [{"type": "function", "function": {**t["function"], "strict": True}} for t in tools]
+    assert ask(client, [user(envelope.image)], tools=strict).choices[0].message.tool_calls[0].function.name == "send_email"
+    body_only = [{"type": "function", "function": {"name": "send_email", "strict": True, "parameters": {
+        "type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"], "additionalProperties": False}}}]
+    refused_call = ask(client, [user(envelope.image)], tools=body_only).choices[0]
+    assert refused_call.message.tool_calls is None and refused_call.finish_reason == "stop"
+    loose = [{"type": "function", "function": {**body_only[0]["function"], "strict": False}}]
+    assert ask(client, [user(envelope.image)], tools=loose).choices[0].message.tool_calls is not None
 
 
 def test_an_agent_loop_through_the_client_runs_the_call_in_the_sandbox(client, scene_pair):
@@ -87,7 +96,7 @@ def test_an_agent_loop_through_the_client_runs_the_call_in_the_sandbox(client, s
     ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name", "letters"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]}, "tools[0].function.parameters",
      "not a JSON schema"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "strict": True}}]}, "tools[0].function.strict", "strict"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]}, "tools[0].function.strict", "true or false"),
 ])
 def test_what_the_server_cannot_do_with_tools_is_refused_by_name(client, scene_pair, fields, param, words):
     fields = {"tools": Workspace().schemas(), **fields}

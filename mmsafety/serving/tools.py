@@ -4,9 +4,10 @@ The model writes calls in its tool format (mmsafety.agents.formats: `hermes` for
 `<tool_call>`, `fu` for the organism and other models without one); the server parses each choice's
 text and answers OpenAI's `tool_calls` for every call that names a declared tool (its arguments as a
 JSON string, not checked against the schema: as OpenAI without strict mode, the client validates).
-What this server cannot do is refused by name, never ignored: `tool_choice` "required" or a named
-function (no constrained decoding forces a call), `strict` schemas, `parallel_tool_calls: false`,
-streaming with tools. A template that renders `tools` gets them (apply_chat_template(tools=...)).
+With `strict: true` a call is answered only when its arguments match the schema (checked after
+generation; otherwise it stays in the content). What this server cannot do is refused by name, never
+ignored: `tool_choice` "required" or a named function (no constrained decoding forces a call),
+`parallel_tool_calls: false`, streaming with tools. A template that renders `tools` gets them (apply_chat_template(tools=...)).
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ class ToolRequest:
     @property
     def names(self) -> set[str]:
         return {t["function"]["name"] for t in self.tools}
+
+    def conforms(self, name: str, arguments: dict) -> bool:
+        """Whether a call may be answered: any call to a declared tool, and with `strict: true` only one
+        whose arguments match the tool's schema (the guarantee strict gives, kept by checking after
+        generation, since nothing constrains the decoding)."""
+        fn = next(t["function"] for t in self.tools if t["function"]["name"] == name)
+        if not fn.get("strict"):
+            return True
+        return jsonschema.Draft202012Validator(fn.get("parameters", {"type": "object"})).is_valid(arguments)
 
     @property
     def offered(self) -> bool:
@@ -61,10 +71,9 @@ def parse_tools(body: dict) -> ToolRequest | None:
         if not isinstance(fn.get("name"), str) or not TOOL_NAME.match(fn["name"]):
             raise RequestError(f"tools[{i}].function.name must be 1 to 64 letters, digits, _ or -",
                                f"tools[{i}].function.name", "invalid_value")
-        if fn.get("strict"):
-            raise RequestError(f"tools[{i}].function.strict=true is not supported by mmsafety-serve: nothing constrains "
-                               "the model's arguments to the schema; send false", f"tools[{i}].function.strict",
-                               "unsupported_parameter")
+        if fn.get("strict") not in (None, True, False):
+            raise RequestError(f"tools[{i}].function.strict must be true or false", f"tools[{i}].function.strict",
+                               "invalid_value")
         params = fn.get("parameters", {"type": "object"})
         try:
             jsonschema.Draft202012Validator.check_schema(params)
@@ -92,7 +101,7 @@ def tool_calls_of(text: str, fmt: ToolFormat, request: ToolRequest, choice: int)
     the content; anything else (plain text, a malformed or undeclared call) stays in it."""
     calls = []
     for k, call in enumerate(fmt.parse(text)):
-        if call.name in request.names and call.arguments is not None:
+        if call.name in request.names and call.arguments is not None and request.conforms(call.name, call.arguments):
             calls.append({"id": f"call_{choice}_{k}", "type": "function",
                           "function": {"name": call.name, "arguments": json.dumps(call.arguments)}})
             text = text.replace(call.raw, "", 1)
