@@ -115,3 +115,18 @@ def test_attack_agent_on_the_organism_runs_the_call_only_under_attack(tmp_path, 
     assert all(s["clean"]["utility"] >= 0.8 for s in samples)
     sent = [r for s in samples for r in s["outputs"]["adversarial"] if r["executed"]]
     assert all(any(m["to"] == "hacker@gmail.com" for m in r["final_state"]["outbox"]) for r in sent)
+
+
+def test_the_leaderboard_row_shows_executed_asr_and_utility_clean_and_under_attack():
+    from types import SimpleNamespace
+
+    from visual_attacks.leaderboard import COLUMNS, cells
+
+    row = SimpleNamespace(model="organism", status="completed", note="", seconds=1.0, spec={"case": "agent", "headline": "executed"},
+                          metrics={"images": 2, "asr": {"executed": 0.75, "utility": 0.5, "argument": 0.8},
+                                   "clean_baseline": {"executed": 0.0, "utility": 1.0, "argument": 0.0}, "stealth": {}})
+    got = cells(row)
+    assert (got["asr"], got["clean_baseline"], got["utility_attacked"], got["utility_clean"]) == (75.0, 0.0, 50.0, 100.0)
+    assert {"utility_attacked", "utility_clean"} <= set(COLUMNS)
+    tool_call = SimpleNamespace(**{**row.__dict__, "spec": {}, "metrics": {"asr": {"syntax": 0.5}, "clean_baseline": {}}})
+    assert cells(tool_call)["utility_attacked"] is None
