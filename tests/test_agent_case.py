@@ -126,7 +126,7 @@ def test_the_leaderboard_row_shows_executed_asr_and_utility_clean_and_under_atta
                           metrics={"images": 2, "asr": {"executed": 0.75, "utility": 0.5, "argument": 0.8},
                                    "clean_baseline": {"executed": 0.0, "utility": 1.0, "argument": 0.0}, "stealth": {}})
     got = cells(row)
-    assert (got["asr"], got["clean_baseline"], got["utility_attacked"], got["utility_clean"]) == (75.0, 0.0, 50.0, 100.0)
-    assert {"utility_attacked", "utility_clean"} <= set(COLUMNS)
+    assert (got["asr"], got["clean_baseline"], got["utility"]) == (75.0, 0.0, "50.0 / 100.0")
+    assert "utility" in COLUMNS
     tool_call = SimpleNamespace(**{**row.__dict__, "spec": {}, "metrics": {"asr": {"syntax": 0.5}, "clean_baseline": {}}})
-    assert cells(tool_call)["utility_attacked"] is None
+    assert cells(tool_call)["utility"] is None
