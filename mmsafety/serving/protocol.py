@@ -248,8 +248,6 @@ def result_as_text(content: str, name: str, fmt: ToolFormat) -> str:
     return fmt.render_results([{"name": name, "valid": True, "result": content}])
 
 
-
-
 def parse_messages(messages, limits: Limits = Limits(), fmt: ToolFormat | None = None) -> tuple[list[dict], list[Image.Image]]:
     """(conversation in the transformers chat format, images in order). Roles are kept; `developer`
     is OpenAI's newer name for `system`. With `fmt` (the model's tool format), an assistant's
