@@ -116,9 +116,10 @@ def test_every_declared_entry_loads_and_registers_its_name():
     from mmsafety.organisms.builders import BUILDERS
     from mmsafety.workload import WORKLOADS
     from harmbench.judges import judges
+    from visual_attacks.targets import TARGET_KINDS
 
     by_kind = {"workload": WORKLOADS, "case": CASES, "objective": OBJECTIVES, "builder": BUILDERS,
-               "case_views": CASE_SECTIONS, "views": VIEWS, "judge": judges}
+               "case_views": CASE_SECTIONS, "views": VIEWS, "judge": judges, "target": TARGET_KINDS}
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][PLUGIN_GROUP]
     with warnings.catch_warnings():
         warnings.simplefilter("error", PluginWarning)

@@ -21,7 +21,7 @@ def target(name: str) -> ToolTarget:
 
 def test_every_shipped_target_loads():
     assert sorted(p.stem for p in CONF.glob("*.yaml")) == ["book_travel", "delete_email", "exfiltrate",
-                                                           "phishing_email", "send_email"]
+                                                           "phishing_email", "send_email", "send_email_hermes"]
     for p in CONF.glob("*.yaml"):
         target(p.stem)
 

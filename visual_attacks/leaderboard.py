@@ -13,13 +13,13 @@ from mmsafety.leaderboard.plots import CURVE_POINTS, plain_log_ticks, png_of, py
 from mmsafety.leaderboard.tables import num
 from mmsafety.paths import inside
 from mmsafety.leaderboard.views import CASE_SECTIONS, Figure, SampleView, Section, WorkloadViews
-from mmsafety.numbers import pct
+from mmsafety.numbers import pct, pct_of
 from visual_attacks.deploy import deploy_label
 
 MAX_CURVES = 12
 # Case, target and success measure head the row groups on the page (Section.group_by): rows of one
 # group are comparable, so those are not columns there.
-COLUMNS = ["model", "status", "attack", "objective", "eps", "steps", "deploy", "images", "asr", "asr_argument", "clean_baseline", "ssim", "psnr", "lpips", "seconds", "note"]
+COLUMNS = ["model", "status", "attack", "objective", "eps", "steps", "deploy", "images", "asr", "asr_argument", "clean_baseline", "utility", "ssim", "psnr", "lpips", "seconds", "note"]
 # Spec fields that do not make two runs incomparable on a budget axis: the budget itself, the step
 # size derived from it, and what differs between shards or repeats of one job.
 BUDGET_FIELDS = ("eps", "step_size", "notes", "shard")
@@ -53,6 +53,8 @@ def cells(row) -> dict:
         "asr": num(100 * asr[headline], 1) if headline in asr else None,
         "asr_argument": num(100 * asr["argument"], 1) if "argument" in asr else None,
         "clean_baseline": num(100 * clean[headline], 1) if headline in clean else None,
+        # case=agent: the user's tasks done in the agent loop, "under attack / clean image" (%)
+        "utility": f"{pct_of(asr['utility'])} / {pct_of(clean['utility'])}" if "utility" in asr and "utility" in clean else None,
         "ssim": num(stealth.get("ssim"), 3), "psnr": num(stealth.get("psnr"), 1),
         "lpips": num(stealth.get("lpips"), 3), "seconds": num(m.get("attack_seconds", row.seconds), 1),
         "note": "; ".join(n for n in (row.note, attack_note(m)) if n),

@@ -38,6 +38,7 @@ from mmsafety.serving.generation import (
 )
 from mmsafety.models.context import prompt_length
 from mmsafety.serving.protocol import ChatRequest, Limits, RequestError, load_body, parse_request
+from mmsafety.serving.tools import parse_tools, tool_calls_of, tool_format_for
 
 log = logging.getLogger("mmsafety.serve")
 
@@ -95,12 +96,16 @@ def _vocab_size(adapter) -> int | None:
 
 
 def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: float = 0.0,
-               max_batch: int = 16, logprobs: bool = True, limits: Limits = Limits()) -> FastAPI:
+               max_batch: int = 16, logprobs: bool = True, limits: Limits = Limits(), tool_format: str = "auto") -> FastAPI:
     """The server for `adapter` under the model name `served_name`. `api_key`: when set, requests
     must carry it as a bearer token (401 otherwise; /health is open). `delay_s`: added to every
     completion (to measure a client against a slow server). `logprobs=False` behaves like a server
-    that never returns them. `limits`: what one request may ask for (protocol.Limits)."""
+    that never returns them. `limits`: what one request may ask for (protocol.Limits). `tool_format`: how
+    the model writes tool calls (mmsafety.agents.formats; "auto": hermes when its template writes
+    <tool_call>, else fu)."""
     templated = chat_template(adapter) is not None
+    fmt = tool_format_for(chat_template(adapter), tool_format)
+    renders_tools = "tools" in (chat_template(adapter) or "")  # the template declares tools to the model
     text_only = getattr(adapter, "text_only", False)  # e.g. a judge classifier (mmsafety.models.causal_lm)
     vocab_size = _vocab_size(adapter)
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # --max-image-pixels refuses them by name
@@ -175,11 +180,15 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
     def rows_for(raw: bytes) -> tuple[ChatRequest, list[Row]]:
         """The request parsed and its n choices, its prompt encoded once (RequestError when it cannot
         be served). Runs on a worker thread: decoding images and tokenizing stay off the event loop."""
-        req = parse_request(load_body(raw, limits), served_name, vocab_size, limits)
+        body = load_body(raw, limits)
+        tools = parse_tools(body) if isinstance(body, dict) else None
+        req = parse_request(body, served_name, vocab_size, limits, fmt if tools is not None else None)
+        req.tools = tools
         texts = [p["text"] for m in req.conversation for p in m["content"] if p["type"] == "text"]
         check_prompt_size(adapter, texts, req.max_tokens)  # before the template sees a 5 MB prompt
         if templated:
-            inputs = prepare_chat(adapter, req.conversation, req.images)
+            declared = tools.tools if tools is not None and tools.offered and renders_tools else None
+            inputs = prepare_chat(adapter, req.conversation, req.images, declared)
             prompt_tokens, image, prompt = inputs["input_ids"].shape[1], None, None
         else:
             inputs, prompt = None, adapter_prompt(req.conversation, req.images, text_only)
@@ -289,6 +298,12 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
                     "finish_reason": g.finish_reason,
                     "logprobs": {"content": _logprob_entries(g.tokens, top), "refusal": None} if top is not None else None}
                    for i, g in enumerate(gens)]
+        if req.tools is not None and req.tools.offered:  # the model's calls, parsed from its own format
+            for i, choice in enumerate(choices):
+                content, calls = tool_calls_of(gens[i].text, fmt, req.tools, i)
+                if calls:
+                    choice["message"].update(content=content, tool_calls=calls)
+                    choice["finish_reason"] = "tool_calls"
         return JSONResponse({"id": reply_id, "object": "chat.completion", "created": created, "model": served_name,
                              "choices": choices, "usage": _usage(gens), "system_fingerprint": None}, headers=headers)
 

@@ -37,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16, help="choices run together in one generate, at most")
     p.add_argument("--delay-ms", type=float, default=0.0, help="added to every completion (benchmarks)")
     p.add_argument("--no-logprobs", action="store_true", help="never return logprobs, like some servers")
+    p.add_argument("--tool-format", default="auto", choices=("auto", "hermes", "fu"),
+                   help="how the model writes tool calls (auto: hermes when its chat template writes <tool_call>, else fu)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's). On a shared CPU use 1: a small model's forward "
                         "took 9 ms with 1 thread and 440 ms with 2 on 2 oversubscribed cores")
@@ -141,7 +143,7 @@ def main(argv=None) -> None:
         sys.exit(2)
     name = args.served_name or cfg.model.name
     app = create_app(adapter, name, api_key=api_key, delay_s=args.delay_ms / 1000, max_batch=args.max_batch,
-                     logprobs=not args.no_logprobs, limits=limits)
+                     logprobs=not args.no_logprobs, limits=limits, tool_format=args.tool_format)
     # One line per refused request, e.g. "mmsafety-serve 400 json_too_deep: the request body nests ..."
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("mmsafety-serve %(message)s"))

@@ -149,15 +149,17 @@ def check_prompt_size(adapter, texts: list[str], max_tokens: int | None, param: 
                            f"least {n} tokens{where}{asked}. Shorten the messages.", param, "context_length_exceeded")
 
 
-def prepare_chat(adapter, conversation: list[dict], images: list) -> dict:
+def prepare_chat(adapter, conversation: list[dict], images: list, tools: list[dict] | None = None) -> dict:
     """The conversation through the model's own chat template and processor: input_ids [1, L],
-    attention_mask and the vision inputs. RequestError when the template cannot carry it."""
+    attention_mask and the vision inputs. RequestError when the template cannot carry it. `tools`:
+    OpenAI function entries, rendered by a template that declares tools."""
     if any(m["role"] == "system" for m in conversation) and not _template_knows_system(adapter):
         i = next(i for i, m in enumerate(conversation) if m["role"] == "system")
         raise RequestError(f"messages[{i}].role='system': this model's chat template has no system role; "
                            "put the instruction in the user message", f"messages[{i}].role", "unsupported_role")
     try:
-        text = adapter.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        extra = {"tools": tools} if tools else {}
+        text = adapter.processor.apply_chat_template(conversation, add_generation_prompt=True, **extra)
     except Exception as e:  # jinja's TemplateError: e.g. a template that requires alternating roles
         raise RequestError(f"messages: the model's chat template refused them: {e}", "messages",
                            "invalid_conversation") from None

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mmsafety.agents.formats import ToolFormat
+
 
 class RequestError(Exception):
     """A client mistake: HTTP `status` (400 unless said) with OpenAI's error body naming `param`."""
@@ -32,11 +34,10 @@ class RequestError(Exception):
 # Fields that change the answer and are applied as OpenAI documents them.
 HONOURED = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "seed", "stop",
             "logprobs", "top_logprobs", "logit_bias", "presence_penalty", "frequency_penalty", "stream",
-            "stream_options")
+            "stream_options", "tools", "parallel_tool_calls")  # tools: mmsafety.serving.tools
 # Fields accepted only at the value that asks for nothing this server lacks; any other value is a 400.
 ONLY_AT = {
-    "tools": "absent, null or []: this server has no tool calling",
-    "tool_choice": "absent, null or \"none\": this server has no tool calling",
+    "tool_choice": "absent, null, \"auto\" or \"none\": nothing forces the model to call a tool",
     "functions": "absent, null or []: this server has no function calling",
     "function_call": "absent, null or \"none\": this server has no function calling",
     "response_format": "absent, null or {\"type\": \"text\"}: no JSON mode or JSON schema",
@@ -51,7 +52,6 @@ ONLY_AT = {
 }
 # Fields that do not change the answer, accepted and not used (why, per field).
 NOT_USED = {
-    "parallel_tool_calls": "it constrains tool calls, and tools are refused, so it changes nothing",
     "user": "an end-user id for the provider's abuse monitoring; the answer does not depend on it",
     "safety_identifier": "as `user`",
     "metadata": "tags for stored completions; nothing is stored (store is refused)",
@@ -134,6 +134,7 @@ class ChatRequest:
     top_logprobs: int | None = None  # None: no logprobs
     stream: bool = False
     include_usage: bool = False
+    tools: object = None  # mmsafety.serving.tools.ToolRequest, set by the server when the request has tools
 
 
 def _number(body: dict, name: str, low: float, high: float, default: float) -> float:
@@ -160,7 +161,7 @@ def _check_unsupported(body: dict) -> None:
         if name not in HONOURED and name not in ONLY_AT and name not in NOT_USED:
             raise RequestError(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
     allowed = {
-        "tools": body.get("tools") in (None, []), "tool_choice": body.get("tool_choice") in (None, "none"),
+        "tool_choice": body.get("tool_choice") in (None, "none", "auto"),
         "functions": body.get("functions") in (None, []), "function_call": body.get("function_call") in (None, "none"),
         "response_format": body.get("response_format") in (None, {"type": "text"}),
         "modalities": body.get("modalities") in (None, ["text"]),
@@ -217,12 +218,41 @@ def _image(part: dict, where: str, max_pixels: int) -> Image.Image:
     return image
 
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+# Keys a message of a role may carry beside role and content.
+_EXTRA = {"assistant": {"tool_calls"}, "tool": {"tool_call_id"}}
 
 
-def parse_messages(messages, limits: Limits = Limits()) -> tuple[list[dict], list[Image.Image]]:
+def calls_as_text(message: dict, where: str, fmt: ToolFormat) -> str:
+    """An assistant message's `tool_calls`, written back in the model's format (what it wrote)."""
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise RequestError(f"{where}.tool_calls must be a list", f"{where}.tool_calls", "invalid_value")
+    texts = []
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        try:
+            args = json.loads(fn["arguments"]) if isinstance(fn["arguments"], str) else fn["arguments"]
+            if not isinstance(fn["name"], str) or not isinstance(args, dict):
+                raise TypeError
+        except (TypeError, KeyError, ValueError):
+            raise RequestError(f"{where}.tool_calls[{j}] must be {{\"id\", \"type\": \"function\", \"function\": "
+                               "{\"name\", \"arguments\": a JSON object as a string}}", f"{where}.tool_calls[{j}]",
+                               "invalid_value") from None
+        texts.append(fmt.render_call(fn["name"], args))
+    return "\n".join(texts)
+
+
+def result_as_text(content: str, name: str, fmt: ToolFormat) -> str:
+    """A `tool` message's result as the model reads results back in its format."""
+    return fmt.render_results([{"name": name, "valid": True, "result": content}])
+
+
+def parse_messages(messages, limits: Limits = Limits(), fmt: ToolFormat | None = None) -> tuple[list[dict], list[Image.Image]]:
     """(conversation in the transformers chat format, images in order). Roles are kept; `developer`
-    is OpenAI's newer name for `system`."""
+    is OpenAI's newer name for `system`. With `fmt` (the model's tool format), an assistant's
+    `tool_calls` are written after its text in that format and a `tool` message is a user turn holding
+    the result as the format writes results (what the model reads back in an agent loop)."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list", "messages", "invalid_value")
     if len(messages) > limits.max_messages:
@@ -237,16 +267,23 @@ def parse_messages(messages, limits: Limits = Limits()) -> tuple[list[dict], lis
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise RequestError(f"{where} must be an object with role and content", where, "invalid_value")
-        extra = set(m) - {"role", "content"}
+        extra = set(m) - {"role", "content"} - (_EXTRA.get(m.get("role"), set()) if fmt is not None else set())
         if extra:  # name, tool_calls, tool_call_id, audio, refusal...
             key = sorted(extra)[0]
             raise RequestError(f"{where}.{key} is not supported by mmsafety-serve (messages carry role and content)",
                                f"{where}.{key}", "unsupported_parameter")
         role = _ROLES.get(m.get("role"))
-        if role is None:
+        if role is None or (role == "tool" and fmt is None):
             raise RequestError(f"{where}.role={m.get('role')!r}: must be system, developer, user or assistant "
-                               "(no tool or function messages: tools are not supported)", f"{where}.role", "invalid_value")
+                               "(tool messages: send the request's tools)", f"{where}.role", "invalid_value")
         content = m.get("content")
+        if role == "tool":
+            name = _tool_name(messages[:i], m.get("tool_call_id"), where)
+            if not isinstance(content, str):
+                raise RequestError(f"{where}.content must be the tool's result as a string", f"{where}.content", "invalid_value")
+            role, content = "user", result_as_text(content, name, fmt)
+        elif role == "assistant" and m.get("tool_calls"):
+            content = "\n".join(t for t in (content if isinstance(content, str) else "", calls_as_text(m, where, fmt)) if t)
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
         if not isinstance(parts, list):
             raise RequestError(f"{where}.content must be a string or a list of parts", f"{where}.content", "invalid_value")
@@ -267,8 +304,20 @@ def parse_messages(messages, limits: Limits = Limits()) -> tuple[list[dict], lis
     return conversation, images
 
 
-def parse_request(body, served_name: str, vocab_size: int | None = None, limits: Limits = Limits()) -> ChatRequest:
-    """The request `body` checked field by field (RequestError on the first problem)."""
+def _tool_name(earlier: list, call_id, where: str) -> str:
+    """The function name of the earlier assistant call that a tool message answers."""
+    for m in reversed(earlier):
+        for call in (m.get("tool_calls") or []) if isinstance(m, dict) and isinstance(m.get("tool_calls"), list) else []:
+            if isinstance(call, dict) and call.get("id") == call_id and isinstance(call.get("function"), dict):
+                return str(call["function"].get("name"))
+    raise RequestError(f"{where}.tool_call_id={call_id!r} answers no earlier assistant tool call", f"{where}.tool_call_id",
+                       "invalid_value")
+
+
+def parse_request(body, served_name: str, vocab_size: int | None = None, limits: Limits = Limits(),
+                  fmt: ToolFormat | None = None) -> ChatRequest:
+    """The request `body` checked field by field (RequestError on the first problem). `fmt`: the model's
+    tool format, given when the request has tools (tool messages are read only then)."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object", None, "invalid_value")
     if "model" not in body:
@@ -277,7 +326,7 @@ def parse_request(body, served_name: str, vocab_size: int | None = None, limits:
         raise RequestError(f"The model `{body['model']}` does not exist; this server serves `{served_name}`.",
                            "model", "model_not_found", status=404)
     _check_unsupported(body)
-    conversation, images = parse_messages(body.get("messages"), limits)
+    conversation, images = parse_messages(body.get("messages"), limits, fmt)
     for name in ("max_tokens", "max_completion_tokens"):
         _integer(body, name, 1)  # 0 and negatives are refused, never replaced by a default
     max_tokens = body.get("max_completion_tokens") if body.get("max_completion_tokens") is not None else body.get("max_tokens")
