@@ -71,7 +71,7 @@ for _method in (
     METHODS.add(_method.name, _method)
 # The project's other attack presets (conf/attack/*.yaml): plain PGD from the behaviour image.
 for _preset in ("pgd_linf", "pgd_unconstrained", "tool_call", "agent", "toolmisuse", "verdict_flip", "clip_embed", "ensemble_clip",
-                "apgd", "worst_case"):
+                "apgd", "pgd_restarts", "worst_case"):
     METHODS.add(_preset, TestCaseMethod(_preset, "MultiModalPGD (custom preset)", "processor", text="behavior"))
 
 
