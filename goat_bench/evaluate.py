@@ -134,7 +134,9 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
     start = time.perf_counter()
     bar = progress(len(samples), f"{cfg.model.name} {scoring}", "meme", initial=len(samples) - len(todo))
     pending: list[tuple[MemeSample, object]] = []
-    # Out of memory halves the batch (kept for the rest of the run); a meme alone too big is skipped.
+    # Out of memory halves the batch (kept for the rest of the run). A meme that runs out of memory
+    # alone is an error, not a skip: the reason is the card (its size, a neighbour on it), not the
+    # data, so the run ends partial and the same command sends it again (RunRecord retries errors).
     batcher = HalvingBatcher(cfg.batch_size)
     answer_tokens = max_new_tokens if scoring == "generate" else answer_length(adapter, ["Yes", "No"])
 
@@ -147,7 +149,8 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
         score = lambda chunk: _score_batch(adapter, chunk, template, scoring, max_new_tokens)
         for (s, _), (result, reason) in zip(pending, batcher.run(score, pending)):
             if result is None:
-                skip(s, reason)
+                record.add_sample({"task": s.task, "id": s.id, "status": "error", "reason": reason,
+                                   "label": s.label, "notes": s.notes})
                 continue
             if result.get("status") == "error":
                 record.add_sample({"task": s.task, "id": s.id, **result, "label": s.label, "notes": s.notes})

@@ -138,32 +138,48 @@ def test_halving_batcher_retries_down_to_one_and_skips_what_does_not_fit_alone()
 
 
 @pytest.mark.slow
-def test_out_of_memory_in_goat_scoring_halves_the_batch_and_skips_the_meme_that_never_fits(tmp_path, monkeypatch, organism):
+def test_out_of_memory_in_goat_scoring_halves_the_batch_and_errors_the_meme_that_never_fits(tmp_path, monkeypatch, organism):
     from goat_bench.cli import run_eval
     from mmsafety.models.llava import LlavaAdapter
 
     real = LlavaAdapter.choice_logprobs
     sizes = []
+    card = {"tight": True}
 
     def tight_memory(self, images, prompts, choices):
         sizes.append(len(prompts))
-        if len(prompts) > 4 or any("enormous" in p for p in prompts):
+        if card["tight"] and (len(prompts) > 4 or any("enormous" in p for p in prompts)):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 39.00 GiB")
         return real(self, images, prompts, choices)
 
     monkeypatch.setattr(LlavaAdapter, "choice_logprobs", tight_memory)
     lines = [meme(f"m{i}", label=i % 2) for i in range(20)] + [meme("big", text="an enormous meme")]
     root = write_task(tmp_path / "data", "sarcasm", lines)
-    metrics, record_path = run_eval(tmp_path / "run", "task=goat_sarcasm", f"task.root={root}", "batch_size=16")
+    args = ("task=goat_sarcasm", f"task.root={root}", "batch_size=16")
+    metrics, record_path = run_eval(tmp_path / "run", *args)
     record = json.loads(Path(record_path).read_text())
     samples = read_samples(Path(record_path).parent / "samples.jsonl")
-    assert record["status"] == "completed"
+    # Out of memory alone is the card's doing, not the meme's: an error (the run is partial), not a skip
+    assert record["status"] == "partial"
     assert record["execution"] == {"batch_size": 16, "final_batch_size": 4, "halvings": 2}
     assert len(samples) == 21 and len({s["id"] for s in samples}) == 21
     big = next(s for s in samples if s["id"] == "big")
-    assert big["status"] == "skipped" and big["reason"].startswith("out of memory with this sample alone")
-    assert metrics["per_task"]["sarcasm"]["n"] == 20
+    assert big["status"] == "error" and big["reason"].startswith("out of memory with this sample alone")
+    assert metrics["per_task"]["sarcasm"]["n"] == 20 and metrics["per_task"]["sarcasm"]["skipped"] == 0
+    assert metrics["per_task"]["sarcasm"]["errors"] == 1
     assert max(sizes[-5:]) <= 4
+
+    # The same command on a card with room sends the errored meme again, and only it
+    card["tight"], sizes[:] = False, []
+    metrics, record_path = run_eval(tmp_path / "run", *args)
+    record = json.loads(Path(record_path).read_text())
+    samples = read_samples(Path(record_path).parent / "samples.jsonl")
+    assert record["status"] == "completed"
+    assert sizes == [1]
+    assert len(samples) == 21 and next(s for s in samples if s["id"] == "big")["status"] == "ok"
+    retried = read_samples(Path(record_path).parent / "samples.retried.jsonl")
+    assert [s["id"] for s in retried] == ["big"] and retried[0]["status"] == "error"
+    assert metrics["per_task"]["sarcasm"]["n"] == 21 and metrics["per_task"]["sarcasm"]["errors"] == 0
 
 
 @pytest.mark.slow
