@@ -96,7 +96,8 @@ def test_tools_json_mode_and_unknown_fields_are_refused_by_name(client, images):
 
 @pytest.mark.parametrize("fields, param", [
     ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": -1}, "max_tokens"), ({"max_completion_tokens": 0}, "max_completion_tokens"),
-    ({"max_tokens": 10 ** 6}, "max_tokens"), ({"n": 0}, "n"), ({"temperature": 2.5}, "temperature"),
+    ({"max_tokens": 10 ** 6}, "max_tokens"), ({"max_completion_tokens": 10 ** 6}, "max_completion_tokens"),
+    ({"max_tokens": 4, "max_completion_tokens": 5}, "max_tokens"), ({"n": 0}, "n"), ({"temperature": 2.5}, "temperature"),
     ({"top_p": 1.5}, "top_p"), ({"logit_bias": {"10000000": 5}}, "logit_bias"), ({"logit_bias": {"5": 500}}, "logit_bias"),
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"), ({"top_logprobs": 2}, "top_logprobs"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"stream_options": {"include_usage": True}}, "stream_options"),
@@ -108,6 +109,26 @@ def test_client_mistakes_in_fields_are_400s_naming_the_field(client, images, fie
         assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
     else:
         refused(response, param)
+
+
+def test_max_completion_tokens_caps_the_answer_and_a_400_names_the_field_sent(client, images):
+    # OpenAI's newer name for max_tokens: it caps the answer the same way
+    for n in (1, 3):
+        body = ask(client, [user(images[1])], max_completion_tokens=n, temperature=0).json()
+        assert body["usage"]["completion_tokens"] <= n and body["choices"][0]["finish_reason"] == "length"
+        assert body["choices"] == ask(client, [user(images[1])], max_tokens=n, temperature=0).json()["choices"]
+    # the same value in both fields is one request, not a disagreement
+    assert ask(client, [user(images[1])], max_tokens=2, max_completion_tokens=2).status_code == 200
+    # past the context of 512, the 400 names the field the client sent, in param and message alike
+    for field in ("max_completion_tokens", "max_tokens"):
+        message = refused(ask(client, [user(images[1])], **{field: 500}), field)
+        assert f"{field} asks for 500" in message and "maximum context length is 512" in message
+        other = ({"max_tokens", "max_completion_tokens"} - {field}).pop()
+        assert other not in message
+        # a text alone too long for the context: refused on the messages, naming the field in its reason
+        long_text = [user(images[1], text="colour " * 600)]
+        message = refused(ask(client, long_text, **{field: 8}), "messages")
+        assert f"{field} asks for 8" in message and other not in message
 
 
 def test_client_mistakes_in_messages_are_400s_never_5xx(client, images):

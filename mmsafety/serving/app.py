@@ -185,7 +185,8 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
         req = parse_request(body, served_name, vocab_size, limits, fmt if tools is not None else None)
         req.tools = tools
         texts = [p["text"] for m in req.conversation for p in m["content"] if p["type"] == "text"]
-        check_prompt_size(adapter, texts, req.max_tokens)  # before the template sees a 5 MB prompt
+        # Refused before the template sees a 5 MB prompt
+        check_prompt_size(adapter, texts, req.max_tokens, max_param=req.max_tokens_param)
         if templated:
             declared = tools.tools if tools is not None and tools.offered and renders_tools else None
             inputs = prepare_chat(adapter, req.conversation, req.images, declared)
@@ -194,7 +195,7 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
             inputs, prompt = None, adapter_prompt(req.conversation, req.images, text_only)
             image = req.images[0] if req.images else None
             prompt_tokens = _adapter_prompt_tokens(adapter, prompt)
-        max_tokens = prompt_limit(adapter, prompt_tokens, req.max_tokens, "messages")
+        max_tokens = prompt_limit(adapter, prompt_tokens, req.max_tokens, "messages", req.max_tokens_param)
         sampled = req.decoding.temperature > 0
         return req, [Row(inputs, image, prompt, max_tokens, req.decoding, generator_for(req.seed, i) if sampled else None,
                          req.top_logprobs if logprobs else None, prompt_tokens) for i in range(req.n)]
@@ -250,7 +251,8 @@ def create_app(adapter, served_name: str, api_key: str | None = None, delay_s: f
             state["refused"] += 1
             return _error(429, f"the server holds {state['long']} requests allowed more than {limits.long_tokens} new "
                           f"tokens, its limit for them (half of --max-queue={limits.max_queue}); retry after the "
-                          "Retry-After header's seconds, or ask for fewer max_tokens", "rate_limit_error", "queue_full",
+                          f"Retry-After header's seconds, or ask for fewer {req.max_tokens_param}", "rate_limit_error",
+                          "queue_full",
                           headers={"retry-after": retry_after()})
         state["long"] += long
         try:

@@ -98,8 +98,10 @@ def _template_knows_system(adapter) -> bool:
     return as_system != as_assistant
 
 
-def prompt_limit(adapter, prompt_tokens: int, max_tokens: int | None, param: str) -> int:
-    """`max_tokens`, or what is left of the context; RequestError when the prompt and the answer do not fit."""
+def prompt_limit(adapter, prompt_tokens: int, max_tokens: int | None, param: str,
+                 max_param: str = "max_tokens") -> int:
+    """`max_tokens`, or what is left of the context; RequestError when the prompt and the answer do not fit,
+    naming `param` for the prompt, `max_param` (the field the client sent) for the answer."""
     limit = context_length(adapter)
     if limit is None:
         return max_tokens or UNKNOWN_CONTEXT_MAX_TOKENS
@@ -108,8 +110,8 @@ def prompt_limit(adapter, prompt_tokens: int, max_tokens: int | None, param: str
                            "(images included). Shorten the messages.", param, "context_length_exceeded")
     if max_tokens is not None and prompt_tokens + max_tokens > limit:
         raise RequestError(f"This model's maximum context length is {limit} tokens; the messages take {prompt_tokens} "
-                           f"and max_tokens asks for {max_tokens}. Ask for at most {limit - prompt_tokens}.",
-                           "max_tokens", "context_length_exceeded")
+                           f"and {max_param} asks for {max_tokens}. Ask for at most {limit - prompt_tokens}.",
+                           max_param, "context_length_exceeded")
     return max_tokens if max_tokens is not None else limit - prompt_tokens
 
 
@@ -131,7 +133,8 @@ def tokens_at_least(tokenizer, text: str, enough: int) -> tuple[int, int]:
         size *= 2
 
 
-def check_prompt_size(adapter, texts: list[str], max_tokens: int | None, param: str = "messages") -> None:
+def check_prompt_size(adapter, texts: list[str], max_tokens: int | None, param: str = "messages",
+                      max_param: str = "max_tokens") -> None:
     """Refuse, before the template and the processor see it, a prompt whose text alone cannot fit the
     context with `max_tokens` (RequestError naming the context and at least how many tokens it takes)."""
     limit, tokenizer = context_length(adapter), getattr(adapter, "tokenizer", None)
@@ -144,7 +147,7 @@ def check_prompt_size(adapter, texts: list[str], max_tokens: int | None, param: 
     n, counted = tokens_at_least(tokenizer, text, max(1, room))
     if n >= room:
         where = f" (counted on its first {counted} of {len(text)} characters)" if counted < len(text) else ""
-        asked = f" and max_tokens asks for {max_tokens}" if max_tokens is not None else ""
+        asked = f" and {max_param} asks for {max_tokens}" if max_tokens is not None else ""
         raise RequestError(f"This model's maximum context length is {limit} tokens; the messages' text alone takes at "
                            f"least {n} tokens{where}{asked}. Shorten the messages.", param, "context_length_exceeded")
 

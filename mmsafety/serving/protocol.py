@@ -128,6 +128,7 @@ class ChatRequest:
     conversation: list[dict]  # transformers chat format: {"role", "content": [{"type": "image"} | {"type": "text", "text"}]}
     images: list[Image.Image]
     max_tokens: int | None  # None: until the end of the context
+    max_tokens_param: str = "max_tokens"  # the field the client sent it in: the one a 400 about it names
     n: int = 1
     seed: int | None = None
     decoding: Decoding = field(default_factory=Decoding)
@@ -329,7 +330,16 @@ def parse_request(body, served_name: str, vocab_size: int | None = None, limits:
     conversation, images = parse_messages(body.get("messages"), limits, fmt)
     for name in ("max_tokens", "max_completion_tokens"):
         _integer(body, name, 1)  # 0 and negatives are refused, never replaced by a default
-    max_tokens = body.get("max_completion_tokens") if body.get("max_completion_tokens") is not None else body.get("max_tokens")
+    # max_completion_tokens is OpenAI's newer name for max_tokens (deprecated in its favour). Both with
+    # one value is one request; two values are refused rather than one picked silently: the client
+    # meant one of them and a 400 says which two disagree, where a pick could cut its answers short.
+    if None not in (body.get("max_tokens"), body.get("max_completion_tokens")) \
+            and body["max_tokens"] != body["max_completion_tokens"]:
+        raise RequestError(f"max_tokens={body['max_tokens']} and max_completion_tokens={body['max_completion_tokens']} "
+                           "disagree; send max_completion_tokens alone (max_tokens is its deprecated name)",
+                           "max_tokens", "invalid_value")
+    param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = body.get(param)
     n = _integer(body, "n", 1, MAX_N) or 1
     seed = _integer(body, "seed", -(2 ** 63))
     top = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
@@ -375,6 +385,6 @@ def parse_request(body, served_name: str, vocab_size: int | None = None, limits:
                         logit_bias=tuple(pairs), stop=tuple(stop))
     if decoding.temperature > 0 and decoding.top_p == 0:
         raise RequestError("top_p=0 keeps no token; use temperature=0 for greedy decoding", "top_p", "invalid_value")
-    return ChatRequest(conversation, images, max_tokens, n, seed, decoding,
+    return ChatRequest(conversation, images, max_tokens, param, n, seed, decoding,
                        (top or 0) if body.get("logprobs") else None, bool(stream),
                        bool(isinstance(options, dict) and options.get("include_usage")))
