@@ -43,6 +43,8 @@ class ModelConfig:
     max_connections: Optional[int] = None        # requests in flight (default 16)
     timeout_s: Optional[float] = None            # per attempt (default 60)
     max_retries: Optional[int] = None            # per request (default 5)
+    backoff_s: Optional[float] = None            # first retry's wait, doubling per retry, with jitter (default 0.5)
+    max_backoff_s: Optional[float] = None        # the longest such wait (default 30)
     image_format: Optional[str] = None           # png (default, lossless) | jpeg
     jpeg_quality: Optional[int] = None           # default 90
     temperature: Optional[float] = None          # default 0 (greedy)

@@ -75,6 +75,8 @@ def test_png_is_lossless_and_jpeg_is_not():
     ({"max_connections": 0}, "model.max_connections=0: must be >= 1"),
     ({"top_logprobs": 21}, "the protocol allows 0-20"),
     ({"max_cost": 1.0}, "without model.price_per_million_tokens"),
+    ({"backoff_s": -1}, "model.backoff_s=-1.0: must be >= 0 seconds"),
+    ({"backoff_s": 5, "max_backoff_s": 2}, "model.max_backoff_s=2.0: must be >= model.backoff_s=5.0"),
 ])
 def test_bad_settings_fail_in_one_line(override, message):
     cfg = {"name_or_path": "m", "base_url": "http://127.0.0.1:1/v1", "cache": False, **override}
@@ -112,6 +114,22 @@ def test_the_served_presets_compose():
         s = settings_from_config(cfg.model)
         assert cfg.model.adapter == "openai_compatible" and s.image_format == "png" and s.temperature == 0
     assert compose_config("eval", ["model=openai_compatible", "model.name_or_path=a/b"]).model.name == "served-a-b"
+
+
+def test_backoff_settings_come_from_the_model_config():
+    from mmsafety.app import compose_config
+
+    base = {"name_or_path": "m", "base_url": "http://127.0.0.1:1/v1", "cache": False}
+    s = settings_from_config({**base, "backoff_s": 2, "max_backoff_s": 8})
+    assert (s.backoff_s, s.max_backoff_s) == (2.0, 8.0)
+    s = settings_from_config(base)  # absent: the defaults
+    assert (s.backoff_s, s.max_backoff_s) == (0.5, 30.0)
+    cfg = compose_config("eval", ["model=openai_compatible", "model.backoff_s=0.25", "model.max_backoff_s=4"])
+    s = settings_from_config(cfg.model)
+    assert (s.backoff_s, s.max_backoff_s) == (0.25, 4.0)
+    for preset in ("gpt_4o", "vllm_local"):  # presets that do not name them get the defaults
+        s = settings_from_config(compose_config("eval", [f"model={preset}"]).model)
+        assert (s.backoff_s, s.max_backoff_s) == (0.5, 30.0)
 
 
 def test_the_attack_refuses_a_served_model_in_one_line_before_loading_it():

@@ -81,6 +81,7 @@ def settings_from_config(cfg) -> ServedSettings:
         if cache else None,
         price_per_million_tokens={str(k): float(v) for k, v in prices.items()},
         max_requests=_get(cfg, "max_requests", None), max_cost=_get(cfg, "max_cost", None),
+        backoff_s=float(_get(cfg, "backoff_s", 0.5)), max_backoff_s=float(_get(cfg, "max_backoff_s", 30.0)),
     )
     check_settings(s)
     return s
@@ -93,6 +94,10 @@ def check_settings(s: ServedSettings) -> None:
         raise ConfigError(f"model.timeout_s={s.timeout_s}: must be > 0 seconds")
     if s.max_retries < 0:
         raise ConfigError(f"model.max_retries={s.max_retries}: must be >= 0")
+    if s.backoff_s < 0:
+        raise ConfigError(f"model.backoff_s={s.backoff_s}: must be >= 0 seconds")
+    if s.max_backoff_s < s.backoff_s:
+        raise ConfigError(f"model.max_backoff_s={s.max_backoff_s}: must be >= model.backoff_s={s.backoff_s}")
     if s.image_format not in IMAGE_FORMATS:
         raise ConfigError(f"model.image_format={s.image_format}: use png (lossless) or jpeg")
     if not 1 <= s.jpeg_quality <= 95:
