@@ -74,8 +74,8 @@ def bomb_png(side: int = 30000) -> bytes:
 
 
 @lru_cache(1)
-def bomb_body() -> bytes:
-    url = "data:image/png;base64," + base64.b64encode(bomb_png()).decode()
+def bomb_body(side: int = 30000) -> bytes:
+    url = "data:image/png;base64," + base64.b64encode(bomb_png(side)).decode()
     return chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                               {"type": "text", "text": "What is this?"}]}], max_tokens=4)
 

@@ -7,6 +7,7 @@ back by a maximal one; SIGTERM drains and exits 0 within the grace period."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import time
@@ -33,6 +34,30 @@ def test_json_depth_counts_brackets_outside_strings_only():
         load_body(b"[" * 100_000 + b"]" * 100_000, Limits())
     assert e.value.code == "json_too_deep" and "100000 levels" in e.value.message and "at most 32" in e.value.message
     assert load_body(b"[" * 32 + b"]" * 32, Limits()) is not None
+
+
+def test_an_image_past_the_pixel_limit_is_refused_from_its_header_before_decoding(monkeypatch):
+    """5000 x 5000 is past --max-image-pixels (16,777,216) but under PIL's own bomb guard (89 million
+    pixels warn, twice that raise): only the server's check, on the header, stands in its way."""
+    from PIL import Image, ImageFile
+
+    from bench.serve_load import bomb_png
+    from mmsafety.served.encoding import data_url
+    from mmsafety.serving.protocol import parse_request
+
+    png = bomb_png(5000)
+    assert len(png) < 40_000 and Image.open(io.BytesIO(png)).size == (5000, 5000)
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size))
+    body = {"model": "organism", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url(png)}}, {"type": "text", "text": "What is this?"}]}]}
+    with pytest.raises(RequestError) as e:
+        parse_request(body, "organism", limits=Limits())
+    assert Limits().max_image_pixels == 16_777_216
+    assert e.value.code == "image_too_large" and e.value.param == "messages[0].content[0].image_url.url"
+    assert "5000 x 5000 = 25000000 pixels; at most 16777216" in e.value.message
+    assert "--max-image-pixels" in e.value.message
+    assert decoded == []  # refused from the header: no pixel was decoded
 
 
 def test_a_prompt_is_counted_on_prefixes_and_the_count_is_a_lower_bound(organism):
@@ -114,6 +139,8 @@ def test_hostile_requests_are_4xx_before_any_work_and_one_log_line_each(server):
     error = error_of(post(base, bomb_body()), 400)  # 110 KB that decode to 30000 x 30000 pixels
     assert error["code"] == "image_too_large" and error["param"] == "messages[0].content[0].image_url.url"
     assert "900000000" in error["message"] and "--max-image-pixels" in error["message"]
+    error = error_of(post(base, bomb_body(5000)), 400)  # under PIL's own guard: only the server's limit refuses it
+    assert error["code"] == "image_too_large" and "25000000 pixels; at most 16777216" in error["message"]
     error = error_of(post(base, nested_body()), 400)
     assert error["code"] == "json_too_deep" and "100000 levels" in error["message"]
     error = error_of(post(base, malformed_body()), 400)
@@ -141,7 +168,7 @@ def test_hostile_requests_are_4xx_before_any_work_and_one_log_line_each(server):
     time.sleep(0.3)
     log = server.log()
     assert "Traceback" not in log and "Error" not in log.replace("_error", ""), log[-3000:]
-    for code, times in [("context_length_exceeded", 2), ("image_too_large", 1), ("json_too_deep", 1), ("invalid_json", 1),
+    for code, times in [("context_length_exceeded", 2), ("image_too_large", 2), ("json_too_deep", 1), ("invalid_json", 1),
                         ("too_many_messages", 1), ("too_many_parts", 1), ("request_too_large", 2)]:
         lines = [line for line in log.splitlines() if f" {code}" in line]
         assert len(lines) == times, (code, lines)
