@@ -137,31 +137,35 @@ def raw_post(port: int, key: str, body_head: bytes, content_length: int | None, 
 
 
 async def send(client: httpx.AsyncClient, base_url: str, kind: str, timeout: float, log: list[dict]) -> dict:
-    """One request of `kind`; appends {kind, status, code, seconds, error, retry_after} to `log`."""
+    """One request of `kind`; appends {kind, status, code, seconds, error, retry_after} to `log`. A
+    `disconnect` request's status is "hung up" when its client gave up first, else the reply's own
+    status: a 429 or a 5xx that came back before the hang-up is tallied as such, never as an answer."""
     url = f"{base_url}/chat/completions"
     headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
-    entry = {"kind": kind, "status": None, "code": None, "error": None, "t": time.time()}
+    entry = {"kind": kind, "status": None, "code": None, "error": None, "retry_after": None, "t": time.time()}
     start = time.perf_counter()
     try:
+        status, text = None, b""
         if kind == "disconnect":  # a long request whose client gives up after a moment
             try:
-                await asyncio.wait_for(client.post(url, content=long_body(), headers=headers, timeout=timeout),
-                                       random.uniform(0.1, 1.5))
-                entry["status"] = "answered before hanging up"
+                r = await asyncio.wait_for(client.post(url, content=long_body(), headers=headers, timeout=timeout),
+                                           random.uniform(0.1, 1.5))
+                status, text, entry["retry_after"] = r.status_code, r.content, r.headers.get("retry-after")
             except asyncio.TimeoutError:
                 entry["status"] = "hung up"
+        elif kind == "huge_body":  # on a raw socket: httpx would not read the 413 while still sending
+            port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+            reply, sent = await asyncio.to_thread(raw_post, port, KEY, b'{"model": "organism"', HUGE_BODY, HUGE_BODY)
+            head, _, text = reply.partition(b"\r\n\r\n")
+            status, entry["body_bytes_sent"] = int(head.split()[1]) if head else None, sent
+            if status is None:
+                entry["error"] = "connection closed without a reply"
         else:
-            if kind == "huge_body":  # on a raw socket: httpx would not read the 413 while still sending
-                port = int(base_url.rsplit(":", 1)[1].split("/")[0])
-                reply, sent = await asyncio.to_thread(raw_post, port, KEY, b'{"model": "organism"', HUGE_BODY, HUGE_BODY)
-                head, _, body = reply.partition(b"\r\n\r\n")
-                status, text, entry["body_bytes_sent"] = int(head.split()[1]) if head else None, body, sent
-                retry_after = None
-            else:
-                content = {"short": short_body, "long": long_body, **HOSTILE}[kind]()
-                r = await client.post(url, content=content, headers=headers, timeout=timeout)
-                status, text, retry_after = r.status_code, r.content, r.headers.get("retry-after")
-            entry["status"], entry["retry_after"] = status, retry_after
+            content = {"short": short_body, "long": long_body, **HOSTILE}[kind]()
+            r = await client.post(url, content=content, headers=headers, timeout=timeout)
+            status, text, entry["retry_after"] = r.status_code, r.content, r.headers.get("retry-after")
+        if status is not None:
+            entry["status"] = status
             try:
                 entry["code"] = json.loads(text)["error"]["code"] if status >= 400 else None
             except (ValueError, KeyError, TypeError):

@@ -31,7 +31,7 @@ def test_mixed_valid_hostile_and_hanging_up_clients_get_no_5xx_and_leave_nothing
     assert set(by_kind) >= {"short", "long", "disconnect", *HOSTILE}, by_kind  # every kind was sent
     for kind, counts in by_kind.items():
         allowed = {"short": {"200", "429"}, "long": {"200", "429"}, "huge_body": {"413", "429"},
-                   "disconnect": {"hung up", "answered before hanging up", "429"}}.get(kind, {"400", "429"})
+                   "disconnect": {"hung up", "200", "429"}}.get(kind, {"400", "429"})
         assert set(counts) <= allowed, (kind, counts)
     for entry in raw["log"]:  # each hostile request refused for its own reason (or the full server's 429)
         if entry["kind"] in EXPECTED_CODES and entry["status"] != 429:
@@ -44,7 +44,13 @@ def test_mixed_valid_hostile_and_hanging_up_clients_get_no_5xx_and_leave_nothing
     # Nothing left: hung-up clients' jobs were dropped, not run for nobody.
     assert out["server_idle_after_load_s"] is not None and out["server_idle_after_load_s"] < 5, out
     jobs = out["jobs_at_end"]
-    assert jobs["waiting"] == jobs["running"] == 0 and jobs["cancelled"] >= by_kind["disconnect"].get("hung up", 0)
+    assert jobs["waiting"] == jobs["running"] == 0
+    # `cancelled` counts jobs (one per request here: n=1) whose waiter was cancelled because their client
+    # hung up, queued or mid-generate. A client that hangs up before its request became a job (still
+    # sending or parsed, refused with a 429 once the long lane was full, or answered just as it left)
+    # leaves no job to cancel, and nothing else here cancels one (no client timeouts, no n > 1), so the
+    # server can count fewer cancellations than hang-ups, never more: the 3-minute bench row had 147 of 190.
+    assert 1 <= jobs["cancelled"] <= by_kind["disconnect"]["hung up"], (jobs, by_kind["disconnect"])
     # Memory: the hostile bodies are refused or parsed one at a time and freed (the 3-minute bench
     # measured the plateau; docs/serving.md). 400 MB is a 5 MB prompt's parse many times over.
     assert out["rss_mb"]["max"] < idle + 400, out["rss_mb"]
