@@ -90,6 +90,46 @@ def test_a_case_alone_names_the_attacks_that_bring_it():
     assert "attack=direct_request, harmbench_pgd, harmbench_pgd_blank, harmbench_pgd_patch, render_text" in message
 
 
+# -- a typed target on a case that reads none --------------------------------------------------------------
+
+TARGETS = sorted(p.stem for p in (ROOT / "conf" / "target").glob("*.yaml"))
+
+
+def case_reads_target(case: str) -> bool:
+    """Independent reference: the case's own file, as text."""
+    return "${target" in (ROOT / "conf" / "case" / f"{case}.yaml").read_text()
+
+
+def attack_bringing(case: str) -> str:
+    return sorted(p for p in ATTACK_PRESETS if brought_case(p) == case)[0]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_typed_target_is_refused_exactly_on_the_cases_that_read_none(case):
+    preset = attack_bringing(case)
+    readers = [c for c in CASES if case_reads_target(c)]
+    assert readers and len(readers) < len(CASES)  # the shipped cases cover both sides
+    for target in TARGETS:
+        if case_reads_target(case):
+            assert compose("attack", [f"attack={preset}", f"target={target}"]).target.name == target
+            continue
+        message = refusal("visual_attack", f"attack={preset}", f"target={target}")
+        assert message.startswith(f"case={case} (brought by attack={preset}) has no target"), message
+        assert f"drop target={target}" in message, message
+        assert message.endswith(f"pick a case that reads one: case={', '.join(readers)}"), message
+    # a key of the target is a typed target too; a deploy is read by every case's judge stage
+    if not case_reads_target(case):
+        assert "drop target.text=x" in refusal("visual_attack", f"attack={preset}", "target.text=x")
+    assert compose("attack", [f"attack={preset}", "deploy=jpeg_75"]).deploy.name == "jpeg_75"
+
+
+def test_a_target_sweep_on_a_case_that_reads_none_is_refused_before_any_job():
+    with pytest.raises(UserError) as error:
+        check_command_line("visual_attack", ["attack=verdict_flip", "target=send_email,exfiltrate"], True)
+    assert str(error.value).startswith("case=meme_verdict (brought by attack=verdict_flip) has no target, "
+                                       "so target=send_email would be ignored")
+
+
 # -- 2. did you mean ------------------------------------------------------------------------------------
 
 def typo(name: str) -> str:
@@ -148,6 +188,8 @@ def test_adding_a_key_beside_one_it_misspells_is_refused_and_a_new_key_is_not():
     ("mmsafety-attack", ["attack=harmbench_pgd", "case=tool_call"],
      "error: attack=harmbench_pgd runs on case=harmbench_behaviors, not case=tool_call: drop case=tool_call"),
     ("mmsafety-attack", ["model=gpt_4o"], "error: visual_attack with the craft stage"),
+    ("mmsafety-attack", ["attack=verdict_flip", "target=exfiltrate"],
+     "error: case=meme_verdict (brought by attack=verdict_flip) has no target, so target=exfiltrate would be ignored"),
     ("mmsafety-judge", ["attack_run=x", "deploy=jpeg75"], "error: deploy=jpeg75: no such option in 'deploy' (did you mean jpeg_75"),
     ("mmsafety-harmbench-judge", ["placement=cdua"], "error: placement=cdua: no such option in 'placement' (did you mean cuda"),
     ("mmsafety-judge-agreement", ["batchsize=2"], "error: batchsize: no such config key (did you mean batch_size?)"),

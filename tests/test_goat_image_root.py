@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from goat_bench.data import NO_IMAGE, load_task
-from goat_bench.evaluate import format_table, score_samples
+from goat_bench.evaluate import format_table, rescore, score_samples
 from goat_bench.leaderboard import cells, hover
 from goat_bench.prompts import OFFICIAL_SCRIPT, PAPER, TEMPLATES
 from goat_bench.tasks import TASKS
@@ -64,21 +64,36 @@ def test_image_root_keeps_paths_inside_it(tmp_path):
     assert reasons["gone"].startswith(NO_IMAGE) and f"task.image_root={fhm}" in reasons["gone"]
 
 
+def board_row(metrics: dict):
+    """A leaderboard row of one completed run with these metrics."""
+    return type("Row", (), {"metrics": metrics, "spec": {"scoring": "logprob"}, "reported": False, "model": "m",
+                            "status": "completed", "shards": 1, "source": "", "note": ""})()
+
+
 def test_overall_that_lacks_a_task_says_so_in_console_record_and_board():
     ok = [{"task": t, "id": str(i), "status": "ok", "label": i % 2, "pred": i % 2} for t in TASKS[1:] for i in range(4)]
     skipped = [{"task": "hatefulness", "id": str(i), "status": "skipped", "reason": NO_IMAGE + "x"} for i in range(4)]
     metrics = score_samples(ok + skipped, list(TASKS))
-    assert metrics["overall"]["missing_tasks"] == ["hatefulness"]
+    # record: the metrics as record.json keeps them, and as the leaderboard rescores them from the samples
+    for kept in (json.loads(json.dumps(metrics)), rescore(ok + skipped, {"spec": {"tasks": list(TASKS)}})):
+        assert kept["overall"]["missing_tasks"] == ["hatefulness"]
+        assert sorted(kept["overall"]["tasks"]) == sorted(TASKS[1:]) and kept["overall"]["n"] == 16
+    # console: the Overall column is headed "overall (4/5)", never plain "overall", and a line names the task
     table = format_table(metrics)
-    assert "overall (4/5)" in table and "lacks hatefulness" in table
-    assert not any(line.split()[-1] == "overall" for line in table.splitlines()[:1])  # never plain "overall"
-    row = type("Row", (), {"metrics": metrics, "spec": {"scoring": "logprob"}, "reported": False, "model": "m",
-                           "status": "completed", "shards": 1, "source": "", "note": ""})()
+    header = table.splitlines()[0]
+    assert header.endswith("overall (4/5)") and not header.endswith(" overall"), header
+    assert table.splitlines()[-1].startswith("overall (4/5) lacks hatefulness (no meme scored)"), table
+    assert format_table(json.loads(json.dumps(metrics))) == table  # the table the record reprints
+    row = board_row(metrics)
     cell = cells(row)
     assert cell["overall"].endswith("(4/5 tasks)") and cell["overall_missing"] == "hatefulness"
     assert "without hatefulness" in hover(row)["overall"]
     complete = score_samples(ok + [{**s, "status": "ok", "label": 1, "pred": 1} for s in skipped], list(TASKS))
     assert complete["overall"]["missing_tasks"] == [] and "lacks" not in format_table(complete)
+    assert format_table(complete).splitlines()[0].endswith(" overall")
+    whole = board_row(complete)
+    assert "tasks)" not in cells(whole)["overall"] and cells(whole)["overall_missing"] == ""
+    assert "without" not in hover(whole)["overall"]
 
 
 # The released script's instruction (DanielLin97/GOAT-Bench, Script/LMM_infer.py), verbatim:

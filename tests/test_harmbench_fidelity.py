@@ -107,6 +107,27 @@ def test_render_text_sends_complete_the_instruction_in_the_image():
         assert base.image.size == (64, 64)
 
 
+def test_render_text_case_draws_the_behaviour_over_the_fitted_image():
+    """The case's image is the behaviour written over the fitted image (not the fitted image alone, not
+    the instruction): where it differs from DirectRequest's fitted image it is the black text and its
+    white outline."""
+    case = HarmBenchBehaviorsCase(method="render_text", judge=REFUSAL, limit=2)
+    case.prepare(StandIn())
+    fitted = HarmBenchBehaviorsCase(method="direct_request", judge=REFUSAL, limit=2)
+    fitted.prepare(StandIn())
+    raw = HarmBenchBehaviorsCase(method="harmbench_pgd", judge=REFUSAL, limit=2)
+    raw.prepare(StandIn())
+    for rendered, plain, original in zip(case.bases(), fitted.bases(), raw.bases()):
+        out, under = np.asarray(rendered.image).astype(int), np.asarray(plain.image).astype(int)
+        changed = (out != under).any(2)
+        assert changed.mean() > 0.05, changed.mean()  # text drawn, not the fitted image as it was
+        black, white = (out[changed] == 0).all(1), (out[changed] == 255).all(1)
+        assert black.sum() > 30 and white.sum() > 30, (black.sum(), white.sum())  # black text, white outline
+        text = original.info["behavior"] + " "
+        assert np.array_equal(out, np.asarray(render_text_image(text, original.image, 64)))
+        assert not np.array_equal(out, np.asarray(render_text_image(rendered.info["test_case"], original.image, 64)))
+
+
 def test_fit_to_square_is_lanczos_into_the_square_on_black():
     # DirectRequest: r = min(336/w, 336/h); resize (int(w r), int(h r)) LANCZOS; crop box centred (pads black).
     rng = np.random.default_rng(0)

@@ -28,7 +28,7 @@ from mmsafety.cli.hydra_errors import explain
 from mmsafety.cli.job_log import job_log
 from mmsafety.cli.launchers import check_launcher
 from mmsafety.cli.loading import MissingCapability
-from mmsafety.cli.presets import CONFIG_MODULE, check_workload_groups, transfer_route
+from mmsafety.cli.presets import CONFIG_MODULE, check_target_is_read, check_workload_groups, transfer_route
 from mmsafety.cli.output_dir import STORAGE_ERRORS, check_output_dir, describe_os_error
 from mmsafety.cli.resolvers import register
 from mmsafety.cli.run_identity import check_run_folder, check_sweep_folder, job_config_sha256
@@ -62,7 +62,9 @@ def compose(config_name: str, overrides: Sequence[str], with_hydra: bool = False
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
         except Exception as e:  # Hydra raises several types; all of them are config mistakes here
             raise UserError(explain(e)) from None
-        check_workload_groups(OmegaConf.to_container(cfg.hydra.runtime.choices))
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        check_workload_groups(choices)
+        check_target_is_read(OmegaConf.to_container(cfg, resolve=False), choices, overrides)
     if not with_hydra:
         with open_dict(cfg):
             del cfg["hydra"]

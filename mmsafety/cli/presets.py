@@ -6,12 +6,16 @@ A preset that belongs to a workload brings its case (`override /case@_global_.ca
 defaults list, as conf/attack/harmbench_pgd_blank.yaml does). Given another case on the command
 line, Hydra would run the preset's settings on the wrong workload without a word: that is refused
 here in one line that says what to type instead.
+
+Likewise a case that reads no target (a meme verdict, a HarmBench behaviour) would run with a typed
+`target=` left unread: that too is one line, naming the cases that do read one.
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from omegaconf import OmegaConf
 
@@ -92,6 +96,49 @@ def check_workload_groups(choices: Mapping[str, str]) -> None:
             pick = f"; for {target}={given} use {instead} (it brings its {target})" if instead else ""
             raise ConfigError(f"{group}={option} runs on {target}={wanted}, not {target}={given}: "
                               f"drop {target}={given}{pick}")
+
+
+TARGET_GROUP = "target"
+# `${target}`, `${target.name}`: a config value that reads the target group (not `${targets}`).
+READS_TARGET = re.compile(r"\$\{target[.}\[]")
+
+
+def reads_target(values) -> bool:
+    """Whether a config tree (unresolved, as written) interpolates the target group anywhere."""
+    if isinstance(values, dict):
+        return any(reads_target(v) for v in values.values())
+    if isinstance(values, list):
+        return any(reads_target(v) for v in values)
+    return isinstance(values, str) and READS_TARGET.search(values) is not None
+
+
+def typed_target(overrides: Sequence[str]) -> str | None:
+    """The first override that sets the target group or one of its keys (`target=exfiltrate`,
+    `target.text=...`), as typed; None when there is none."""
+    for override in overrides:
+        key = override.lstrip("+").split("=", 1)[0]
+        if "=" in override and (key == TARGET_GROUP or key.startswith(TARGET_GROUP + ".")):
+            return override
+    return None
+
+
+def check_target_is_read(config: Mapping, choices: Mapping[str, str], overrides: Sequence[str]) -> None:
+    """Refuse, in one line, a typed `target=` when nothing in the composed `config` (unresolved,
+    the target group's own node left out) interpolates the target: the case would ignore it.
+    The cases that read one are found in their own files, so a new case needs no list here."""
+    typed = typed_target(overrides)
+    if typed is None:
+        return
+    if reads_target({k: v for k, v in config.items() if k not in (TARGET_GROUP, "hydra")}):
+        return
+    case = choices.get("case")
+    readers = [o for o in group_options("case") if reads_target(preset_values("case", o))]
+    brought = [f"{g}={o}" for g, o in choices.items()
+               if isinstance(o, str) and not g.startswith("hydra") and g != "case"
+               and selected_groups(g, o).get("case") == case]
+    by = f" (brought by {brought[0]})" if brought else ""
+    pick = f", or pick a case that reads one: case={', '.join(readers)}" if readers else ""
+    raise ConfigError(f"case={case}{by} has no target, so {typed} would be ignored: drop {typed}{pick}")
 
 
 def preset_values(group: str, option: str) -> dict:
