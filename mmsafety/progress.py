@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import os
 import sys
-import time
+from time import monotonic  # by name, so a test can set this module's clock without touching time.monotonic
 
 LOGGER = "mmsafety.job"
 
@@ -38,12 +38,12 @@ class LoggedProgress:
     def __init__(self, total: int, desc: str, unit: str, every_s: float = 30.0, initial: int = 0):
         self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
         self.n, self.initial, self.postfix = initial, initial, ""  # initial: done before this resume
-        self.start = self.last = time.monotonic()
+        self.start = self.last = monotonic()
         self.closed = False
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if time.monotonic() - self.last >= self.every_s:
+        if monotonic() - self.last >= self.every_s:
             self._line("")
 
     def set_postfix(self, refresh: bool = True, **values) -> None:
@@ -55,7 +55,7 @@ class LoggedProgress:
             self._line(" done" if self.n >= self.total else " (stopped)")
 
     def _line(self, suffix: str) -> None:
-        self.last = time.monotonic()
+        self.last = monotonic()
         seconds = self.last - self.start
         done = self.n - self.initial  # the rate is this invocation's
         rate = f", {done / seconds:.2f} {self.unit}s/s" if seconds > 0 and done else ""

@@ -37,7 +37,8 @@ def job_lines():
 
 def test_a_resumed_counter_starts_from_what_was_done_and_its_rate_counts_only_this_run(job_lines, monkeypatch):
     clock = iter([100.0, 110.0, 110.0])  # start; the closing line 10 s later
-    monkeypatch.setattr("mmsafety.progress.time.monotonic", lambda: next(clock))
+    # this module's clock only: patching time.monotonic would also feed any logging handler that reads it
+    monkeypatch.setattr("mmsafety.progress.monotonic", lambda: next(clock))
     bar = LoggedProgress(total=300, desc="attack", unit="step", every_s=3600, initial=250)
     bar.update(50)
     bar.close()

@@ -69,13 +69,13 @@ h2{margin:1.4em 0 .3em}p.caption{margin:.2em 0;color:#8a5a00}p.about{margin:.2em
 section.overview{border:1px solid #ddd;background:#fafafa;padding:.2em 1em .6em}section.overview h2{font-size:1.1em;margin:.6em 0 .2em}
 section.overview li{overflow-wrap:anywhere}p.figure-text{max-width:60em;overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:12px;max-width:100%}
-th,td{border:1px solid #ccc;padding:3px 5px;text-align:right;white-space:nowrap}
+th,td{border:1px solid #ccc;padding:3px 4px;text-align:right;white-space:nowrap}
 td:not(.num){white-space:normal}td.long{overflow-wrap:anywhere}
 thead th{background:#f3f3f3;cursor:pointer;user-select:none;white-space:normal}
 thead th[aria-sort=ascending]::after{content:" \\25B2"}thead th[aria-sort=descending]::after{content:" \\25BC"}
 td:first-child,th:first-child{text-align:left}
 td.c-model,td.c-note,td.c-error{white-space:normal;overflow-wrap:anywhere;text-align:left}
-td.c-model{max-width:16em;min-width:6em}td.c-images{white-space:normal;min-width:52px}td.c-note{max-width:22em;min-width:8em}
+td.c-model{max-width:16em;min-width:6em}td.c-images{white-space:normal;min-width:52px}td.c-note{max-width:22em;min-width:6em}
 td[title]{text-decoration:underline dotted #999}
 tr.group th{background:#e8eef7;text-align:left;font-weight:600}
 tr.reported td{color:#666;font-style:italic}tr.partial td{background:#fff8e0}tr.failed td{background:#fde8e8}
