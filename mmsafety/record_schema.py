@@ -119,7 +119,12 @@ def _describe(value) -> str:
 def _where(loc: tuple, prefix: str) -> str:
     out = prefix
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not (isinstance(part, str) and part.isprintable() and part.strip() == part and part):
+            out += f"[{part!r}]"  # a key from a hostile file ('\n', ''): quoted, so the problem stays one line
+        else:
+            out += f".{part}" if out else part
     return out
 
 

@@ -73,6 +73,8 @@ GOOD = {"kind": "k", "status": "completed", "model": {"name": "m", "weights_sha2
     ({"counts": {"ok": 1, "mystery": 2.5}}, "counts.mystery is 2.5, not an integer"),
     ({"timing": {"seconds": "1s"}}, "timing.seconds is '1s', not a number"),
     ({"config": "x" * 40}, "config is a string (42 characters), not an object"),
+    ({"counts": {"\n": None}}, "counts['\\n'] is None, not an integer"),  # a hostile key stays on one line
+    ({"counts": {"": "x"}}, "counts[''] is 'x', not an integer"),
 ])
 def test_a_wrong_field_is_one_line_naming_it(change, line):
     assert record_problems(GOOD) == []
