@@ -148,10 +148,8 @@ def evaluate(cfg, adapter: ModelAdapter, record: RunRecord, log=print) -> dict:
         nonlocal correct, scored
         score = lambda chunk: _score_batch(adapter, chunk, template, scoring, max_new_tokens)
         for (s, _), (result, reason) in zip(pending, batcher.run(score, pending)):
-            if result is None:
-                record.add_sample({"task": s.task, "id": s.id, "status": "error", "reason": reason,
-                                   "label": s.label, "notes": s.notes})
-                continue
+            if result is None:  # out of memory alone: an error sample like a served failure
+                result = {"status": "error", "reason": reason}
             if result.get("status") == "error":
                 record.add_sample({"task": s.task, "id": s.id, **result, "label": s.label, "notes": s.notes})
                 continue

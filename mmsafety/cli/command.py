@@ -64,7 +64,7 @@ def compose(config_name: str, overrides: Sequence[str], with_hydra: bool = False
             raise UserError(explain(e)) from None
         choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
         check_workload_groups(choices)
-        check_target_is_read(OmegaConf.to_container(cfg, resolve=False), choices, overrides)
+        check_target_is_read(cfg, choices, overrides)
     if not with_hydra:
         with open_dict(cfg):
             del cfg["hydra"]

@@ -122,13 +122,14 @@ def typed_target(overrides: Sequence[str]) -> str | None:
     return None
 
 
-def check_target_is_read(config: Mapping, choices: Mapping[str, str], overrides: Sequence[str]) -> None:
-    """Refuse, in one line, a typed `target=` when nothing in the composed `config` (unresolved,
-    the target group's own node left out) interpolates the target: the case would ignore it.
+def check_target_is_read(cfg, choices: Mapping[str, str], overrides: Sequence[str]) -> None:
+    """Refuse, in one line, a typed `target=` when nothing in the composed `cfg` (unresolved, the
+    target group's own node left out) interpolates the target: the case would ignore it.
     The cases that read one are found in their own files, so a new case needs no list here."""
     typed = typed_target(overrides)
-    if typed is None:
+    if typed is None:  # most commands: no copy of the config is made
         return
+    config = OmegaConf.to_container(cfg, resolve=False)
     if reads_target({k: v for k, v in config.items() if k not in (TARGET_GROUP, "hydra")}):
         return
     case = choices.get("case")
