@@ -30,7 +30,7 @@ from visual_attacks.craft import ensemble_objective  # noqa: E402
 from visual_attacks.ensemble import EnsembleObjective, Surrogate, surrogate_view  # noqa: E402
 from visual_attacks.pgd import PGDConfig, pgd  # noqa: E402
 
-ATTACK = OmegaConf.create({"objective": "target_string", "prompts_per_step": 8, "seed": 0, "canvas_max_side": 448,
+ATTACK = OmegaConf.create({"objective": {"name": "target_string"}, "prompts_per_step": 8, "seed": 0, "canvas_max_side": 448,
                            "eot": {"samples": 0}})
 
 

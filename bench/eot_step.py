@@ -32,7 +32,7 @@ def attack_config(samples: int, jpeg: bool):
     eot = OmegaConf.structured(EOTConfig(samples=samples, p=1.0))  # p=1: every transform every time (worst case)
     if not jpeg:
         eot.jpeg_quality = None
-    return OmegaConf.create({"objective": "target_string", "prompts_per_step": 8, "seed": 0, "canvas_max_side": 448,
+    return OmegaConf.create({"objective": {"name": "target_string"}, "prompts_per_step": 8, "seed": 0, "canvas_max_side": 448,
                              "eot": eot})
 
 

@@ -29,14 +29,14 @@ Objective = Callable[["torch.Tensor", int], "torch.Tensor"]
 
 @dataclass(frozen=True)
 class ObjectiveKind:
-    """A named objective (`attack.objective`): `build(case, adapter, bases, clean, attack) -> Objective`,
+    """A named objective (`attack/objective=NAME`, read as `attack.objective.name`): `build(case, adapter, bases, clean, attack) -> Objective`,
     and the capabilities it needs from the crafting model beyond a pixel loss."""
 
     build: Callable[..., Objective]
     needs: frozenset[str] = frozenset({PIXEL_LOSS})
 
 
-OBJECTIVES: Registry[ObjectiveKind] = Registry("attack.objective", kind="objective")
+OBJECTIVES: Registry[ObjectiveKind] = Registry("attack/objective", kind="objective")
 
 
 def register_objective(name: str, *needs: str):
@@ -70,7 +70,7 @@ class Judgement:
 class AttackCase(abc.ABC):
     """A goal for an attack: bases to start from, an objective, a judge of saved images.
 
-    `objectives` names the `attack.objective` values the case implements; the attack job
+    `objectives` names the objectives (`attack/objective=NAME`) the case implements; the attack job
     refuses any other in one line before it loads a model. `judge_needs`: the capabilities a
     model needs to judge saved images (any such model can judge another model's PNGs).
     """
@@ -96,8 +96,8 @@ class AttackCase(abc.ABC):
 
     def objective(self, adapter: ModelAdapter, bases: list[AttackBase], clean: torch.Tensor, attack) -> Objective:
         """The loss PGD minimises for `bases` (clean pixels `clean`, at the adapter's input size):
-        the registered objective `attack.objective` built for this case."""
-        return OBJECTIVES.get(attack.objective).build(self, adapter, bases, clean, attack)
+        the registered objective `attack.objective.name` built for this case."""
+        return OBJECTIVES.get(attack.objective.name).build(self, adapter, bases, clean, attack)
 
     @abc.abstractmethod
     def judge(self, adapter: ModelAdapter, image: Image.Image, base: AttackBase) -> Judgement:
@@ -127,6 +127,6 @@ def build_case(case_cfg: dict, objective: str | None = None) -> AttackCase:
     if objective is not None:
         OBJECTIVES.get(objective)
         if objective not in case.objectives:
-            raise ConfigError(f"attack.objective={objective} does not apply to case={kwargs.get('name')}, "
+            raise ConfigError(f"attack/objective={objective} does not apply to case={kwargs.get('name')}, "
                               f"which implements {', '.join(case.objectives)}")
     return case

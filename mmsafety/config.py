@@ -7,7 +7,7 @@ checks a type cannot express. Both report one line that names the key and the fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
 from typing import Any, Dict, Optional
@@ -27,6 +27,8 @@ class DType(Enum):
 
 @dataclass
 class ModelConfig:
+    """A model's keys every adapter reads; a served model's own keys are ServedModelConfig's."""
+
     name: str = MISSING                 # display name in records and leaderboards
     adapter: str = MISSING              # a registered adapter: llava, open_clip, ...
     name_or_path: Optional[str] = None  # hub id (found in the HF cache) or a local folder
@@ -36,25 +38,31 @@ class ModelConfig:
     trust_remote_code: bool = False
     revision: Optional[str] = None
     local_files_only: bool = False
-    # A served model (adapter: openai_compatible; name_or_path is the served model name). Null means
-    # the default given in mmsafety/served/settings.py; local models leave these null.
-    base_url: Optional[str] = None               # e.g. http://127.0.0.1:8000/v1
-    api_key_env: Optional[str] = None            # the variable holding the key (default OPENAI_API_KEY)
-    max_connections: Optional[int] = None        # requests in flight (default 16)
-    timeout_s: Optional[float] = None            # per attempt (default 60)
-    max_retries: Optional[int] = None            # per request (default 5)
-    backoff_s: Optional[float] = None            # first retry's wait, doubling per retry, with jitter (default 0.5)
-    max_backoff_s: Optional[float] = None        # the longest such wait (default 30)
-    image_format: Optional[str] = None           # png (default, lossless) | jpeg
-    jpeg_quality: Optional[int] = None           # default 90
-    temperature: Optional[float] = None          # default 0 (greedy)
-    max_tokens: Optional[int] = None             # default: the workload's max_new_tokens
-    top_logprobs: Optional[int] = None           # default 20 (the protocol's maximum)
-    cache: Optional[bool] = None                 # the persistent response cache (default on)
-    cache_path: Optional[str] = None             # default $MMSAFETY_CACHE/served/responses.sqlite
-    price_per_million_tokens: Optional[Dict[str, float]] = None  # {prompt: .., completion: ..}
-    max_requests: Optional[int] = None           # budget: the run stops as partial when spent
-    max_cost: Optional[float] = None             # budget, in the price table's currency
+
+
+@dataclass
+class ServedModelConfig(ModelConfig):
+    """A model behind an OpenAI-compatible endpoint (adapter: openai_compatible; name_or_path is the
+    served model's name): the schema of its presets (`defaults: [served_model_schema]`), holding the
+    real defaults, which mmsafety.served.settings reads from here."""
+
+    base_url: Optional[str] = None               # e.g. http://127.0.0.1:8000/v1 (required)
+    api_key_env: str = "OPENAI_API_KEY"          # the variable holding the key; the key is never in a config
+    max_connections: int = 16                    # requests in flight at once
+    timeout_s: float = 60.0                      # per request attempt
+    max_retries: int = 5                         # attempts after the first, per request
+    backoff_s: float = 0.5                       # first retry's wait, doubling per retry, with jitter
+    max_backoff_s: float = 30.0                  # the longest such wait (a Retry-After the server names is waited instead)
+    image_format: str = "png"                    # png: lossless, a saved PNG reaches the model as saved | jpeg
+    jpeg_quality: int = 90
+    temperature: float = 0.0                     # 0: greedy
+    max_tokens: Optional[int] = None             # null: what the workload asks for (16 for GOAT's paper prompt)
+    top_logprobs: int = 20                       # alternatives per token when scoring choices (the protocol allows 0-20)
+    cache: bool = True                           # the persistent response cache
+    cache_path: Optional[str] = None             # null: $MMSAFETY_CACHE/served/responses.sqlite
+    price_per_million_tokens: Dict[str, float] = field(default_factory=dict)  # {prompt: .., completion: ..}
+    max_requests: Optional[int] = None           # budget: HTTP requests this run may send (retries count); the run stops as partial when spent
+    max_cost: Optional[float] = None             # budget, in the price table's currency (needs the prices)
 
 
 @dataclass
@@ -81,6 +89,7 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="model_app_schema", node=ModelAppConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="model", name="served_model_schema", node=ServedModelConfig)
     cs.store(group="placement", name="placement_schema", node=PlacementConfig)
 
 

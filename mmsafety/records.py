@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import mmsafety
+from mmsafety.config_migration import upgrade_config
 from mmsafety.errors import UserError
 from mmsafety.record_models import SCHEMA_VERSION, new_record
 from mmsafety.record_schema import RecordSchema, field_problems, record_problems, sample_problems
@@ -74,6 +75,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def config_sha256(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def same_job(previous: dict, sha: str) -> bool:
+    """A previous record is of the job whose config hashes to `sha`: recorded so, or recorded in an
+    earlier config layout that reads as that config today (mmsafety.config_migration)."""
+    config = previous.get("config")
+    return previous.get("config_sha256") == sha or (isinstance(config, dict) and config_sha256(upgrade_config(config)) == sha)
 
 
 def environment() -> dict[str, Any]:
@@ -175,7 +183,7 @@ class RunRecord:
         self.started = time.time()
         previous = self._read_previous()
         sha = config_sha256(self.config)
-        if previous and previous.get("config_sha256") != sha:
+        if previous and not same_job(previous, sha):
             if previous.get("status") == "failed" and not read_samples(self.samples_path):
                 previous = None  # failed before its first sample (e.g. no GPU): the corrected command starts over
             else:

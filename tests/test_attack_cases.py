@@ -56,7 +56,7 @@ def test_clip_embed_moves_embedding_to_the_caption(tmp_path, tiny_open_clip):
 def test_clip_embed_on_a_language_model_is_refused_in_one_line_before_loading(tmp_path):
     proc = run_attack(tmp_path / "run", "attack=clip_embed", "model=organism")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: visual_attack with the craft stage (attack.objective=clip_embed) needs a model "
+    assert proc.stderr.strip() == ("error: visual_attack with the craft stage (attack/objective=clip_embed) needs a model "
                                    "that can embed (embeds images and text); model=organism (llava) can only: generate, "
                                    "pixel_loss, score_choices")
     assert not (tmp_path / "run").exists()
@@ -66,16 +66,16 @@ def test_a_judge_that_cannot_generate_is_refused_before_loading(tmp_path):
     """The tool-call case judges by generated text: open_clip can craft a target-string attack (pixel
     loss) but not judge it. (The default objective, tool_misuse, also generates clean answers while
     crafting: it would be refused at the craft stage first.)"""
-    proc = run_attack(tmp_path / "run", "model=tiny_open_clip", "attack.objective=target_string")
+    proc = run_attack(tmp_path / "run", "model=tiny_open_clip", "attack/objective=target_string")
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: visual_attack with the judge stage (case=tool_call) needs a model "
                                           "that can generate")
 
 
 def test_objective_the_case_does_not_implement_is_refused_before_loading():
-    proc = subprocess.run([*ATTACK, "attack.objective=verdict_flip"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*ATTACK, "attack/objective=verdict_flip"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: attack.objective=verdict_flip does not apply to case=tool_call, "
+    assert proc.stderr.strip() == ("error: attack/objective=verdict_flip does not apply to case=tool_call, "
                                    "which implements target_string, target_corpus, tool_misuse")
 
 

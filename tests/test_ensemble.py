@@ -203,7 +203,7 @@ def test_an_ensemble_attack_lowers_each_surrogates_loss(organism, organism_seed1
     case = ToolCallCase(OmegaConf.create({"name": "send_email", "kind": "function_call",
                                           "text": '<function.send_email input="hi" to="hacker@gmail.com">'}),
                         images=2, heldout_prompts=2)
-    attack = OmegaConf.create({"objective": "target_string", "prompts_per_step": 2, "seed": 0, "canvas_max_side": 448,
+    attack = OmegaConf.create({"objective": {"name": "target_string"}, "prompts_per_step": 2, "seed": 0, "canvas_max_side": 448,
                                "eot": {"samples": 0}})
     bases = case.bases()
     surrogates = [Surrogate("organism (seed 0)", 1.0, organism), Surrogate("organism (seed 1)", 1.0, organism_seed1)]
@@ -252,9 +252,9 @@ def test_ensemble_clip_preset_is_m_attacks_recipe():
     cfg = compose_config("attack", ["attack=ensemble_clip"])
     a = cfg.attack
     assert (a.eps, a.step_size, a.steps, a.optimizer, a.random_start, a.keep_best) == ("16/255", "1/255", 300, "sign", False, False)
-    assert a.objective == "clip_image_embed" and cfg.case.name == "clip_caption"
+    assert a.objective.name == "clip_image_embed" and cfg.case.name == "clip_caption"
     assert [s.seed for s in a.surrogates] == [0, 1, 2] and all(s.model == "tiny_open_clip" for s in a.surrogates)
-    assert list(a.target_crop_scale) == [0.5, 0.9] and list(a.eot.crop_scale) == [0.5, 0.9]
+    assert list(a.objective.target_crop_scale) == [0.5, 0.9] and list(a.eot.crop_scale) == [0.5, 0.9]
     assert (a.eot.samples, a.eot.p, a.eot.pad, a.eot.rescale, a.eot.noise_std, a.eot.jpeg_quality) == (1, 1.0, 0.0, 1.0, 0.0, None)
     assert a.canvas_max_side == 224
     validate_job("visual_attack", cfg)

@@ -58,10 +58,13 @@ def test_adam_is_the_signed_bias_corrected_adam_direction():
 
 
 def test_toolmisuse_preset_is_fu_et_al_run_sh():
-    p = preset("attack", "toolmisuse")
-    assert (p["objective"], p["optimizer"], p["norm"]) == ("tool_misuse", "sgd", "none")
-    assert (p["response_weight"], p["l2_weight"], p["step_size"], p["steps"]) == (0.1, 0.05, 0.01, 12000)
-    assert (p["prompts_per_step"], p["keep_best"], p["random_start"], p["clean_answer_tokens"]) == (1, False, False, 128)
+    from mmsafety.app import compose_config
+
+    p = compose_config("attack", ["attack=toolmisuse"]).attack
+    own = p.objective
+    assert (own.name, p.optimizer, p.norm.value) == ("tool_misuse", "sgd", "none")
+    assert (own.response_weight, own.l2_weight, p.step_size, p.steps) == (0.1, 0.05, 0.01, 12000)
+    assert (p.prompts_per_step, p.keep_best, p.random_start, own.clean_answer_tokens) == (1, False, False, 128)
 
 
 # --- item 2: the loss --------------------------------------------------------------------------
@@ -235,7 +238,7 @@ def test_target_corpus_draws_8_sentences_under_one_prompt(tmp_path):
     objective = target_corpus(adapter, "", PromptSampler(sentences, 8, 0))
     objective(torch.zeros(2, 3, 2, 2), 0)
     assert set(adapter.prompts) == {""} and len(adapter.targets) == 16 and len(set(adapter.targets)) == 8
-    with pytest.raises(ConfigError, match="attack.target_corpus=.*cannot read it"):
+    with pytest.raises(ConfigError, match="attack.objective.corpus=.*cannot read it"):
         read_corpus(str(tmp_path / "missing.txt"))
 
 

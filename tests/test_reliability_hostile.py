@@ -530,7 +530,7 @@ EVAL_KEYS = ["batch_size", "image_workers", "shard", "num_shards", "max_new_toke
              "task.synthetic_per_task", "model.seed"]
 ATTACK_KEYS = ["images", "heldout_prompts", "seed", "attack.eps", "attack.step_size", "attack.steps",
                "attack.prompts_per_step", "attack.images_per_batch", "attack.check_every", "attack.early_stop_loss",
-               "attack.response_weight", "attack.l2_weight", "attack.seed", "model.seed"]
+               "attack.objective.response_weight", "attack.objective.l2_weight", "attack.seed", "model.seed"]
 
 
 def _check_command_line(app: str, overrides: list[str]) -> None:

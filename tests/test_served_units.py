@@ -138,7 +138,7 @@ def test_the_attack_refuses_a_served_model_in_one_line_before_loading_it():
 
     with pytest.raises(UserError) as e:  # base_url points nowhere: nothing may be loaded or sent
         run_attack_job("/nonexistent", "model=openai_compatible", "model.base_url=http://127.0.0.1:9/v1")
-    assert "the craft stage (attack.objective=" in str(e.value) and "needs a model that can pixel_loss" in str(e.value)
+    assert "the craft stage (attack/objective=" in str(e.value) and "needs a model that can pixel_loss" in str(e.value)
     assert "served-organism (openai_compatible) can only: generate, score_choices" in str(e.value)
     assert "\n" not in str(e.value)
 

@@ -27,7 +27,7 @@ def test_members_take_the_worst_cases_budget_then_their_own_overrides():
     assert all(m.eps == "4/255" and m.steps == 40 and m.images_per_batch == 1 for m in members.values())
     assert members["default"].optimizer == "adam" and members["apgd"].optimizer == "apgd"  # from their presets
     restart = members["pgd_restarts"]
-    assert (restart.optimizer, restart.random_start, restart.restarts, restart.objective) == ("sign", True, 4, "tool_misuse")
+    assert (restart.optimizer, restart.random_start, restart.restarts, restart.objective.name) == ("sign", True, 4, "tool_misuse")
 
 
 @pytest.mark.parametrize("members,message", [

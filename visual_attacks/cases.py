@@ -88,7 +88,7 @@ def pooled(sets: dict[str, list[str]]) -> list[str]:
     return list(dict.fromkeys(p for prompts in sets.values() for p in prompts))
 
 
-# The one prompt every corpus sentence follows under objective=target_corpus (Qi et al. attack the
+# The one prompt every corpus sentence follows under attack/objective=target_corpus (Qi et al. attack the
 # image with no user text; an empty message keeps the chat template's own wording only).
 CORPUS_PROMPT = ""
 
@@ -191,16 +191,17 @@ def _target_string(case: ToolCallCase, adapter, bases, clean, attack) -> Objecti
 @register_objective("target_corpus")
 def _target_corpus(case: ToolCallCase, adapter, bases, clean, attack) -> Objective:
     """Qi et al.: target sentences drawn from a corpus file, all under one prompt."""
-    if not attack.target_corpus:
-        raise ConfigError("attack.objective=target_corpus needs attack.target_corpus=FILE (one target sentence a row)")
-    corpus = PromptSampler(read_corpus(attack.target_corpus), attack.prompts_per_step, attack.seed)
+    if not attack.objective.corpus:
+        raise ConfigError("attack/objective=target_corpus needs attack.objective.corpus=FILE (one target sentence a row)")
+    corpus = PromptSampler(read_corpus(attack.objective.corpus), attack.prompts_per_step, attack.seed)
     return target_corpus(adapter, CORPUS_PROMPT, corpus)
 
 
 @register_objective("tool_misuse", GENERATE)  # the clean answers it keeps are generated
 def _tool_misuse(case: ToolCallCase, adapter, bases, clean, attack) -> Objective:
-    return tool_misuse(adapter, case.target, case.sampler(attack), CleanAnswers(adapter, clean, attack.clean_answer_tokens),
-                       attack.response_weight, attack.l2_weight)
+    own = attack.objective
+    return tool_misuse(adapter, case.target, case.sampler(attack), CleanAnswers(adapter, clean, own.clean_answer_tokens),
+                       own.response_weight, own.l2_weight)
 
 
 @CASES.register("clip_caption")
@@ -262,5 +263,5 @@ def _clip_embed(case: ClipCaptionCase, adapter, bases, clean, attack) -> Objecti
 def _clip_image_embed(case: ClipCaptionCase, adapter, bases, clean, attack) -> Objective:
     """M-Attack's loss (VILA-Lab/M-Attack, generate_adversarial_samples.py): 1 - cosine between the
     image's embedding and the embedding of a random resized crop of the target image (kept area in
-    attack.target_crop_scale, a new crop each step, seeded); the source crop is attack.eot's."""
-    return TargetImageObjective(adapter, case.load_target_image(), attack.target_crop_scale, attack.seed)
+    attack.objective.target_crop_scale, a new crop each step, seeded); the source crop is attack.eot's."""
+    return TargetImageObjective(adapter, case.load_target_image(), attack.objective.target_crop_scale, attack.seed)

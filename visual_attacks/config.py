@@ -24,14 +24,50 @@ class Norm(Enum):
 
 
 @dataclass
+class ObjectiveConfig:
+    """`attack.objective`: a registered objective (mmsafety.attack_case.OBJECTIVES) and its own keys,
+    one node per objective, picked with `attack/objective=NAME` (conf/attack/objective/NAME.yaml).
+    The case (conf/case/) says which objectives it implements. An objective with keys of its own
+    subclasses this and registers its schema as `NAME_schema` (OBJECTIVE_SCHEMAS)."""
+
+    name: str = MISSING
+
+
+@dataclass
+class ToolMisuseObjective(ObjectiveConfig):
+    """Fu et al.: the model's own clean answer, a newline, then the call."""
+
+    response_weight: float = 0.1      # lambda on the clean-answer tokens
+    l2_weight: float = 0.0            # soft penalty on the per-channel L2 distance to the clean image (Fu et al.: 0.05)
+    clean_answer_tokens: int = 128    # the model's own clean answer, up to this many tokens
+
+
+@dataclass
+class TargetCorpusObjective(ObjectiveConfig):
+    """Qi et al.: a target sentence from a corpus each step."""
+
+    corpus: Optional[str] = None      # a text file, one target sentence a row (required)
+
+
+@dataclass
+class ClipImageEmbedObjective(ObjectiveConfig):
+    """M-Attack: move the image's embedding toward a target image's."""
+
+    target_crop_scale: Optional[List[float]] = None  # random crop of the target, kept area [lo, hi] (M-Attack: [0.5, 0.9]); null: whole target
+
+
+# conf/attack/objective/NAME.yaml names its schema in `defaults:`; objectives without keys of their own use objective_schema.
+OBJECTIVE_SCHEMAS: dict[str, type] = {"objective_schema": ObjectiveConfig, "tool_misuse_schema": ToolMisuseObjective,
+                                      "target_corpus_schema": TargetCorpusObjective,
+                                      "clip_image_embed_schema": ClipImageEmbedObjective}
+
+
+@dataclass
 class AttackConfig:
     name: str = MISSING
-    # A registered objective (mmsafety.attack_case.OBJECTIVES): target_string | tool_misuse (Fu et al.:
-    # clean answer + newline + call) | target_corpus (Qi et al.) | verdict_flip | clip_embed; the case
-    # (conf/case/) says which it implements
-    objective: str = "target_string"
-    response_weight: float = 0.1      # tool_misuse: lambda on the clean-answer tokens
-    l2_weight: float = 0.0            # tool_misuse: soft penalty on the per-channel L2 distance to the clean image
+    # attack/objective=NAME: target_string | tool_misuse (Fu et al.: clean answer + newline + call) |
+    # target_corpus (Qi et al.) | verdict_flip | clip_embed | clip_image_embed, each with its own keys
+    objective: ObjectiveConfig = field(default_factory=lambda: ObjectiveConfig(name="target_string"))
     norm: Norm = Norm.linf
     eps: Any = "8/255"        # pixel units in [0,1]; fractions like 8/255 accepted
     step_size: Any = "1/255"
@@ -50,8 +86,6 @@ class AttackConfig:
     early_stop_every: int = 10  # check the early stop every N steps (each check syncs with the host; 1: every step)
     keep_best: bool = True
     select_every: int = 10    # keep_best on a universal attack: score the iterate on the fixed validation batch every N steps
-    clean_answer_tokens: int = 128  # tool_misuse: the model's own clean answer, up to this many tokens (Fu et al.)
-    target_corpus: Optional[str] = None  # target_corpus: a text file, one target sentence a row (Qi et al.)
     quantize: bool = False    # keep iterates on the 8-bit grid a PNG stores
     check_every: int = 0      # every N steps, judge the best images so far on the held-out checks (0: off)
     checkpoint_every: int = 100  # save the attack state every N steps (a killed job resumes from it; 0: off)
@@ -64,7 +98,6 @@ class AttackConfig:
     # attack=worst_case (visual_attacks.worst_case): the attacks run per image, in order, each
     # {name: LABEL, preset: A conf/attack NAME, KEY: VALUE overrides}; empty: a single attack
     members: List[Any] = field(default_factory=list)
-    target_crop_scale: Optional[List[float]] = None  # objective=clip_image_embed: random crop of the target, kept area [lo, hi] (M-Attack: [0.5, 0.9]); null: whole target
 
 
 @dataclass
@@ -90,6 +123,8 @@ class AttackAppConfig:
 def register_schemas(cs) -> None:
     cs.store(name="attack_app_schema", node=AttackAppConfig)
     cs.store(group="attack", name="attack_schema", node=AttackConfig)
+    for name, node in OBJECTIVE_SCHEMAS.items():
+        cs.store(group="attack/objective", name=name, node=node)
     cs.store(group="target", name="target_schema", node=TargetConfig)
 
 
@@ -103,24 +138,30 @@ def validate_attack(attack) -> None:
         raise ConfigError(f"attack.check_every={attack.check_every}: must be >= 0 (0 turns the checks off)")
     if attack.prompts_per_step < 1:
         raise ConfigError(f"attack.prompts_per_step={attack.prompts_per_step}: must be >= 1")
-    OBJECTIVES.get(attack.objective)  # one line listing the registered objectives
-
+    check_objective(attack.objective)
     OPTIMIZERS.get(attack.optimizer)  # one line listing the registered optimizers
     if attack.get("checkpoint_every", 0) < 0:
         raise ConfigError(f"attack.checkpoint_every={attack.checkpoint_every}: must be >= 0 (0 turns it off)")
     if attack.get("canvas_max_side", 1) < 1:
         raise ConfigError(f"attack.canvas_max_side={attack.canvas_max_side}: must be >= 1 (pixels, e.g. 448)")
     check_eot(attack.get("eot"))
-    if attack.get("target_crop_scale") is not None:
-        lo, hi = pair("attack.target_crop_scale", attack.target_crop_scale, "[0.5, 0.9]")
-        if not 0 < lo <= hi <= 1:
-            raise ConfigError(f"attack.target_crop_scale=[{lo:g}, {hi:g}]: need 0 < lo <= hi <= 1, e.g. [0.5, 0.9]")
     if attack.get("apgd_alpha", 1.0) <= 0 or not 0 < attack.get("apgd_rho", 0.75) < 1:
         raise ConfigError(f"attack.apgd_alpha={attack.apgd_alpha}, attack.apgd_rho={attack.apgd_rho}: need alpha > 0 "
                           f"and 0 < rho < 1 (Croce & Hein: 2 and 0.75)")
     if attack.get("restarts", 1) > max(attack.steps, 1):
         raise ConfigError(f"attack.restarts={attack.restarts} is more than attack.steps={attack.steps}: the steps are "
                           f"shared out between the restarts; lower attack.restarts or raise attack.steps")
-    for key in ("early_stop_every", "early_stop_window", "select_every", "clean_answer_tokens", "restarts"):
+    for key in ("early_stop_every", "early_stop_window", "select_every", "restarts"):
         if attack.get(key, 1) < 1:
             raise ConfigError(f"attack.{key}={attack[key]}: must be >= 1")
+
+
+def check_objective(objective) -> None:
+    """The objective is registered, and its own keys are in range."""
+    OBJECTIVES.get(objective.name)  # one line listing the registered objectives
+    if objective.get("clean_answer_tokens", 1) < 1:
+        raise ConfigError(f"attack.objective.clean_answer_tokens={objective.clean_answer_tokens}: must be >= 1")
+    if objective.get("target_crop_scale") is not None:
+        lo, hi = pair("attack.objective.target_crop_scale", objective.target_crop_scale, "[0.5, 0.9]")
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"attack.objective.target_crop_scale=[{lo:g}, {hi:g}]: need 0 < lo <= hi <= 1, e.g. [0.5, 0.9]")

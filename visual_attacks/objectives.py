@@ -134,11 +134,11 @@ def read_corpus(path: str) -> list[str]:
     try:
         rows = [line.strip() for line in Path(path).expanduser().read_text(encoding="utf-8").splitlines()]
     except OSError as e:
-        raise ConfigError(f"attack.target_corpus={path}: cannot read it ({e.strerror}); give a text file, "
+        raise ConfigError(f"attack.objective.corpus={path}: cannot read it ({e.strerror}); give a text file, "
                           f"one target sentence a row") from None
     rows = [r for r in rows if r]
     if not rows:
-        raise ConfigError(f"attack.target_corpus={path}: no sentences in it; give one target sentence a row")
+        raise ConfigError(f"attack.objective.corpus={path}: no sentences in it; give one target sentence a row")
     return rows
 
 

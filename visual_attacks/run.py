@@ -37,7 +37,7 @@ def build_case(cfg) -> AttackCase:
     """The configured case (conf/case/), looked up by `case.name` among the registered cases: the
     attack never imports the workload that supplies it (goat_bench supplies the meme verdict case)."""
     case_cfg = OmegaConf.to_container(cfg.case, resolve=True) if OmegaConf.is_config(cfg.case) else dict(cfg.case)
-    return build_registered_case(case_cfg, cfg.attack.objective)
+    return build_registered_case(case_cfg, cfg.attack.objective.name)
 
 
 def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: AttackCase | None = None) -> dict:
@@ -52,7 +52,7 @@ def run_attack(cfg, adapter: ModelAdapter, record: RunRecord, log=print, case: A
     specs = surrogate_specs(cfg.attack)
     record.update(
         model={"name": cfg.model.name, "id": adapter.model_id, "adapter": adapter.name, "weights_sha256": adapter.weights_sha256},
-        spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": cfg.attack.objective, **case.spec(),
+        spec={"workload": "visual_attack", "attack": cfg.attack.name, "objective": cfg.attack.objective.name, **case.spec(),
               "headline": case.headline, "norm": pcfg.norm, "eps": pcfg.eps, "step_size": pcfg.step_size,
               "steps": pcfg.steps, "prompts_per_step": cfg.attack.prompts_per_step, "images": len(bases), "notes": notes,
               "sample_key": ["image"], "group_by": list(case.group_by), "deploy": deploy.spec(),

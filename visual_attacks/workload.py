@@ -56,17 +56,17 @@ class VisualAttack(Workload):
         check_attack_config(cfg)  # images, heldout_prompts, images_per_batch, L-inf budget
         build_deploy(cfg.deploy)  # step kinds and parameters
         case = build_case(cfg)
-        check_surrogates(surrogate_specs(cfg.attack), OBJECTIVES.get(cfg.attack.objective).needs,
-                         f"visual_attack with the craft stage (attack.objective={cfg.attack.objective})")
+        check_surrogates(surrogate_specs(cfg.attack), OBJECTIVES.get(cfg.attack.objective.name).needs,
+                         f"visual_attack with the craft stage (attack/objective={cfg.attack.objective.name})")
         return case
 
     def needs(self, cfg) -> dict[str, frozenset[str]]:
         # With attack.surrogates they craft (validate checks them) and model= only judges.
-        craft = set() if cfg.attack.get("surrogates") else set(OBJECTIVES.get(cfg.attack.objective).needs)
+        craft = set() if cfg.attack.get("surrogates") else set(OBJECTIVES.get(cfg.attack.objective.name).needs)
         judge = CASES.get(cfg.case.name).judge_needs
         if cfg.attack.check_every:
             craft |= judge  # the held-out checks judge on the crafting model
-        return {f"the craft stage (attack.objective={cfg.attack.objective})": frozenset(craft),
+        return {f"the craft stage (attack/objective={cfg.attack.objective.name})": frozenset(craft),
                 f"the judge stage (case={cfg.case.name})": judge}
 
     def run(self, cfg, model, record, prepared=None, log=print) -> dict:

@@ -2,7 +2,7 @@
 robustness evaluation; AutoAttack's ensemble): a model is only as safe as the strongest attack says.
 
 `attack.members` lists the attacks, in order, each `{name: LABEL, preset: NAME, KEY: VALUE...}`: the
-preset conf/attack/NAME.yaml (its `defaults:` list is not read: the job's case and model stay), then
+preset conf/attack/NAME.yaml (of its `defaults:` list only its objective: the job's case and model stay), then
 the worst case's own `eps`, `norm`, `steps` and batching (so `attack.eps=...` sweeps every member), then
 the member's own KEY: VALUE overrides. For each image the members run in order and the first whose
 saved PNG already succeeds on the validation prompts (the objective's fixed batch of training
@@ -31,7 +31,7 @@ from mmsafety.attack_case import AttackBase, AttackCase
 from mmsafety.errors import ConfigError
 from mmsafety.models.pixels import pil_to_pixels
 from mmsafety.records import atomic_write_bytes
-from visual_attacks.config import AttackConfig, validate_attack
+from visual_attacks.config import OBJECTIVE_SCHEMAS, AttackConfig, ObjectiveConfig, validate_attack
 from visual_attacks.craft import Crafted, CraftedImage, clean_pixels, craft, save_png, validation_success
 from visual_attacks.judge import reload_png
 
@@ -40,13 +40,25 @@ INHERITED = ("eps", "norm", "steps", "images_per_batch", "checkpoint_every", "qu
 
 
 def preset(name: str) -> dict:
-    """conf/attack/NAME.yaml without its `defaults:` list (the job's case and model stay)."""
+    """conf/attack/NAME.yaml with, of its `defaults:` list, only its objective (the job's case and model stay)."""
     path = importlib.resources.files("mmsafety.conf") / "attack" / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"attack.members: preset {name!r} is not in conf/attack/; name one of its files, e.g. tool_call")
     data = yaml.safe_load(path.read_text()) or {}
-    data.pop("defaults", None)
+    chosen = [d["objective"] for d in data.pop("defaults", None) or [] if isinstance(d, dict) and "objective" in d]
+    if chosen:
+        data["objective"] = OmegaConf.merge(objective_node(chosen[0]), data.get("objective") or {})
     return data
+
+
+def objective_node(name: str):
+    """conf/attack/objective/NAME.yaml over the schema its `defaults:` names: what `attack/objective=NAME` composes."""
+    path = importlib.resources.files("mmsafety.conf") / "attack" / "objective" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"attack/objective={name}: no conf/attack/objective/{name}.yaml")
+    data = yaml.safe_load(path.read_text()) or {}
+    schemas = [OBJECTIVE_SCHEMAS[d] for d in data.pop("defaults", None) or [] if d in OBJECTIVE_SCHEMAS]
+    return OmegaConf.merge(OmegaConf.structured(schemas[0] if schemas else ObjectiveConfig), data)
 
 
 def member_attacks(attack) -> list[tuple[str, object]]:

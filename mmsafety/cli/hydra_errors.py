@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from mmsafety.cli.presets import HIDDEN_SUFFIX
+from mmsafety.config_migration import LAYOUT_1_OBJECTIVE_KEYS, LAYOUT_1_SERVED_DEFAULTS
 from mmsafety.registry import did_you_mean
 
 
@@ -19,6 +20,9 @@ def explain(error: Exception) -> str:
     key = re.search(r"full_key: (\S+)", detail)
     first = detail.splitlines()[0] if detail else repr(error)
     prefix = f"{key.group(1)}: " if key else ""
+    moved = _moved(key.group(1) if key else "", first)
+    if moved:
+        return prefix + moved
     if " not in " in first:
         return prefix + _unknown_key(cause, first)
     return prefix + first
@@ -41,3 +45,19 @@ def _unknown_key(cause: BaseException, first: str) -> str:
     if name is None or not keys:
         return f"no such config key ({first}); `--cfg job` lists the keys"
     return f"no such config key{did_you_mean(name, keys, n=3)}; keys here: {', '.join(keys)}"
+
+
+def _moved(key: str, first: str) -> str | None:
+    """A key the config layout of December 2026 moved (mmsafety.config_migration): where it is now."""
+    if key == "attack.objective" and "ObjectiveConfig" in first:
+        value = re.search(r"value: (\S+)", first)
+        return (f"a node now, one per objective: pick it with attack/objective={value.group(1) if value else 'NAME'} "
+                f"(conf/attack/objective/), its keys as attack.objective.KEY")
+    name = key.removeprefix("attack.")
+    if key.startswith("attack.") and name in LAYOUT_1_OBJECTIVE_KEYS:
+        owner, inside = LAYOUT_1_OBJECTIVE_KEYS[name]
+        return f"moved to attack.objective.{inside}, a key of objective {owner} (attack/objective={owner})"
+    name = key.removeprefix("model.")
+    if key.startswith("model.") and name in LAYOUT_1_SERVED_DEFAULTS and " not in " in first:
+        return f"a key of served models only (model=openai_compatible and the presets that use it)"
+    return None

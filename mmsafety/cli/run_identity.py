@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from mmsafety.errors import UserError
 from mmsafety.record_kinds import schema_of
 from mmsafety.record_schema import record_problems
-from mmsafety.records import config_sha256, read_samples
+from mmsafety.records import config_sha256, read_samples, same_job
 from mmsafety.safe_json import loads_object
 
 HASH_CHARS = 8
@@ -62,7 +62,7 @@ def replaceable(folder: Path, previous: dict) -> bool:
 def conflict(folder: Path, sha: str) -> dict | None:
     """The run in `folder` that a job with config `sha` must not touch (None: the folder is free to use)."""
     previous = previous_run(folder)
-    if previous is None or previous["config_sha256"] == sha or replaceable(folder, previous):
+    if previous is None or same_job(previous, sha) or replaceable(folder, previous):
         return None
     return previous
 

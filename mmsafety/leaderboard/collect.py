@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmsafety.config_migration import upgrade_config
 from mmsafety.leaderboard.views import VIEWS
 from mmsafety.record_kinds import schema_of
 from mmsafety.record_schema import record_problems, split_samples
@@ -85,8 +86,9 @@ def _what_ran(record: dict) -> list:
 
 
 def _job_config(record: dict) -> dict:
+    """The record's job config in today's layout (a run recorded before a schema change is the same job)."""
     config = record.get("config")
-    return {k: v for k, v in config.items() if k not in CONFIG_NOT_IDENTITY} if isinstance(config, dict) else {}
+    return {k: v for k, v in upgrade_config(config).items() if k not in CONFIG_NOT_IDENTITY} if isinstance(config, dict) else {}
 
 
 def _identity(record: dict) -> str:

@@ -14,8 +14,10 @@ import uuid
 from typing import ClassVar, Sequence
 
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
+from mmsafety.config import ServedModelConfig
 from mmsafety.errors import UserError
 from mmsafety.models.base import Generates, ScoresChoices
 from mmsafety.models.pixels import pixels_to_pil
@@ -59,13 +61,7 @@ class OpenAICompatibleAdapter(Generates, ScoresChoices):
     def load(cls, source: str, opts=None, placement=None) -> "OpenAICompatibleAdapter":
         """The served model named `source` with every other setting at its default (base_url,
         api_key_env, ...): a served model has no checkpoint to load or place."""
-        # heavy, deferred to when this runs: omegaconf
-        from omegaconf import OmegaConf
-
-        # heavy, deferred to when this runs: mmsafety.config loads hydra/omegaconf
-        from mmsafety.config import ModelConfig
-
-        return cls.from_config(OmegaConf.structured(ModelConfig(name=source, adapter=cls.name, name_or_path=source)))
+        return cls.from_config(OmegaConf.structured(ServedModelConfig(name=source, adapter=cls.name, name_or_path=source)))
 
     @classmethod
     def from_config(cls, model_cfg, preflight: bool = True) -> "OpenAICompatibleAdapter":

@@ -5,10 +5,11 @@ holds it."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING as MISSING_FIELD, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from mmsafety.config import ServedModelConfig
 from mmsafety.errors import ConfigError
 from mmsafety.paths import cache_dir
 
@@ -17,23 +18,26 @@ IMAGE_FORMATS = ("png", "jpeg")
 
 @dataclass(frozen=True)
 class ServedSettings:
+    """What a served model's client runs with: a `model:` node's served keys, resolved (the defaults
+    live once, in mmsafety.config.ServedModelConfig)."""
+
     model: str                       # the served model name (model.name_or_path)
     base_url: str                    # ends with /v1 for every OpenAI-compatible server
-    api_key_env: str = "OPENAI_API_KEY"
-    max_connections: int = 16        # requests in flight at once
-    timeout_s: float = 60.0          # per request attempt
-    max_retries: int = 5             # attempts after the first, per request
-    image_format: str = "png"        # png: lossless, the saved PNG reaches the model as saved
-    jpeg_quality: int = 90
-    temperature: float = 0.0
-    max_tokens: int | None = None    # None: what the workload asks for (16 for GOAT's paper prompt)
-    top_logprobs: int = 20           # alternatives per token asked for when scoring choices (0-20)
-    cache_path: Path | None = None   # None: no response cache
-    price_per_million_tokens: dict[str, float] = field(default_factory=dict)  # {"prompt": $, "completion": $}
-    max_requests: int | None = None  # budget: HTTP requests this run may send (retries count)
-    max_cost: float | None = None    # budget: cost this run may spend (needs the price table)
-    backoff_s: float = 0.5           # first retry waits about this long, doubling each time (with jitter)
-    max_backoff_s: float = 30.0
+    api_key_env: str
+    max_connections: int
+    timeout_s: float
+    max_retries: int
+    image_format: str
+    jpeg_quality: int
+    temperature: float
+    max_tokens: int | None           # None: what the workload asks for
+    top_logprobs: int
+    cache_path: Path | None          # None: no response cache
+    price_per_million_tokens: dict[str, float]
+    max_requests: int | None
+    max_cost: float | None
+    backoff_s: float
+    max_backoff_s: float
 
     def api_key(self) -> str:
         """The key, from the environment only. Local servers take any key, so an unset variable is
@@ -52,15 +56,23 @@ class ServedSettings:
                 "max_requests": self.max_requests, "max_cost": self.max_cost}
 
 
-def _get(cfg, key: str, default):
-    value = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
-    return default if value is None else value
+def served_defaults() -> dict[str, Any]:
+    """Each served key's default, read from its schema (mmsafety.config.ServedModelConfig)."""
+    defaults = {}
+    for f in fields(ServedModelConfig):
+        defaults[f.name] = f.default_factory() if f.default_factory is not MISSING_FIELD else f.default
+    return defaults
 
 
 def settings_from_config(cfg) -> ServedSettings:
-    """ServedSettings from a `model:` config node (or any mapping with the same keys)."""
-    model = _get(cfg, "name_or_path", None)
-    base_url = _get(cfg, "base_url", None)
+    """ServedSettings from a `model:` config node (or any mapping with the same keys; a key that is
+    absent or null takes its schema default)."""
+    def value(key: str):
+        given = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
+        return defaults[key] if given is None else given
+
+    defaults = served_defaults()
+    model, base_url = value("name_or_path"), value("base_url")
     if not model:
         raise ConfigError("model.name_or_path is empty: set it to the served model's name (e.g. gpt-4o)")
     if not base_url:
@@ -68,20 +80,18 @@ def settings_from_config(cfg) -> ServedSettings:
                           "e.g. model.base_url=http://127.0.0.1:8000/v1")
     if not str(base_url).startswith(("http://", "https://")):
         raise ConfigError(f"model.base_url={base_url}: not an http(s) URL; e.g. http://127.0.0.1:8000/v1")
-    cache = _get(cfg, "cache", True)
-    cache_path = _get(cfg, "cache_path", None)
-    prices = dict(_get(cfg, "price_per_million_tokens", {}) or {})
+    cache_path = value("cache_path")
     s = ServedSettings(
-        model=str(model), base_url=str(base_url).rstrip("/"), api_key_env=str(_get(cfg, "api_key_env", "OPENAI_API_KEY")),
-        max_connections=int(_get(cfg, "max_connections", 16)), timeout_s=float(_get(cfg, "timeout_s", 60.0)),
-        max_retries=int(_get(cfg, "max_retries", 5)), image_format=str(_get(cfg, "image_format", "png")).lower(),
-        jpeg_quality=int(_get(cfg, "jpeg_quality", 90)), temperature=float(_get(cfg, "temperature", 0.0)),
-        max_tokens=_get(cfg, "max_tokens", None), top_logprobs=int(_get(cfg, "top_logprobs", 20)),
+        model=str(model), base_url=str(base_url).rstrip("/"), api_key_env=str(value("api_key_env")),
+        max_connections=int(value("max_connections")), timeout_s=float(value("timeout_s")),
+        max_retries=int(value("max_retries")), image_format=str(value("image_format")).lower(),
+        jpeg_quality=int(value("jpeg_quality")), temperature=float(value("temperature")),
+        max_tokens=value("max_tokens"), top_logprobs=int(value("top_logprobs")),
         cache_path=(Path(cache_path).expanduser() if cache_path else cache_dir() / "served" / "responses.sqlite")
-        if cache else None,
-        price_per_million_tokens={str(k): float(v) for k, v in prices.items()},
-        max_requests=_get(cfg, "max_requests", None), max_cost=_get(cfg, "max_cost", None),
-        backoff_s=float(_get(cfg, "backoff_s", 0.5)), max_backoff_s=float(_get(cfg, "max_backoff_s", 30.0)),
+        if value("cache") else None,
+        price_per_million_tokens={str(k): float(v) for k, v in dict(value("price_per_million_tokens")).items()},
+        max_requests=value("max_requests"), max_cost=value("max_cost"),
+        backoff_s=float(value("backoff_s")), max_backoff_s=float(value("max_backoff_s")),
     )
     check_settings(s)
     return s
