@@ -1,6 +1,6 @@
-"""The served-model keys of `model:` (conf/model/openai_compatible.yaml), with their defaults and
-range checks. The key itself is never a setting: only the name of the environment variable that
-holds it."""
+"""The served-model keys of `model:` resolved into the settings a client runs with, and their range
+checks; the keys and their defaults are declared once, in mmsafety.config.ServedModelConfig. The key
+itself is never a setting: only the name of the environment variable that holds it."""
 
 from __future__ import annotations
 
