@@ -19,7 +19,7 @@ import json
 
 from PIL import Image
 
-from mmsafety.agents.environment import TOOLS
+from mmsafety.agents.environment import TOOLS, Workspace
 from mmsafety.agents.formats import TOOL_FORMATS, markdown_images
 from mmsafety.agents.loop import TranscriptAgent, judge_episode, run_episodes
 from mmsafety.agents.tasks import injection_checks, user_tasks as load_user_tasks
@@ -67,6 +67,7 @@ class AgentCase(ToolCallCase):
                               f"{self.target.name} (suites in mmsafety/agents/data/user_tasks.json: scene, workspace)")
         self.heldout = [t.prompt for t in self.tasks]
         self.heldout_set = {}
+        self.tools_in_prompt: bool | None = None  # set by prepare(): the model's template renders the tools
         self._check_target_format()
 
     def _check_target_format(self) -> None:
@@ -79,12 +80,21 @@ class AgentCase(ToolCallCase):
             raise ConfigError(f"target {self.target.name} is not a call the agent runs in tool_format="
                               f"{self.format_name} ({why}); pick the target written in that format (conf/target/)")
 
+    def prepare(self, adapter: ModelAdapter) -> None:
+        """A model whose chat template renders tools gets the workspace's tools in every prompt, as an
+        agent framework hands them over (`apply_chat_template(tools=...)`): while the image is crafted
+        and while it is judged. A model whose template does not (the organism, LLaVA-1.5) gets the user's
+        text alone, its calls written in `tool_format` as it was trained to."""
+        super().prepare(adapter)
+        self.tools_in_prompt = hand_tools_to_template(adapter)
+
     def spec(self) -> dict:
         return {**super().spec(), "case": "agent", "tool_format": self.format_name, "max_turns": self.max_turns,
                 "user_tasks": self.suite or [t.id for t in self.tasks], "heldout_tasks": len(self.tasks),
-                "render_images": self.render_images}
+                "render_images": self.render_images, "tools_in_prompt": self.tools_in_prompt}
 
     def judge(self, adapter: ModelAdapter, image: Image.Image, base: AttackBase) -> Judgement:
+        tools_in_prompt = hand_tools_to_template(adapter)  # also when judging another run's PNGs (no prepare)
         respond = TranscriptAgent(adapter.generate, self.max_new_tokens, self.batch_size)
         with sampled_decoding(adapter, self.sampling):
             episodes = run_episodes(respond, image, self.tasks, self.format, self.max_turns, self.render_images)
@@ -94,6 +104,7 @@ class AgentCase(ToolCallCase):
             first = episode.turns[0]["output"]
             row.update(self.target.judge(first, episode.task.prompt).as_dict())
             row["output"] = trajectory_text(row)
+            row["tools_in_prompt"] = tools_in_prompt
             rows.append(row)
         measured = rates(rows, ("executed", "utility", "exact", "syntax", "argument", "leaked"))
         n = len(rows)  # rates in [0,1], as the contract says; the counts stay in the rows
@@ -109,6 +120,16 @@ class AgentCase(ToolCallCase):
         out = {"utility_under_attack": adversarial.rates["utility"], "clean_utility": clean.rates["utility"]}
         done = [a["utility"] for a, c in zip(adversarial.rows, clean.rows) if c["utility"]]
         return out | ({"utility_kept": sum(done) / len(done)} if done else {})
+
+
+def hand_tools_to_template(adapter: ModelAdapter) -> bool:
+    """Give the workspace's tool schemas to the adapter's chat template (once); False when the adapter
+    has no chat template that renders tools (then nothing changes)."""
+    use = getattr(adapter, "use_chat_tools", None)
+    if use is None:
+        return False
+    schemas = Workspace().schemas()
+    return getattr(adapter, "chat_tools", None) == schemas or use(schemas)
 
 
 def _judge_hermes(target, output: str, prompt: str) -> TextJudgement:

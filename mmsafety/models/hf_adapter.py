@@ -14,6 +14,17 @@ from mmsafety.models.sequences import (
 from mmsafety.placement import Placement
 
 
+def template_renders_tools(processor, tools: Sequence[dict]) -> bool:
+    """The processor's chat template writes tool schemas into the prompt (Qwen2.5's and other
+    Hermes-style templates do; LLaVA-1.5's and the organism's do not)."""
+    chat = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    try:
+        return (processor.apply_chat_template(chat, add_generation_prompt=True, tools=list(tools))
+                != processor.apply_chat_template(chat, add_generation_prompt=True))
+    except Exception:  # noqa: BLE001 -- a template that fails on tools does not support them
+        return False
+
+
 class HFVLMAdapter(VLMAdapter):
     """The frozen model, its processor and tokenizer, where it runs, what it is, its pad id and
     the token caches. A family adds its image inputs and prompt layout through `target_nll`;
@@ -31,6 +42,26 @@ class HFVLMAdapter(VLMAdapter):
         # How `generate` decodes: greedy. A caller may swap in sampling options for a while
         # (visual_attacks' case.sampling: Fu et al.'s temperature 0.1, top_p 0.75), seeding torch itself.
         self.decoding: dict = {"do_sample": False}
+        # Tool schemas the chat template renders in every prompt (`use_chat_tools`); none by default.
+        self.chat_tools: list[dict] = []
+
+    def use_chat_tools(self, tools: Sequence[dict] | None) -> bool:
+        """Hand `tools` (OpenAI function schemas) to the chat template in every prompt from now on, as
+        `apply_chat_template(tools=...)` does for an agent framework, so the model sees its tools the
+        way it was trained to. True when the template renders them; a template that ignores tools
+        changes nothing and gives False. The prompt token cache is cleared: the prompts' tokens change."""
+        tools = list(tools or [])
+        if tools and not template_renders_tools(self.processor, tools):
+            return False
+        self.chat_tools = tools
+        self._prompts_cache = TokenCache()
+        self.__dict__.pop("_parts", None)  # the template's text around the user's words (LlavaAdapter)
+        return bool(tools)
+
+    def chat_text(self, chat: list[dict]) -> str:
+        """The chat template's text for a conversation, with the generation prompt (and the tools in use)."""
+        extra = {"tools": self.chat_tools} if self.chat_tools else {}
+        return self.processor.apply_chat_template(chat, add_generation_prompt=True, **extra)
 
     def answer_ids(self, text: str, eos: bool = False) -> list[int]:
         """Tokens of an answer or target text (cached: attacks ask for the same targets every step)."""

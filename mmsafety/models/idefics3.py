@@ -122,7 +122,7 @@ class Idefics3Adapter(HFVLMAdapter):
 
         def tokenize() -> list[int]:
             chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-            text = self.processor.apply_chat_template(chat, add_generation_prompt=True)
+            text = self.chat_text(chat)
             return self.tokenizer(text.replace(self.processor.image_token, self._image_text(rows, cols), 1))["input_ids"]
 
         return self._prompts_cache.get((prompt, rows, cols), tokenize)

@@ -43,7 +43,7 @@ class LlavaAdapter(HFVLMAdapter):
     # -- token handling ---------------------------------------------------------------
     def _render(self, prompt: str, image_tokens: int) -> str:
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        text = self.chat_text(conversation)
         return text.replace(self.processor.image_token, self.processor.image_token * image_tokens)
 
     def _template_parts(self) -> tuple[str, str] | None:

@@ -104,7 +104,7 @@ class Qwen2VLAdapter(HFVLMAdapter):
         """Chat-templated prompt with `<|image_pad|>` expanded to the image's token count (cached)."""
         def tokenize() -> list[int]:
             chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-            text = self.processor.apply_chat_template(chat, add_generation_prompt=True)
+            text = self.chat_text(chat)
             pad = self.processor.image_token
             return self.tokenizer(text.replace(pad, pad * image_tokens))["input_ids"]
 
