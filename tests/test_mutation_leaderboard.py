@@ -1,0 +1,177 @@
+"""Leaderboard rows (mmsafety/leaderboard/collect.py) from run folders written by hand here, in process and in
+well under a second each: shards and repeats merged, statuses, models, notes, sorting. Every expected value is
+worked out from the records and samples the test writes (accuracy by counting the right answers). Written for
+`make mutation` (its `leaderboard` group): tests/test_leaderboard.py checks the same on real runs, but its
+fixtures run the organism through the CLI, half a minute per mutant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmsafety.leaderboard.collect import Row, build_rows, find_records
+
+
+def record(**changes) -> dict:
+    """A GOAT-Bench record that the schema accepts; `changes` replace its top-level fields."""
+    task = {"n": 4, "accuracy": 75.0, "macro_f1": 70.0, "skipped": 0, "invalid_rate": 0.0}
+    base = {"schema_version": 1, "kind": "goat_bench", "status": "completed", "config": {"seed": 0},
+            "config_sha256": "x", "model": {"name": "m"},
+            "spec": {"workload": "goat_bench", "tasks": ["sarcasm"], "scoring": "logprob", "synthetic": True,
+                     "sample_key": ["task", "id"]},
+            "metrics": {"per_task": {"sarcasm": task}, "overall": task},
+            "counts": {"ok": 4, "skipped": 0, "errors": 0}, "timing": {"seconds": 1.0}}
+    return {**base, **changes}
+
+
+def sample(i: int, label: int, pred: int | None, status: str = "ok") -> dict:
+    if status != "ok":
+        return {"task": "sarcasm", "id": str(i), "status": status, "label": label, "reason": "r"}
+    return {"task": "sarcasm", "id": str(i), "status": "ok", "label": label, "pred": pred, "correct": pred == label}
+
+
+def write(folder: Path, rec: dict, samples: list[dict] = ()) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "record.json").write_text(json.dumps(rec))
+    (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return folder / "record.json"
+
+
+def sharded(index: int, count: int = 2, **changes) -> dict:
+    rec = record(**changes)
+    return {**rec, "spec": {**rec["spec"], "shard": {"index": index, "count": count}}, "metrics": {}}
+
+
+def test_two_shards_are_one_row_scored_from_their_merged_samples(tmp_path):
+    # Shard 0: ids 0-3, 3 right; shard 1: ids 4-7, 1 right. The whole: 4 of 8 right = 50 %, which
+    # neither shard's own accuracy (75, 25) nor a count-free mean of the two would tell apart.
+    write(tmp_path / "a", sharded(0), [sample(0, 1, 1), sample(1, 0, 0), sample(2, 1, 1), sample(3, 0, 1)])
+    write(tmp_path / "b", sharded(1, timing={"seconds": 7.5}),
+          [sample(4, 1, 0), sample(5, 0, 0), sample(6, 1, 0), sample(7, 0, 1)])
+    rows, problems = build_rows([tmp_path])
+    assert problems == [] and len(rows) == 1
+    row = rows[0]
+    assert row.workload == "goat_bench" and row.model == "m" and row.data == "synthetic"
+    assert row.records == [tmp_path / "a" / "record.json", tmp_path / "b" / "record.json"]
+    assert row.statuses == ["completed", "completed"] and row.status == "completed" and row.shards == ""
+    assert row.samples == 8 and row.seconds == 7.5
+    assert row.metrics["per_task"]["sarcasm"]["accuracy"] == pytest.approx(50.0)
+    assert row.metrics["per_task"]["sarcasm"]["n"] == 8
+    assert row.note == "merged from 2 records"
+    assert [a["folder"] for a in row.artifacts] == [tmp_path / "a", tmp_path / "b"]
+    assert row.artifacts[1]["first_sample"]["id"] == "4" and len(row.artifacts[0]["samples"]) == 4
+
+
+def test_an_answer_wins_over_a_skip_and_a_skip_over_an_error_whatever_the_order(tmp_path):
+    first = [sample(0, 1, None, "error"), sample(1, 1, 1), sample(2, 0, None, "skipped"), sample(3, 1, 1)]
+    again = [sample(0, 1, 1), sample(1, 1, 0), sample(2, 0, None, "error"), sample(3, 1, None, "skipped")]
+    for order in ((first, again), (again, first)):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        write(root / "1", record(status="partial", metrics={}), order[0])
+        write(root / "2", record(metrics={}), order[1])
+        [row], _ = build_rows([root])
+        # id 0: the answer (right); id 1: the first answer seen; id 2: the skip; id 3: the answer.
+        assert row.samples == 4 and row.status == "partial"
+        per_task = row.metrics["per_task"]["sarcasm"]
+        assert per_task["n"] == 3 and per_task["skipped"] == 1 and per_task["errors"] == 0
+        right = 3 if order[0] is first else 2  # id 1 is right in `first`, wrong in `again`
+        assert per_task["accuracy"] == pytest.approx(100 * right / 3)
+
+
+def test_a_missing_shard_makes_the_row_partial_and_says_how_many_it_has(tmp_path):
+    write(tmp_path / "a", sharded(1, count=3), [sample(0, 1, 1)])
+    [row], _ = build_rows([tmp_path])
+    assert row.shards == "1/3" and row.status == "partial" and row.status_label == "partial (shards 1/3)"
+    assert "merged" not in row.note
+    complete = Row("goat_bench", "m", {}, statuses=["completed"])
+    assert complete.status == "completed" and complete.status_label == "completed"
+    assert Row("goat_bench", "m", {}, statuses=["completed", "failed", "partial"]).status == "failed"
+    assert Row("goat_bench", "m", {}, statuses=["failed"], shards="1/2", reported=True).status_label == "reported"
+
+
+def test_one_completed_record_keeps_its_own_metrics_and_counts_its_errors(tmp_path):
+    write(tmp_path / "r", record(counts={"ok": 8, "skipped": 1, "errors": 2}, timing={"seconds": 3.0}))
+    [row], problems = build_rows([tmp_path / "r" / "record.json"])
+    assert problems == [] and row.metrics == record()["metrics"]
+    assert row.samples == 11 and row.seconds == 3.0
+    assert row.note == "2 errored, metrics over 8 answered"
+
+
+def test_merged_errors_are_counted_over_the_answered_samples(tmp_path):
+    write(tmp_path / "a", sharded(0), [sample(0, 1, 1), sample(1, 1, None, "error"), sample(2, 0, 0)])
+    write(tmp_path / "b", sharded(1), [sample(3, 1, None, "error"), sample(4, 0, 1)])
+    [row], _ = build_rows([tmp_path])
+    assert row.note == "2 errored, metrics over 3 answered; merged from 2 records"
+
+
+def test_a_failed_run_is_named_by_its_configured_model_and_noted_with_its_error(tmp_path):
+    write(tmp_path / "f", record(status="failed", model={}, error="CUDA out of memory",
+                                 config={"model": {"name": "", "name_or_path": "org/vlm", "builder": "b"}}, metrics={}))
+    write(tmp_path / "g", record(status="failed", model={"name": ""}, error="boom",
+                                 config={"model": {"builder": "tiny"}}, metrics={}, spec={"workload": "goat_bench", "tasks": ["x"]}))
+    write(tmp_path / "h", record(status="failed", model={}, config={"model": "not a mapping"}, metrics={},
+                                 spec={"workload": "goat_bench", "tasks": ["y"]}))
+    rows, _ = build_rows([tmp_path])
+    by_model = {row.model: row for row in rows}
+    assert set(by_model) == {"org/vlm", "tiny", "?"}
+    assert by_model["org/vlm"].error == "CUDA out of memory" and by_model["org/vlm"].note.startswith("CUDA out of memory")
+    assert by_model["org/vlm"].status == "failed"
+    assert by_model["?"].error == "" and by_model["?"].note == ""
+
+
+def test_records_that_differ_in_config_are_rows_whose_notes_say_how(tmp_path):
+    write(tmp_path / "a", record(config={"seed": 0, "model": {"cache_path": "/x"}, "retries": 3}))
+    write(tmp_path / "b", record(config={"seed": 0, "model": {"cache_path": "/y"}}))
+    rows, _ = build_rows([tmp_path])
+    notes = sorted(row.note for row in rows)
+    assert notes == ['config differs: model.cache_path="/x", retries=3',
+                     'config differs: model.cache_path="/y", retries=(unset)']
+
+
+def test_a_config_note_shows_four_keys_and_counts_the_rest(tmp_path):
+    many = {f"k{i}": i for i in range(6)}
+    write(tmp_path / "a", record(config=many))
+    write(tmp_path / "b", record(config={}, counts={"ok": 4, "skipped": 0, "errors": 1}))
+    rows, _ = build_rows([tmp_path])
+    notes = sorted(row.note for row in rows)
+    assert notes == ["1 errored, metrics over 4 answered; config differs: k0=(unset), k1=(unset), k2=(unset), "
+                     "k3=(unset) and 2 more",
+                     "config differs: k0=0, k1=1, k2=2, k3=3 and 2 more"]
+
+
+def test_shards_and_notes_aside_the_same_job_is_one_row_and_another_model_another(tmp_path):
+    write(tmp_path / "a", sharded(0), [sample(0, 1, 1)])
+    rec = sharded(1)
+    write(tmp_path / "b", {**rec, "spec": {**rec["spec"], "notes": "second half"}, "config": {"seed": 0, "shard": 1}},
+          [sample(1, 0, 0)])
+    write(tmp_path / "c", record(model={"name": "m", "weights_sha256": "other"}))
+    write(tmp_path / "d", record(model={"name": "a-model"}))
+    rows, problems = build_rows([tmp_path])
+    assert problems == []
+    # Sorted by workload, model, then the spec as sorted JSON: the sharded spec's "shard" key comes before
+    # "synthetic", where the other's spec goes on.
+    assert [(r.model, len(r.records)) for r in rows] == [("a-model", 1), ("m", 2), ("m", 1)]
+    assert rows[1].note == "merged from 2 records" and rows[2].note == ""
+
+
+def test_unreadable_invalid_and_uninstalled_records_are_problems_not_rows(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "record.json").write_text("{not json")
+    write(tmp_path / "alien", record(kind="not_installed_" + "x" * 100))
+    write(tmp_path / "ok", record())
+    rows, problems = build_rows([tmp_path])
+    assert len(rows) == 1 and len(problems) == 2
+    assert problems[0].startswith(f"{tmp_path / 'alien' / 'record.json'}: skipped, workload 'not_installed_")
+    assert "xxx' is not installed (installed: " in problems[0] and "goat_bench" in problems[0]
+    assert len(problems[0].split("'")[1]) == 80  # the kind is cut at 80 characters
+    assert problems[1].startswith(f"{tmp_path / 'bad' / 'record.json'}: skipped, unreadable (")
+
+
+def test_find_records_takes_files_and_folders_once_each_in_order(tmp_path):
+    a = write(tmp_path / "a", record())
+    b = write(tmp_path / "sweep" / "0" / "b", record())
+    (tmp_path / "notes.txt").write_text("x")
+    assert find_records([tmp_path, a, tmp_path / "notes.txt", tmp_path / "missing"]) == sorted([a, b])
+    assert find_records([tmp_path / "notes.txt"]) == []
