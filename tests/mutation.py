@@ -41,9 +41,20 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                         "tests/test_properties.py::test_every_pgd_iterate_stays_in_the_ball_and_the_box",
                         "tests/test_properties.py::test_quantised_linf_iterates_stay_on_the_8_bit_grid_inside_the_ball",
                         "tests/test_properties.py::test_the_projection_is_the_nearest_feasible_point"]),
-    # The PGD properties by name (the file's GOAT properties cover nothing here), and the restarts.
+    # The PGD properties by name (the file's GOAT properties cover nothing here), the restarts, checkpoints
+    # and signals, the ensemble's own-gradient path, and the paper protocols' PGD tests by name.
     "pgd": (["visual_attacks/pgd.py"],
-            ["tests/test_pgd.py", "tests/test_pgd_restarts.py",
+            ["tests/test_pgd.py", "tests/test_mutation_pgd.py", "tests/test_pgd_restarts.py", "tests/test_progress_resume.py",
+             "tests/test_preemption.py",
+             "tests/test_ensemble.py",
+             *(f"tests/test_paper_protocols.py::{name}" for name in (
+                 "test_sgd_moves_the_image_by_the_raw_gradient", "test_adam_is_the_signed_bias_corrected_adam_direction",
+                 "test_keep_best_with_a_validation_score_ignores_a_lucky_batch",
+                 "test_universal_objectives_score_a_fixed_validation_batch",
+                 "test_unconstrained_random_start_is_uniform_noise_whatever_the_image",
+                 "test_linf_random_start_is_x0_plus_uniform_eps", "test_harmbench_stops_once_the_loss_is_below_001",
+                 "test_attack_killed_mid_run_resumes_bit_identically",
+                 "test_a_saved_attack_state_is_resumed_only_by_the_config_that_saved_it")),
              "tests/test_known_values.py::test_keep_best_returns_an_earlier_iterate_when_the_last_one_overshoots",
              f"{PROPS}test_every_pgd_iterate_stays_in_the_ball_and_the_box",
              f"{PROPS}test_quantised_linf_iterates_stay_on_the_8_bit_grid_inside_the_ball",

@@ -1,0 +1,105 @@
+"""PGD's attack state on disk (visual_attacks/pgd.py: Checkpoint, read_state) checked against what torch
+itself writes and reads: the device a state is loaded onto, a state without the config's hash, and a
+state file that would run code when unpickled. Written for `make mutation` (its `pgd` group)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from visual_attacks.pgd import Checkpoint, read_state
+
+
+def test_a_saved_state_is_loaded_onto_the_device_asked(tmp_path):
+    """Saved on the CPU, resumed on the meta device (standing in for another card): every tensor moves,
+    as `torch.load(map_location=...)` moves it."""
+    ckpt = Checkpoint(tmp_path / "s.pt", 1, config_sha256="a")
+    ckpt.save({"x": torch.ones(2, 3), "losses": [torch.zeros(2)], "step": 4})
+    state = ckpt.load("meta")
+    assert state["step"] == 4 and state["x"].device.type == "meta" and state["losses"][0].device.type == "meta"
+    assert read_state(tmp_path / "s.pt", "meta")["x"].device.type == "meta"
+    assert read_state(tmp_path / "s.pt")["x"].device.type == "cpu"  # the default
+
+
+def test_a_state_without_a_config_hash_is_not_resumed_by_a_config_that_has_one(tmp_path):
+    """A state written without the hash (an older version's) counts as another config's: not resumed, no crash."""
+    path = tmp_path / "s.pt"
+    torch.save({"x": torch.ones(1), "step": 2, "objective": {}}, path)
+    assert Checkpoint(path, 1, config_sha256="a").load("cpu") is None
+    assert Checkpoint(path, 1).load("cpu")["step"] == 2  # no hash on either side: the same (unnamed) config
+
+
+RAN: list[str] = []
+
+
+def _record(what: str) -> str:
+    RAN.append(what)
+    return what
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (_record, ("unpickled",))
+
+
+def test_a_state_file_that_would_run_code_is_refused_unrun(tmp_path):
+    """The docstring's promise (weights_only): a pickle that calls a function on load is an error, and the
+    function never runs. Plain `pickle.loads` of the same bytes does run it (the test's own control)."""
+    path = tmp_path / "s.pt"
+    torch.save({"x": torch.ones(1), "evil": _RunsCode()}, path)
+    RAN.clear()
+    with pytest.raises(pickle.UnpicklingError):
+        read_state(path)
+    assert RAN == []
+    pickle.loads(pickle.dumps(_RunsCode()))
+    assert RAN == ["unpickled"]
+
+
+def _restart_batch(classifier, n=3):
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(3)
+    x, target = torch.rand(n, 3, 16, 16, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+    return x, lambda px, _: F.cross_entropy(classifier(px), target, reduction="none")
+
+
+def test_a_resumed_restart_attack_runs_exactly_the_passes_it_had_left(classifier, tmp_path):
+    """12 passes over 3 restarts (4 each), killed at restart 1's third pass (its step 2), whose state was
+    saved as that step began: the resumed attack runs restart 1's steps 2 and 3, then restart 2's four
+    passes: 6, and none of restart 0's (the restarts' own checkpoint says it is done)."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x, objective = _restart_batch(classifier)
+    cfg = PGDConfig(eps=8 / 255, step_size=1 / 255, steps=12, restarts=3)
+    passes = []
+
+    def killed_at_pass_7(px, step):
+        if px.requires_grad:
+            passes.append(step)
+            if len(passes) == 7:
+                raise KeyboardInterrupt
+        return objective(px, step)
+
+    with pytest.raises(KeyboardInterrupt):
+        pgd(killed_at_pass_7, x, cfg, checkpoint=Checkpoint(tmp_path / "s.pt", 1))
+    resumed = []
+
+    def counted(px, step):
+        if px.requires_grad:
+            resumed.append(step)
+        return objective(px, step)
+
+    pgd(counted, x, cfg, checkpoint=Checkpoint(tmp_path / "s.pt", 1))
+    assert resumed == [2, 3, 0, 1, 2, 3]
+
+
+def test_restarts_count_each_image_s_steps_in_whole_numbers_as_one_run_does(classifier):
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x, objective = _restart_batch(classifier, n=2)
+    one = pgd(objective, x, PGDConfig(eps=8 / 255, steps=4, check_every=1, early_stop_loss=-1.0))
+    three = pgd(objective, x, PGDConfig(eps=8 / 255, steps=6, restarts=3, check_every=1, early_stop_loss=-1.0))
+    assert one.image_steps.dtype == three.image_steps.dtype == torch.long
+    assert one.image_steps.tolist() == [4, 4] and three.image_steps.tolist() == [6, 6]
