@@ -103,3 +103,65 @@ def test_restarts_count_each_image_s_steps_in_whole_numbers_as_one_run_does(clas
     three = pgd(objective, x, PGDConfig(eps=8 / 255, steps=6, restarts=3, check_every=1, early_stop_loss=-1.0))
     assert one.image_steps.dtype == three.image_steps.dtype == torch.long
     assert one.image_steps.tolist() == [4, 4] and three.image_steps.tolist() == [6, 6]
+
+
+def _pull(target: float):
+    """A loss per image that falls as its pixels approach `target`."""
+    return lambda px, step: (px - target).pow(2).flatten(1).mean(1)
+
+
+def test_restarts_number_their_steps_on_from_each_other_for_on_step_and_monitor():
+    """6 passes over 3 restarts of 2: on_step sees steps 0..5 with each step's losses (the rows of the
+    history) and a best; monitor (every step, skipping each run's step 0 as one run does) sees 1, 3, 5."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    seen, watched = [], []
+    result = pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, step_size=1 / 255, steps=6, restarts=3),
+                 on_step=lambda step, loss, best: seen.append((step, loss.clone(), best.clone())),
+                 monitor=lambda step, px: watched.append((step, px.shape)), monitor_every=1)
+    assert [s for s, _, _ in seen] == list(range(6))
+    assert torch.equal(torch.stack([loss for _, loss, _ in seen]), result.losses)
+    assert all(best.shape == (2,) and torch.isfinite(best).all() for _, _, best in seen)
+    assert watched == [(1, x.shape), (3, x.shape), (5, x.shape)]
+    # monitor_every without a monitor watches nothing, as in one run.
+    pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, steps=4, restarts=2), monitor_every=1)
+
+
+def test_restarts_score_with_select_when_one_is_given():
+    """`select` scores each restart's pixels: the returned best loss is select's score of the returned
+    pixels, with keep_best (select picks the iterate) and without it (select compares the last iterates)."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    def select(px):  # another target than the objective's: its scores differ from the step losses
+        return _pull(0.1)(px, 0)
+
+    for keep_best in (True, False):
+        cfg = PGDConfig(eps=16 / 255, step_size=2 / 255, steps=6, restarts=3, keep_best=keep_best, select_every=1)
+        result = pgd(_pull(0.9), x, cfg, select=select)
+        torch.testing.assert_close(result.best_loss, select(result.pixels))
+    # Without select and without keep_best, each restart is scored by its last iterate's objective.
+    result = pgd(_pull(0.9), x, PGDConfig(eps=16 / 255, step_size=2 / 255, steps=6, restarts=3, keep_best=False))
+    torch.testing.assert_close(result.best_loss, _pull(0.9)(result.pixels, 0))
+
+
+def test_the_restarts_checkpoint_says_how_many_passes_ran(tmp_path):
+    """Its `step` is what the progress counter resumes from (visual_attacks.craft.saved_step)."""
+    from visual_attacks.craft import saved_step
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    ckpt = Checkpoint(tmp_path / "s.pt", 1)
+    pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, steps=7, restarts=3), checkpoint=ckpt)
+    assert read_state(tmp_path / "s.pt")["step"] == 7 and saved_step(ckpt) == 7
+
+
+def test_zero_steps_with_restarts_return_the_clean_image_and_an_empty_history_as_one_run_does():
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    one = pgd(_pull(0.9), x, PGDConfig(steps=0))
+    two = pgd(_pull(0.9), x, PGDConfig(steps=0, restarts=2))
+    assert one.losses.shape == two.losses.shape == (0, 3) and two.steps_run == 0
+    assert torch.equal(two.pixels, x) and torch.equal(one.pixels, x)
