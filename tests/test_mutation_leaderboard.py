@@ -175,3 +175,84 @@ def test_find_records_takes_files_and_folders_once_each_in_order(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     assert find_records([tmp_path, a, tmp_path / "notes.txt", tmp_path / "missing"]) == sorted([a, b])
     assert find_records([tmp_path / "notes.txt"]) == []
+
+
+def test_records_that_ran_different_specs_or_weights_or_workloads_are_different_rows(tmp_path):
+    from mmsafety.leaderboard.collect import _identity
+
+    write(tmp_path / "a", record())
+    rec = record()
+    write(tmp_path / "b", {**rec, "spec": {**rec["spec"], "tasks": ["harmfulness"]}})
+    rows, _ = build_rows([tmp_path])
+    assert sorted(tuple(r.spec["tasks"]) for r in rows) == [("harmfulness",), ("sarcasm",)]
+    # The workload and the weights are part of what ran, as the spec is.
+    assert _identity(rec) != _identity({**rec, "kind": "visual_attack"})
+    assert _identity(rec) != _identity({**rec, "model": {"name": "m", "weights_sha256": "f" * 64}})
+    assert _identity(rec) == _identity({**rec, "spec": {**rec["spec"], "shard": {"index": 1, "count": 2}, "notes": "x"}})
+
+
+def test_the_order_of_keys_in_a_record_changes_no_row(tmp_path):
+    """Two shards of one job whose JSON lists the same fields in another order: one row, and no note of a
+    difference (a list of mappings in the config compares by content, not by key order)."""
+    a, b = sharded(0), sharded(1)
+    a["config"] = {"seed": 0, "model": {"name": "m", "retry": [{"a": 1, "b": 2}]}}
+    b["config"] = {"model": {"retry": [{"b": 2, "a": 1}], "name": "m"}, "seed": 0}
+    b["spec"] = dict(reversed(list(b["spec"].items())))
+    write(tmp_path / "a", a, [sample(0, 1, 1)])
+    write(tmp_path / "b", b, [sample(1, 0, 0)])
+    c = record(config={"seed": 1, "model": {"retry": [{"b": 2, "a": 1}], "name": "m"}})
+    c["spec"] = {**c["spec"], "shard": {"index": 0, "count": 2}}
+    write(tmp_path / "c", {**c, "metrics": {}}, [sample(0, 1, 1), sample(1, 0, 0)])
+    rows, _ = build_rows([tmp_path])
+    assert sorted(len(r.records) for r in rows) == [1, 2]
+    assert sorted(r.note for r in rows) == ["config differs: seed=1", "merged from 2 records; config differs: seed=0"]
+
+
+def test_a_job_that_has_just_started_or_a_record_without_model_is_a_row_not_a_crash(tmp_path):
+    started = record(status="partial", metrics={})
+    del started["spec"], started["model"]
+    write(tmp_path / "s", started)
+    [row], problems = build_rows([tmp_path])
+    assert problems == [] and row.status == "partial" and row.spec == {} and row.model == "?" and row.metrics == {}
+    # The schema lets a record without a config through too (a job that failed before composing one).
+    bare = record(status="failed", model={}, error="e", metrics={})
+    del bare["config"]
+    write(tmp_path / "b", bare)
+    rows, problems = build_rows([tmp_path / "b"])
+    assert problems == [] and [r.model for r in rows] == ["?"]
+
+
+def test_a_configured_model_name_comes_first(tmp_path):
+    write(tmp_path / "f", record(status="failed", model={}, error="e", metrics={},
+                                 config={"model": {"name": "cfg-name", "name_or_path": "org/x"}}))
+    [row], _ = build_rows([tmp_path])
+    assert row.model == "cfg-name"
+
+
+def test_artifacts_hold_the_record_and_only_the_samples_the_scoring_can_use(tmp_path):
+    rec = record(status="partial", metrics={})
+    folder = tmp_path / "r"
+    write(folder, rec, [sample(0, 1, 1), {"task": "sarcasm", "id": "x", "status": "ok", "label": [1], "pred": 1}])
+    write(tmp_path / "empty", record(model={"name": "other"}))
+    rows, problems = build_rows([tmp_path])
+    by_model = {row.model: row for row in rows}
+    [art] = by_model["m"].artifacts
+    assert art["record"] == rec and art["folder"] == folder
+    assert [s["id"] for s in art["samples"]] == ["0"] and art["first_sample"]["id"] == "0"
+    assert by_model["other"].artifacts[0]["first_sample"] == {} and by_model["other"].artifacts[0]["samples"] == []
+    assert len(problems) == 1 and "1 line(s) left out" in problems[0]
+
+
+def test_reference_rows_are_each_workload_s_reported_rows_once():
+    from mmsafety.leaderboard.collect import reference_rows
+    from mmsafety.leaderboard.views import VIEWS
+
+    reported = VIEWS.get("goat_bench").reported_rows()
+    assert reported  # GOAT-Bench's Table 2
+    measured = [Row("goat_bench", "a", {}), Row("goat_bench", "b", {}), Row("no_views_here", "c", {})]
+    rows = reference_rows(measured)
+    assert len(rows) == len(reported)
+    for row, ref in zip(rows, reported):
+        assert (row.workload, row.model, row.spec, row.metrics, row.source) == ("goat_bench", ref.model, ref.spec, ref.metrics, ref.source)
+        assert row.reported is True and row.data == "reported" and row.status == "reported"
+    assert reference_rows([]) == []

@@ -165,3 +165,17 @@ def test_zero_steps_with_restarts_return_the_clean_image_and_an_empty_history_as
     two = pgd(_pull(0.9), x, PGDConfig(steps=0, restarts=2))
     assert one.losses.shape == two.losses.shape == (0, 3) and two.steps_run == 0
     assert torch.equal(two.pixels, x) and torch.equal(one.pixels, x)
+
+
+def test_restarts_without_early_stop_report_like_one_run_and_say_how_many_they_were():
+    """AttackResult's contract: image_steps and stopped are None when no early stop was configured (every
+    image ran every step), as a single run returns them; `extra` says how many restarts there were (a public
+    field of the result; nothing in the package reads it today)."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    one = pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, steps=4))
+    three = pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, steps=6, restarts=3))
+    assert one.image_steps is None and one.stopped is None
+    assert three.image_steps is None and three.stopped is None
+    assert three.extra == {"restarts": 3}
