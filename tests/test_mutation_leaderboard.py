@@ -256,3 +256,25 @@ def test_reference_rows_are_each_workload_s_reported_rows_once():
         assert (row.workload, row.model, row.spec, row.metrics, row.source) == ("goat_bench", ref.model, ref.spec, ref.metrics, ref.source)
         assert row.reported is True and row.data == "reported" and row.status == "reported"
     assert reference_rows([]) == []
+
+
+def test_unsharded_records_are_never_missing_shards_and_two_shards_need_both(tmp_path):
+    write(tmp_path / "one" / "r", record())
+    [row], _ = build_rows([tmp_path / "one"])
+    assert row.shards == "" and row.status == "completed"
+    write(tmp_path / "half" / "a", sharded(0), [sample(0, 1, 1)])
+    [row], _ = build_rows([tmp_path / "half"])
+    assert row.shards == "1/2" and row.status == "partial"
+
+
+def test_a_part_without_timing_or_without_a_shard_joins_its_row(tmp_path):
+    """Parts of one job may lack `timing` (killed before the end) or, run whole beside its shards, the
+    shard entry: the row still forms, its time the longest part's."""
+    write(tmp_path / "a", sharded(0, timing={"seconds": 4.0}), [sample(0, 1, 1)])
+    untimed = sharded(1)
+    del untimed["timing"]
+    write(tmp_path / "b", untimed, [sample(1, 0, 0)])
+    whole = record(metrics={})
+    write(tmp_path / "c", whole, [sample(0, 1, 1), sample(1, 0, 0)])
+    [row], problems = build_rows([tmp_path])
+    assert problems == [] and len(row.records) == 3 and row.seconds == 4.0 and row.samples == 2
