@@ -278,3 +278,41 @@ def test_a_part_without_timing_or_without_a_shard_joins_its_row(tmp_path):
     write(tmp_path / "c", whole, [sample(0, 1, 1), sample(1, 0, 0)])
     [row], problems = build_rows([tmp_path])
     assert problems == [] and len(row.records) == 3 and row.seconds == 4.0 and row.samples == 2
+
+
+def test_samples_without_a_spec_to_score_them_are_a_problem_unless_the_job_has_just_started(tmp_path):
+    failed = record(status="failed", error="", metrics={})
+    del failed["spec"]
+    folder = tmp_path / "failed" / "r"
+    write(folder, failed, [sample(0, 1, 1)])
+    [row], problems = build_rows([tmp_path / "failed"])
+    why = "metrics not recomputed ('no record has a spec to re-score its samples with')"
+    assert row.note == why and row.metrics == {} and problems == [f"{folder}: {why}"]
+    started = record(status="partial", metrics={})
+    del started["spec"]
+    write(tmp_path / "started" / "r", started, [sample(0, 1, 1)])
+    [row], problems = build_rows([tmp_path / "started"])
+    assert problems == [] and row.metrics == {} and row.note == "" and row.samples == 1
+
+
+def test_a_part_with_a_spec_and_no_samples_yet_has_no_metrics(tmp_path):
+    write(tmp_path / "r", record(status="partial", metrics={}))
+    [row], problems = build_rows([tmp_path])
+    assert problems == [] and row.metrics == {} and row.samples == 0
+
+
+def test_a_single_record_without_counts_has_no_samples_counted(tmp_path):
+    rec = record()
+    del rec["counts"]
+    write(tmp_path / "r", rec)
+    [row], problems = build_rows([tmp_path])
+    assert problems == [] and row.samples == 0 and row.metrics == rec["metrics"]
+
+
+def test_samples_without_a_status_count_as_answered(tmp_path):
+    """An older samples file with no `status` field: its samples are answers (as merging ranks them)."""
+    lines = [{"task": "sarcasm", "id": "0", "label": 1, "pred": 1}, {"task": "sarcasm", "id": "1", "label": 0, "pred": 1},
+             sample(2, 1, None, "error")]
+    write(tmp_path / "r", record(status="partial", metrics={}), lines)
+    [row], _ = build_rows([tmp_path])
+    assert row.note == "1 errored, metrics over 2 answered"
