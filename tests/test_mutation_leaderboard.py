@@ -316,3 +316,37 @@ def test_samples_without_a_status_count_as_answered(tmp_path):
     write(tmp_path / "r", record(status="partial", metrics={}), lines)
     [row], _ = build_rows([tmp_path])
     assert row.note == "1 errored, metrics over 2 answered"
+
+
+def test_records_are_found_under_every_folder_given(tmp_path):
+    a = write(tmp_path / "one" / "a", record())
+    b = write(tmp_path / "two" / "b", record())
+    assert find_records([tmp_path / "one", tmp_path / "two"]) == [a, b]
+
+
+@pytest.mark.parametrize("differing,more", [(4, ""), (5, " and 1 more")])
+def test_a_config_note_counts_only_the_keys_past_four(tmp_path, differing, more):
+    write(tmp_path / "a", record(config={f"k{i}": i for i in range(differing)}))
+    write(tmp_path / "b", record(config={}))
+    rows, _ = build_rows([tmp_path])
+    note = next(r.note for r in rows if "k0=0" in r.note)
+    assert note == "config differs: " + ", ".join(f"k{i}={i}" for i in range(4)) + more
+
+
+def test_an_unreadable_sample_line_alone_is_a_problem(tmp_path):
+    folder = tmp_path / "r"
+    write(folder, record(status="partial", metrics={}), [sample(0, 1, 1)])
+    with open(folder / "samples.jsonl", "a") as f:
+        f.write("{not json\n")
+    _, problems = build_rows([tmp_path])
+    assert len(problems) == 1 and problems[0].startswith(f"{folder / 'samples.jsonl'}: 1 line(s) left out (line 2")
+
+
+def test_an_answer_without_a_status_wins_over_an_error_for_its_key(tmp_path):
+    write(tmp_path / "a", record(status="partial", metrics={}), [sample(0, 1, None, "error")])
+    write(tmp_path / "b", record(metrics={}), [{"task": "sarcasm", "id": "0", "label": 1, "pred": 1}])
+    [row], _ = build_rows([tmp_path])
+    # The merge keeps the answer (the error is gone). GOAT-Bench's rescore then scores only samples whose
+    # status is "ok", so this one is kept but not scored: n is 0 (docs/testing.md notes the mismatch).
+    assert row.samples == 1 and row.metrics["per_task"]["sarcasm"]["errors"] == 0
+    assert row.metrics["per_task"]["sarcasm"]["n"] == 0
