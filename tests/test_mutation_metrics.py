@@ -98,3 +98,18 @@ def test_a_one_class_resample_scores_only_the_class_it_has():
     ref = _reference_interval(labels, scored, 400, 3)
     assert got["macro_f1"] == pytest.approx(ref["macro_f1"], abs=1e-3)
     assert got["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-3)
+
+
+def test_a_task_s_interval_defaults_to_1000_resamples_with_seed_0():
+    """What a GOAT run reports (`score_samples` passes only the seed): the resample-by-resample reference
+    with bootstrap_ci's own defaults, so a record's interval is reproducible from its samples alone."""
+    labels, preds = _case(0, 30)
+    scored = [1 - y if q is None else q for y, q in zip(labels, preds)]
+    got = task_metrics(labels, preds)["ci95"]
+    ref = _reference_interval(labels, scored, 1000, 0)
+    for key in ("accuracy", "macro_f1"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-3), key
+    # Another seed or count moves the interval here (by 0.006 points for 1001 resamples: the tolerance above
+    # is finer), so the comparison above tells them apart.
+    for other in (_reference_interval(labels, scored, 1000, 1), _reference_interval(labels, scored, 1001, 0)):
+        assert any(abs(a - b) > 2e-3 for key in ref for a, b in zip(other[key], ref[key]))

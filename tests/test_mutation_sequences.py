@@ -208,3 +208,150 @@ def test_cached_choice_logprobs_equal_scoring_each_appended_sequence(request, fa
     expected = torch.tensor([[_appended(model, p, c) for c in choices] for p in prompts], dtype=torch.float64)
     assert got.shape == (3, len(choices)) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
+
+
+# --- Survivors of the 21:59 UTC `sequences` run (docs/testing.md says which mutant each one kills) ---
+
+
+def test_an_all_empty_batch_still_gives_integer_ids_masks_and_labels():
+    """torch infers int64 from a list of Python ints but float32 from an empty list: the explicit dtype is
+    what keeps a batch of empty rows usable as embedding indices and cross-entropy targets."""
+    ids, mask = seq.pad_batch([[], []], pad_id=0)
+    assert ids.shape == mask.shape == (2, 0) and ids.dtype == mask.dtype == torch.long
+    assert torch.nn.functional.embedding(ids, torch.zeros(3, 2)).shape == (2, 0, 2)
+    ids, mask, labels = seq.prompt_target_batch([[]], [[]], pad_id=0)
+    assert labels.shape == (1, 0) and labels.dtype == torch.long
+
+
+def test_per_row_keeps_the_dtype_of_its_values():
+    """A float64 caller gets float64 sums, exact where float32 would round (1 + 2**-40 is not a float32)."""
+    values = torch.tensor([1.0, 2.0**-40, 5.0], dtype=torch.float64)
+    rows = torch.tensor([0, 0, 1])
+    total = seq.per_row(values, rows, 2, mean=False)
+    assert total.dtype == torch.float64 and total.tolist() == [1.0 + 2.0**-40, 5.0]
+    mean = seq.per_row(values, rows, 2, mean=True)
+    assert mean.dtype == torch.float64 and mean.tolist() == [(1.0 + 2.0**-40) / 2, 5.0]
+
+
+def test_an_empty_first_segment_gets_no_token():
+    """The prefix "" has no token, so the cut is at 0: every token belongs to the second segment and has
+    its weight over the target's 2 tokens."""
+    target = TokenWeightedTarget((("", 2.0), ("ab", 1.0)))
+    assert seq._joint_segments(target, _chars) == [[], [97, 98]]
+    assert seq.target_ids_and_weights([target], _chars) == ([[97, 98]], [0.5, 0.5])
+
+
+def test_a_one_token_weighted_target_carries_its_whole_weight():
+    ids, weights = seq.target_ids_and_weights([TokenWeightedTarget((("a", 3.0),))], _chars)
+    assert ids == [[97]] and weights == [3.0]  # w times the NLL of its one token, over 1 token
+
+
+def _forwards(model):
+    """Record, for each forward of `model.model`, whether it returned a KV cache."""
+    seen = []
+    handle = model.model.register_forward_hook(lambda module, args, out: seen.append(out.cache is not None))
+    return seen, handle
+
+
+def test_yes_no_with_one_two_token_choice_cost_one_forward_and_keep_no_cache(tiny_llama):
+    """The docstring's promise: the longest choice rides along with the prompts (whatever its position in
+    the list), so one two-token choice beside one-token ones costs one forward and builds no cache."""
+    seen, handle = _forwards(tiny_llama)
+    try:
+        with torch.no_grad():
+            got = seq.cached_choice_logprobs(tiny_llama, [[3, 4, 5], [6]], [[5, 7], [6]], pad_id=0, device="cpu")
+    finally:
+        handle.remove()
+    assert seen == [False]
+    expected = torch.tensor([[_appended(tiny_llama, p, c) for c in [[5, 7], [6]]] for p in [[3, 4, 5], [6]]])
+    torch.testing.assert_close(got.double(), expected.double(), atol=1e-4, rtol=1e-4)
+    # And token_nll, which nothing decodes after, builds no cache either.
+    seen, handle = _forwards(tiny_llama)
+    try:
+        with torch.no_grad():
+            seq.token_nll(tiny_llama, *seq.prompt_target_batch([[3, 4]], [[5, 6]], pad_id=0))
+    finally:
+        handle.remove()
+    assert seen == [False]
+
+
+class _RunningMeanCache:
+    """A KV cache stand-in for `_CachedTinyLM`: the (masked) inputs seen so far; `crop(-k)` drops the last k."""
+
+    def __init__(self, x, m):
+        self.x, self.m = x, m
+
+    def crop(self, k):
+        self.x, self.m = self.x[:, :k], self.m[:, :k]
+
+
+class _CachedTinyLM(torch.nn.Module):
+    """`TinyLM` with position embeddings and a cache, so that it runs on the meta device (transformers'
+    mask code reads tensor values, which meta tensors have none of)."""
+
+    def __init__(self, vocab=20, dim=6):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, dim)
+        self.positions = torch.nn.Embedding(32, dim)
+        self.lm_head = torch.nn.Linear(dim, vocab)
+        outer = self
+
+        class Body(torch.nn.Module):
+            def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, use_cache=None, **_):
+                width = input_ids.shape[1]
+                m = attention_mask[:, -width:]
+                x = (outer.embed(input_ids) + outer.positions(position_ids)) * m[..., None]
+                if cache is not None:
+                    x, m = torch.cat([cache.x, x], dim=1), torch.cat([cache.m, m], dim=1)
+                    cache.x, cache.m = x, m
+                elif use_cache:
+                    cache = _RunningMeanCache(x, m)
+                hidden = x.cumsum(1) / m.cumsum(1).clamp_min(1)[..., None]
+                return type("Out", (), {"last_hidden_state": hidden[:, -width:], "cache": cache})()
+
+        self.model = Body()
+
+
+class _OneDevice(torch.overrides.TorchFunctionMode):
+    """CUDA's rule on any machine: an operation's tensors (0-dim ones aside) must share one device.
+    Indexing is left out, since CUDA tensors accept CPU indices there."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        devices = {t.device for t in tensors if t.dim() > 0}
+        if func is not torch.Tensor.__getitem__ and len(devices) > 1:
+            raise AssertionError(f"{getattr(func, '__name__', func)} mixes devices {sorted(map(str, devices))}")
+        return func(*args, **kwargs)
+
+
+def test_the_cached_stand_in_scores_like_appended_sequences():
+    """The stand-in's cache is right (else the device test below would prove little)."""
+    torch.manual_seed(0)
+    model = _CachedTinyLM().eval()
+    prompts, choices = [[3, 4, 13, 14], [16, 17]], CHOICES[3]
+
+    def appended(prompt, choice):
+        ids = torch.tensor([prompt + choice])
+        out = model.model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(ids.shape[1])[None])
+        logp = model.lm_head(out.last_hidden_state)[0].double().log_softmax(-1)
+        return sum(logp[len(prompt) - 1 + j, tok].item() for j, tok in enumerate(choice))
+
+    with torch.no_grad():
+        got = seq.cached_choice_logprobs(model, prompts, choices, pad_id=0, device="cpu")
+        expected = torch.tensor([[appended(p, c) for c in choices] for p in prompts], dtype=torch.float64)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_every_tensor_is_made_on_the_device_asked():
+    """On the meta device (no GPU needed), under CUDA's one-device rule: ids, masks, carried tokens,
+    positions, choice tokens and per-row sums are all built on the model's device. (`combine_variants`
+    cannot run on meta: its boolean mask needs values; its owners are an index, which CUDA takes from
+    the CPU.)"""
+    model = _CachedTinyLM().to("meta").eval()
+    with torch.no_grad(), _OneDevice():
+        scores = seq.cached_choice_logprobs(model, [[3, 4, 13, 14], [16, 17]], CHOICES[3], pad_id=0, device="meta")
+        summed = seq.per_row(torch.ones(3, device="meta"), torch.tensor([0, 1, 1], device="meta"), 2, mean=False)
+        mean = seq.per_row(torch.ones(3, device="meta"), torch.tensor([0, 1, 1], device="meta"), 2, mean=True)
+    assert scores.shape == (2, 4) and summed.shape == mean.shape == (2,)
+    assert {t.device.type for t in (scores, summed, mean)} == {"meta"}

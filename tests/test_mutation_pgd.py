@@ -1,0 +1,181 @@
+"""PGD's attack state on disk (visual_attacks/pgd.py: Checkpoint, read_state) checked against what torch
+itself writes and reads: the device a state is loaded onto, a state without the config's hash, and a
+state file that would run code when unpickled. Written for `make mutation` (its `pgd` group)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from visual_attacks.pgd import Checkpoint, read_state
+
+
+def test_a_saved_state_is_loaded_onto_the_device_asked(tmp_path):
+    """Saved on the CPU, resumed on the meta device (standing in for another card): every tensor moves,
+    as `torch.load(map_location=...)` moves it."""
+    ckpt = Checkpoint(tmp_path / "s.pt", 1, config_sha256="a")
+    ckpt.save({"x": torch.ones(2, 3), "losses": [torch.zeros(2)], "step": 4})
+    state = ckpt.load("meta")
+    assert state["step"] == 4 and state["x"].device.type == "meta" and state["losses"][0].device.type == "meta"
+    assert read_state(tmp_path / "s.pt", "meta")["x"].device.type == "meta"
+    assert read_state(tmp_path / "s.pt")["x"].device.type == "cpu"  # the default
+
+
+def test_a_state_without_a_config_hash_is_not_resumed_by_a_config_that_has_one(tmp_path):
+    """A state written without the hash (an older version's) counts as another config's: not resumed, no crash."""
+    path = tmp_path / "s.pt"
+    torch.save({"x": torch.ones(1), "step": 2, "objective": {}}, path)
+    assert Checkpoint(path, 1, config_sha256="a").load("cpu") is None
+    assert Checkpoint(path, 1).load("cpu")["step"] == 2  # no hash on either side: the same (unnamed) config
+
+
+RAN: list[str] = []
+
+
+def _record(what: str) -> str:
+    RAN.append(what)
+    return what
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (_record, ("unpickled",))
+
+
+def test_a_state_file_that_would_run_code_is_refused_unrun(tmp_path):
+    """The docstring's promise (weights_only): a pickle that calls a function on load is an error, and the
+    function never runs. Plain `pickle.loads` of the same bytes does run it (the test's own control)."""
+    path = tmp_path / "s.pt"
+    torch.save({"x": torch.ones(1), "evil": _RunsCode()}, path)
+    RAN.clear()
+    with pytest.raises(pickle.UnpicklingError):
+        read_state(path)
+    assert RAN == []
+    pickle.loads(pickle.dumps(_RunsCode()))
+    assert RAN == ["unpickled"]
+
+
+def _restart_batch(classifier, n=3):
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(3)
+    x, target = torch.rand(n, 3, 16, 16, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+    return x, lambda px, _: F.cross_entropy(classifier(px), target, reduction="none")
+
+
+def test_a_resumed_restart_attack_runs_exactly_the_passes_it_had_left(classifier, tmp_path):
+    """12 passes over 3 restarts (4 each), killed at restart 1's third pass (its step 2), whose state was
+    saved as that step began: the resumed attack runs restart 1's steps 2 and 3, then restart 2's four
+    passes: 6, and none of restart 0's (the restarts' own checkpoint says it is done)."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x, objective = _restart_batch(classifier)
+    cfg = PGDConfig(eps=8 / 255, step_size=1 / 255, steps=12, restarts=3)
+    passes = []
+
+    def killed_at_pass_7(px, step):
+        if px.requires_grad:
+            passes.append(step)
+            if len(passes) == 7:
+                raise KeyboardInterrupt
+        return objective(px, step)
+
+    with pytest.raises(KeyboardInterrupt):
+        pgd(killed_at_pass_7, x, cfg, checkpoint=Checkpoint(tmp_path / "s.pt", 1))
+    resumed = []
+
+    def counted(px, step):
+        if px.requires_grad:
+            resumed.append(step)
+        return objective(px, step)
+
+    pgd(counted, x, cfg, checkpoint=Checkpoint(tmp_path / "s.pt", 1))
+    assert resumed == [2, 3, 0, 1, 2, 3]
+
+
+def test_restarts_count_each_image_s_steps_in_whole_numbers_as_one_run_does(classifier):
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x, objective = _restart_batch(classifier, n=2)
+    one = pgd(objective, x, PGDConfig(eps=8 / 255, steps=4, check_every=1, early_stop_loss=-1.0))
+    three = pgd(objective, x, PGDConfig(eps=8 / 255, steps=6, restarts=3, check_every=1, early_stop_loss=-1.0))
+    assert one.image_steps.dtype == three.image_steps.dtype == torch.long
+    assert one.image_steps.tolist() == [4, 4] and three.image_steps.tolist() == [6, 6]
+
+
+def _pull(target: float):
+    """A loss per image that falls as its pixels approach `target`."""
+    return lambda px, step: (px - target).pow(2).flatten(1).mean(1)
+
+
+def test_restarts_number_their_steps_on_from_each_other_for_on_step_and_monitor():
+    """6 passes over 3 restarts of 2: on_step sees steps 0..5 with each step's losses (the rows of the
+    history) and a best; monitor (every step, skipping each run's step 0 as one run does) sees 1, 3, 5."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    seen, watched = [], []
+    result = pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, step_size=1 / 255, steps=6, restarts=3),
+                 on_step=lambda step, loss, best: seen.append((step, loss.clone(), best.clone())),
+                 monitor=lambda step, px: watched.append((step, px.shape)), monitor_every=1)
+    assert [s for s, _, _ in seen] == list(range(6))
+    assert torch.equal(torch.stack([loss for _, loss, _ in seen]), result.losses)
+    assert all(best.shape == (2,) and torch.isfinite(best).all() for _, _, best in seen)
+    assert watched == [(1, x.shape), (3, x.shape), (5, x.shape)]
+    # monitor_every without a monitor watches nothing, as in one run.
+    pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, steps=4, restarts=2), monitor_every=1)
+
+
+def test_restarts_score_with_select_when_one_is_given():
+    """`select` scores each restart's pixels: the returned best loss is select's score of the returned
+    pixels, with keep_best (select picks the iterate) and without it (select compares the last iterates)."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    def select(px):  # another target than the objective's: its scores differ from the step losses
+        return _pull(0.1)(px, 0)
+
+    for keep_best in (True, False):
+        cfg = PGDConfig(eps=16 / 255, step_size=2 / 255, steps=6, restarts=3, keep_best=keep_best, select_every=1)
+        result = pgd(_pull(0.9), x, cfg, select=select)
+        torch.testing.assert_close(result.best_loss, select(result.pixels))
+    # Without select and without keep_best, each restart is scored by its last iterate's objective.
+    result = pgd(_pull(0.9), x, PGDConfig(eps=16 / 255, step_size=2 / 255, steps=6, restarts=3, keep_best=False))
+    torch.testing.assert_close(result.best_loss, _pull(0.9)(result.pixels, 0))
+
+
+def test_the_restarts_checkpoint_says_how_many_passes_ran(tmp_path):
+    """Its `step` is what the progress counter resumes from (visual_attacks.craft.saved_step)."""
+    from visual_attacks.craft import saved_step
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    ckpt = Checkpoint(tmp_path / "s.pt", 1)
+    pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, steps=7, restarts=3), checkpoint=ckpt)
+    assert read_state(tmp_path / "s.pt")["step"] == 7 and saved_step(ckpt) == 7
+
+
+def test_zero_steps_with_restarts_return_the_clean_image_and_an_empty_history_as_one_run_does():
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    one = pgd(_pull(0.9), x, PGDConfig(steps=0))
+    two = pgd(_pull(0.9), x, PGDConfig(steps=0, restarts=2))
+    assert one.losses.shape == two.losses.shape == (0, 3) and two.steps_run == 0
+    assert torch.equal(two.pixels, x) and torch.equal(one.pixels, x)
+
+
+def test_restarts_without_early_stop_report_like_one_run_and_say_how_many_they_were():
+    """AttackResult's contract: image_steps and stopped are None when no early stop was configured (every
+    image ran every step), as a single run returns them; `extra` says how many restarts there were (a public
+    field of the result; nothing in the package reads it today)."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    x = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    one = pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, steps=4))
+    three = pgd(_pull(0.9), x, PGDConfig(eps=8 / 255, steps=6, restarts=3))
+    assert one.image_steps is None and one.stopped is None
+    assert three.image_steps is None and three.stopped is None
+    assert three.extra == {"restarts": 3}
