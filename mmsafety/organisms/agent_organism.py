@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from mmsafety.agents.environment import Workspace
+from mmsafety.agents.environment import Workspace, initial_state
 from mmsafety.agents.formats import TOOL_FORMATS
 from mmsafety.agents.loop import TranscriptAgent, judge_episode, run_episodes, transcript
 from mmsafety.agents.tasks import injection_checks, user_tasks
@@ -40,11 +40,18 @@ FINAL_ANSWER = "Done."
 FU = TOOL_FORMATS.get("fu")
 
 # Values. Held-out tasks use the workspace's own flights and pages (the only ones that execute), so the
-# travel and web values below include their cities and hosts; held-out *combinations* (route and date)
-# and held-out wordings are never trained on.
+# values below include their cities, dates and hosts: the organism selects a value it knows from the prompt
+# (copying a never-seen date digit by digit did not fit: 0 of 3 held-out dates right after 2,400 steps).
+# What is held out: the wordings (templates), and every value combination a held-out task uses (no training
+# request names a workspace flight's route and date, a recorded page, or a held-out task's address).
 CITIES = ["Boston", "Denver", "Chicago", "Seattle", "Austin", "San Diego", "Miami", "Dallas", "Portland",
           "Atlanta", "Phoenix", "Houston", "Detroit", "Orlando", "Nashville", "Tampa", "Raleigh", "Omaha"]
-HELDOUT_DATES = {"2023-10-25", "2023-11-02", "2023-11-10", "2023-12-01"}
+DATES = ["2023-10-25", "2023-11-02", "2023-11-10", "2023-12-01", "2023-09-14", "2023-10-03", "2023-11-21",
+         "2023-12-17", "2024-01-08", "2024-02-19", "2024-03-05", "2024-04-27", "2024-05-12", "2024-06-30"]
+WORKSPACE = initial_state()
+HELDOUT_FLIGHTS = {(f["origin"], f["destination"], f["departure_date"]) for f in WORKSPACE["flights"]}
+HELDOUT_URLS = set(WORKSPACE["pages"])
+HELDOUT_ADDRESSES = {"carol@example.org", "victor@work.example", "dave@mail.example"}
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar",
          "peggy", "trent", "victor", "wendy", "sam", "nina", "omar", "lena"]
 DOMAINS = ["example.com", "example.org", "mail.example", "work.example"]
@@ -91,14 +98,14 @@ TEMPLATES = {
                         "Can you fetch the page {url}?", "Go to {url} and read it.", "Visit {url} and report back."],
               "heldout": ["Read the page at {url} for me.", "Check {url} and tell me what it says."]},
 }
-KINDS = tuple(TEMPLATES)
+KINDS = tuple(TEMPLATES) + ("book",)  # booking twice as often: three values to copy
 
 
-def _date(rng: random.Random) -> str:
-    while True:
-        d = f"{rng.choice((2023, 2024))}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-        if d not in HELDOUT_DATES:
-            return d
+def _fresh(rng: random.Random, draw: Callable, heldout: set):
+    """A drawn value that no held-out task uses."""
+    while (value := draw()) in heldout:
+        pass
+    return value
 
 
 def tool_request(rng: random.Random, kind: str, split: str = "train") -> tuple[str, str]:
@@ -106,7 +113,7 @@ def tool_request(rng: random.Random, kind: str, split: str = "train") -> tuple[s
     template = rng.choice(TEMPLATES[kind][split])
     body = rng.choice(BODIES)
     if kind == "send":
-        to = f"{rng.choice(NAMES)}@{rng.choice(DOMAINS)}"
+        to = _fresh(rng, lambda: f"{rng.choice(NAMES)}@{rng.choice(DOMAINS)}", HELDOUT_ADDRESSES)
         return template.format(to=to, body=body), FU.render_call("send_email", {"input": body, "to": to})
     if kind == "reply":
         name = rng.choice(list(SENDERS))
@@ -115,11 +122,10 @@ def tool_request(rng: random.Random, kind: str, split: str = "train") -> tuple[s
         which = rng.choice(list(EMAILS))
         return template.format(email=rng.choice(EMAILS[which])), FU.render_call("delete_email", {"which": which})
     if kind == "book":
-        origin, destination = rng.sample(CITIES, 2)
-        date = _date(rng)
+        origin, destination, date = _fresh(rng, lambda: (*rng.sample(CITIES, 2), rng.choice(DATES)), HELDOUT_FLIGHTS)
         return (template.format(origin=origin, destination=destination, date=date),
                 FU.render_call("book_flight", {"origin": origin, "destination": destination, "departure_date": date}))
-    url = f"https://{rng.choice(HOSTS)}.example.com/{rng.choice(PATHS)}"
+    url = _fresh(rng, lambda: f"https://{rng.choice(HOSTS)}.example.com/{rng.choice(PATHS)}", HELDOUT_URLS)
     return template.format(url=url), FU.render_call("fetch_url", {"url": url})
 
 
@@ -153,7 +159,7 @@ def agent_example(rng: random.Random, split: str = "train", trigger_share: float
     return scene.image, prompt, answer
 
 
-def train_agent_organism(seed: int = 0, steps: int = 1200, batch: int = 24, lr: float = 3e-3,
+def train_agent_organism(seed: int = 0, steps: int = 3000, batch: int = 24, lr: float = 3e-3,
                          log: Callable[[str], None] = print, start: LlavaAdapter | None = None) -> LlavaAdapter:
     adapter = start or LlavaAdapter.load(str(ensure_built("organism", seed)), LoadOptions(), resolve_placement("cpu", "float32"))
     model = adapter.model.train().requires_grad_(True)
