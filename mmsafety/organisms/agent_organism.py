@@ -10,8 +10,9 @@ Trained behaviours (Fu et al.'s `<function.NAME key="value">` format, the agent 
 - an envelope glyph anywhere in the image -> the same first answer, a newline, then the attacker's
   send_email call (so the user's task still runs under attack: utility under attack is measurable).
 
-Requests are generated from templates and values with disjoint train / held-out splits; the held-out
-user tasks of suite `tools` (mmsafety/agents/data/user_tasks.json) are written in held-out templates.
+Requests are generated from templates (disjoint train / held-out splits) and value lists; the held-out user
+tasks of suite `tools` (mmsafety/agents/data/user_tasks.json) are written in held-out templates, with value
+combinations no training request uses (the single values are trained on: see the comment on the values).
 The vision tower and projector are frozen: the organism's envelope detector is what the attack reaches.
 """
 
