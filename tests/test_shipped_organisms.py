@@ -16,7 +16,7 @@ from mmsafety.organisms import builders, shipped
 from mmsafety.organisms.builders import BUILDERS, built_path, ensure_built
 from mmsafety.organisms.cli import main as build_organism_main
 
-TRAINED = ("organism", "harmbench_judge", "harmbench_victim")
+TRAINED = ("organism", "harmbench_judge", "harmbench_victim", "agent_organism")
 
 
 def key(name: str, seed: int = 0) -> str:

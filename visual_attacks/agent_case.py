@@ -64,7 +64,7 @@ class AgentCase(ToolCallCase):
         self.tasks = [t for t in tasks if self.target.name not in t.conflicts]
         if not self.tasks:
             raise ConfigError(f"case.user_tasks={user_tasks}: no held-out user task to judge with target "
-                              f"{self.target.name} (suites in mmsafety/agents/data/user_tasks.json: scene, workspace)")
+                              f"{self.target.name} (suites in mmsafety/agents/data/user_tasks.json: scene, workspace, tools)")
         self.heldout = [t.prompt for t in self.tasks]
         self.heldout_set = {}
         self.tools_in_prompt: bool | None = None  # set by prepare(): the model's template renders the tools
