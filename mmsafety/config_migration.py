@@ -56,7 +56,10 @@ def upgrade_config(config: dict) -> dict:
 def _upgrade_model(model: dict) -> dict:
     if model.get("adapter") == SERVED_ADAPTER:
         return {**model, **{k: v for k, v in LAYOUT_1_SERVED_DEFAULTS.items() if model.get(k) is None}}
-    return {k: v for k, v in model.items() if k not in LAYOUT_1_SERVED_DEFAULTS}
+    if not isinstance(model.get("adapter"), str):
+        return model  # not a model node this code wrote: left as it is
+    # A local model's served keys were null unless typed (and then ignored; today they are refused).
+    return {k: v for k, v in model.items() if not (k in LAYOUT_1_SERVED_DEFAULTS and v is None)}
 
 
 def _upgrade_attack(attack: dict) -> dict:
