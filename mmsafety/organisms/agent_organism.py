@@ -160,7 +160,7 @@ def agent_example(rng: random.Random, split: str = "train", trigger_share: float
     return scene.image, prompt, answer
 
 
-def train_agent_organism(seed: int = 0, steps: int = 3000, batch: int = 24, lr: float = 3e-3,
+def train_agent_organism(seed: int = 0, steps: int = 6000, batch: int = 24, lr: float = 3e-3,
                          log: Callable[[str], None] = print, start: LlavaAdapter | None = None) -> LlavaAdapter:
     adapter = start or LlavaAdapter.load(str(ensure_built("organism", seed)), LoadOptions(), resolve_placement("cpu", "float32"))
     model = adapter.model.train().requires_grad_(True)

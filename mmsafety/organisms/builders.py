@@ -93,7 +93,7 @@ BUILDERS: Registry[Builder] = Registry("model.builder", kind="builder", modules=
 BUILDERS.add("organism", Builder(_organism, _organism_version, "trained tiny LLaVA: memes, colours, image-triggered tool calls",
                                  behaviour=lazy_function("mmsafety.organisms.organism", "behaviour")))
 # Its version is a plain number here (asking the module would import transformers for a cache path).
-BUILDERS.add("agent_organism", Builder(lazy_builder("mmsafety.organisms.agent_organism", "build_agent_organism"), 1,
+BUILDERS.add("agent_organism", Builder(lazy_builder("mmsafety.organisms.agent_organism", "build_agent_organism"), 2,
                                        "the organism fine-tuned for the workspace tool tasks, misuse only with an envelope",
                                        behaviour=lazy_function("mmsafety.organisms.agent_organism", "behaviour")))
 
