@@ -350,3 +350,53 @@ def test_an_answer_without_a_status_wins_over_an_error_for_its_key(tmp_path):
     # status is "ok", so this one is kept but not scored: n is 0 (docs/testing.md notes the mismatch).
     assert row.samples == 1 and row.metrics["per_task"]["sarcasm"]["errors"] == 0
     assert row.metrics["per_task"]["sarcasm"]["n"] == 0
+
+
+def test_alike_rows_are_found_whatever_the_order_of_their_spec_keys(tmp_path):
+    """Two runs of one job (same spec, keys written in another order) that differ in config: both notes say
+    how. Grouping by the spec's JSON as written would put them apart and leave both rows unexplained."""
+    rec = record()
+    write(tmp_path / "a", {**rec, "config": {"seed": 0}})
+    write(tmp_path / "b", {**rec, "spec": dict(reversed(list(rec["spec"].items()))), "config": {"seed": 1}})
+    rows, _ = build_rows([tmp_path])
+    assert sorted(r.note for r in rows) == ["config differs: seed=0", "config differs: seed=1"]
+
+
+def test_a_lone_row_before_two_alike_ones_leaves_their_notes(tmp_path):
+    """Rows are grouped in the order their records are found: a row alike to none ("a") comes first."""
+    write(tmp_path / "a", record(model={"name": "a-model"}))
+    write(tmp_path / "b", record(config={"seed": 0}))
+    write(tmp_path / "c", record(config={"seed": 1}))
+    rows, _ = build_rows([tmp_path])
+    assert {r.model: r.note for r in rows if r.model == "a-model"} == {"a-model": ""}
+    assert sorted(r.note for r in rows if r.model == "m") == ["config differs: seed=0", "config differs: seed=1"]
+
+
+def test_rows_of_one_model_are_ordered_by_their_spec_as_sorted_json(tmp_path):
+    """Two rows of one model: the order is the specs' sorted JSON, not the order found nor keys as written.
+    {"a": 1, "z": 2} sorts before {"b": 0}; written with "z" first it would sort after it."""
+    write(tmp_path / "1", record(spec={"workload": "goat_bench", "b": 0}))
+    write(tmp_path / "2", record(spec={"z": 2, "workload": "goat_bench", "a": 1}))
+    rows, _ = build_rows([tmp_path])
+    assert [r.records[0].parent.name for r in rows] == ["2", "1"]
+
+
+def test_a_workload_without_a_sample_key_merges_every_sample_of_every_part(tmp_path, monkeypatch):
+    """A plug-in whose samples have no key: nothing is de-duplicated, every sample of both parts is scored."""
+    from mmsafety.workload import WORKLOADS
+    from tests.toy_workload import CoinFlips
+
+    class UnkeyedFlips(CoinFlips):
+        sample_key = ()
+
+    WORKLOADS.names()
+    monkeypatch.setitem(WORKLOADS._items, "coin_flips", UnkeyedFlips())
+    flips = lambda heads: [{"flip": "0", "status": "ok", "heads": h} for h in heads]
+    base = {"schema_version": 1, "kind": "coin_flips", "status": "completed", "config": {}, "config_sha256": "x",
+            "model": {"name": "dime"}, "timing": {"seconds": 1.0}}
+    write(tmp_path / "a", {**base, "spec": {"shard": {"index": 0, "count": 2}}}, flips([1, 0]))
+    write(tmp_path / "b", {**base, "spec": {"shard": {"index": 1, "count": 2}}}, flips([0, 0, 1]))
+    [row], problems = build_rows([tmp_path])
+    assert problems == [] and row.samples == 5
+    assert row.metrics == {"flips": 5, "heads_rate": 2 / 5}
+
