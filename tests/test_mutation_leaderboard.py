@@ -346,10 +346,10 @@ def test_an_answer_without_a_status_wins_over_an_error_for_its_key(tmp_path):
     write(tmp_path / "a", record(status="partial", metrics={}), [sample(0, 1, None, "error")])
     write(tmp_path / "b", record(metrics={}), [{"task": "sarcasm", "id": "0", "label": 1, "pred": 1}])
     [row], _ = build_rows([tmp_path])
-    # The merge keeps the answer (the error is gone). GOAT-Bench's rescore then scores only samples whose
-    # status is "ok", so this one is kept but not scored: n is 0 (docs/testing.md notes the mismatch).
+    # The merge keeps the answer (the error is gone), and GOAT-Bench's rescore scores it as one: a line without
+    # a status is an answer wherever it is read (mmsafety.record_models.answered).
     assert row.samples == 1 and row.metrics["per_task"]["sarcasm"]["errors"] == 0
-    assert row.metrics["per_task"]["sarcasm"]["n"] == 0
+    assert row.metrics["per_task"]["sarcasm"]["n"] == 1 and row.metrics["per_task"]["sarcasm"]["accuracy"] == 100.0
 
 
 def test_alike_rows_are_found_whatever_the_order_of_their_spec_keys(tmp_path):
@@ -400,3 +400,12 @@ def test_a_workload_without_a_sample_key_merges_every_sample_of_every_part(tmp_p
     assert problems == [] and row.samples == 5
     assert row.metrics == {"flips": 5, "heads_rate": 2 / 5}
 
+
+
+def test_goat_scores_a_sample_without_a_status_as_the_same_sample_with_status_ok():
+    from goat_bench.evaluate import score_samples
+
+    with_status = [sample(0, 1, 1), sample(1, 0, 1), sample(2, 1, 1), sample(3, 0, None, "error")]
+    without = [{k: v for k, v in s.items() if k != "status"} if s["status"] == "ok" else s for s in with_status]
+    assert score_samples(without, ["sarcasm"]) == score_samples(with_status, ["sarcasm"])
+    assert score_samples(without, ["sarcasm"])["per_task"]["sarcasm"]["n"] == 3
