@@ -587,3 +587,21 @@ def test_jpeg_and_resize_checks_accept_their_whole_range_and_jpeg_uses_the_named
     got = build_deploy(steps(kind="jpeg", quality=90, subsampling="4:4:4")).image(image)
     reference = _pillow_round_trip(image, "JPEG", quality=90, subsampling=0)
     assert np.array_equal(np.asarray(got), np.asarray(reference))
+
+
+def test_a_previous_record_is_the_same_job_by_its_hash_or_by_its_upgraded_earlier_layout():
+    """`same_job`: the recorded hash alone suffices; a record of the earlier layout (a config written by the
+    code of commit 757700f, tests/fixtures/layout1) is the job its upgraded config hashes to and no other;
+    a config that is not a mapping is no job."""
+    from mmsafety.config_migration import upgrade_config
+    from mmsafety.records import config_sha256, same_job
+
+    old = next(c for c in json.loads((Path(__file__).parent / "fixtures" / "layout1" / "configs.json").read_text())
+               if c["app"] == "attack")
+    today = config_sha256(upgrade_config(old["config"]))
+    assert today != old["config_sha256"]  # the layout change moved the hash
+    assert same_job({"config_sha256": "abc"}, "abc")  # no config needed when the hash matches
+    assert same_job({"config_sha256": old["config_sha256"], "config": old["config"]}, today)
+    assert not same_job({"config_sha256": old["config_sha256"], "config": old["config"]}, "another")
+    assert not same_job({"config_sha256": "abc", "config": "not a mapping"}, "def")
+    assert not same_job({"config": old["config"]}, old["config_sha256"])  # its own old hash is not today's job
