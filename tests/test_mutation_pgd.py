@@ -179,3 +179,41 @@ def test_restarts_without_early_stop_report_like_one_run_and_say_how_many_they_w
     assert one.image_steps is None and one.stopped is None
     assert three.image_steps is None and three.stopped is None
     assert three.extra == {"restarts": 3}
+
+
+def _start(norm: str, eps: float, x0: torch.Tensor) -> torch.Tensor:
+    """The random start alone: zero steps, the last iterate returned."""
+    from visual_attacks.pgd import PGDConfig, pgd
+
+    cfg = PGDConfig(norm=norm, eps=eps, steps=0, random_start=True, keep_best=False, seed=5)
+    return pgd(lambda px, _: px.flatten(1).sum(1) * 0, x0, cfg).pixels
+
+
+def test_an_l2_random_start_is_a_uniform_radius_in_a_random_direction_per_image():
+    """Each image starts at x0 + r * d: d a random unit direction (every pixel moves, either way), r uniform on
+    [0, eps] drawn per image (torchattacks' PGDL2 start). With x0 = 0.5 the box never clips, so the distances
+    are the radii: inside the ball, spread over it (mean eps/2, std eps/sqrt(12)), not piled on its surface."""
+    eps, x0 = 0.5, torch.full((256, 3, 8, 8), 0.5)
+    delta = _start("l2", eps, x0) - x0
+    dist = delta.flatten(1).norm(dim=1)
+    assert (dist <= eps + 1e-6).all()
+    assert 0.45 * eps < dist.mean() < 0.55 * eps  # U(0, eps): eps/2; std of this mean about 0.018 eps
+    assert 0.22 * eps < dist.std() < 0.36 * eps  # eps / sqrt(12) = 0.289 eps
+    assert (dist > 0.99 * eps).float().mean() < 0.05
+    moved = delta.flatten(1)
+    assert 0.45 < (moved > 0).float().mean() < 0.55  # each pixel either way, as often
+    # A direction, not a shift: within an image the pixels move by different amounts, and the direction
+    # varies across images (each image's pixels are not a copy of another's).
+    assert (moved.std(dim=1) > 0.1 * moved.abs().mean(dim=1)).all()
+    unit = moved / dist.view(-1, 1)
+    assert (unit[0] @ unit[1:].T).abs().max() < 0.5
+
+
+def test_a_linf_random_start_is_uniform_in_the_box_not_piled_on_its_faces():
+    """x0 + U[-eps, eps] per pixel (Madry et al.): |delta| uniform on [0, eps], mean eps/2, and about 1 % of
+    the pixels within 1 % of the bound (noise scaled up and clipped would put most pixels there)."""
+    eps, x0 = 16 / 255, torch.full((64, 3, 8, 8), 0.5)
+    delta = (_start("linf", eps, x0) - x0).abs()
+    assert delta.max() <= eps + 1e-7
+    assert 0.47 * eps < delta.mean() < 0.53 * eps
+    assert (delta > 0.99 * eps).float().mean() < 0.03
