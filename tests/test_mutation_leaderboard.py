@@ -409,3 +409,25 @@ def test_goat_scores_a_sample_without_a_status_as_the_same_sample_with_status_ok
     without = [{k: v for k, v in s.items() if k != "status"} if s["status"] == "ok" else s for s in with_status]
     assert score_samples(without, ["sarcasm"]) == score_samples(with_status, ["sarcasm"])
     assert score_samples(without, ["sarcasm"])["per_task"]["sarcasm"]["n"] == 3
+
+
+def test_counts_that_leave_a_status_out_count_it_as_zero(tmp_path):
+    write(tmp_path / "a", record(model={"name": "a"}, counts={"ok": 4}))
+    write(tmp_path / "b", record(model={"name": "b"}, counts={"errors": 2}))
+    rows, problems = build_rows([tmp_path])
+    assert problems == [] and [(r.model, r.note) for r in rows] == [("a", ""), ("b", "2 errored, metrics over 0 answered")]
+
+
+def test_a_record_without_seconds_yet_took_no_time(tmp_path):
+    write(tmp_path / "r", record(status="partial", metrics={}, timing={"started": 1.0, "resumes": 0}))
+    [row], _ = build_rows([tmp_path])
+    assert row.seconds == 0
+
+
+def test_errors_are_noted_after_a_note_already_there(tmp_path):
+    failed = record(status="failed", error="", metrics={})
+    del failed["spec"]
+    write(tmp_path / "r", failed, [sample(0, 1, 1), sample(1, 0, None, "error")])
+    [row], _ = build_rows([tmp_path])
+    assert row.note == ("metrics not recomputed ('no record has a spec to re-score its samples with'); "
+                        "1 errored, metrics over 1 answered")
