@@ -22,6 +22,7 @@ from mmsafety.paths import cache_dir
 from mmsafety.preemption import SaveOnSignal
 from mmsafety.progress import progress
 from mmsafety.records import RunRecord
+from mmsafety.record_models import answered
 from mmsafety.served.errors import SampleErrors
 from mmsafety.shards import shard_of
 from mmsafety.synthetic.memes import write_goat_layout
@@ -201,7 +202,7 @@ def score_samples(samples: list[dict], tasks: list[str], seed: int = 0) -> dict:
     """Metrics from the samples file alone, so a record can be re-scored without the model."""
     per_task = {}
     for task in tasks:
-        ok = [s for s in samples if s["task"] == task and s.get("status") == "ok"]
+        ok = [s for s in samples if s["task"] == task and answered(s)]
         per_task[task] = task_metrics([s["label"] for s in ok], [s["pred"] for s in ok], seed=seed)
         per_task[task]["skipped"] = sum(1 for s in samples if s["task"] == task and s.get("status") == "skipped")
         per_task[task]["errors"] = sum(1 for s in samples if s["task"] == task and s.get("status") == "error")
@@ -210,7 +211,7 @@ def score_samples(samples: list[dict], tasks: list[str], seed: int = 0) -> dict:
     metrics["overall"]["errors"] = sum(m["errors"] for m in per_task.values())
     # The paper's Overall covers all five tasks; one without a scored meme is named, never silently dropped.
     metrics["overall"]["missing_tasks"] = missing_tasks(per_task)
-    missing = [s["missing_from_top_k"] for s in samples if s.get("status") == "ok" and s.get("missing_from_top_k")]
+    missing = [s["missing_from_top_k"] for s in samples if answered(s) and s.get("missing_from_top_k")]
     if missing:  # a served model's logprob scoring: how often Yes or No was not among the top-k tokens
         metrics["missing_from_top_k"] = {"samples": len(missing), "Yes": sum("Yes" in m for m in missing),
                                          "No": sum("No" in m for m in missing), "both": sum(len(m) == 2 for m in missing)}

@@ -14,6 +14,7 @@ from mmsafety.leaderboard.plots import png_of, pyplot
 from mmsafety.leaderboard.tables import num
 from mmsafety.leaderboard.views import Figure, ReportedRow, SampleView, Section, WorkloadViews
 from mmsafety.numbers import interval, pct
+from mmsafety.record_models import answered
 
 # Markdown and HTML show these; CSV and JSON keep the separate numbers (hatefulness_acc, ..._f1) too.
 COLUMNS = ["model", "status", "scoring", "overall"] + list(TASKS) + ["memes", "skipped", "note"]
@@ -124,7 +125,7 @@ def samples(row) -> list[SampleView]:
                 datasets[task] = _memes_by_id(root, task, row.spec.get("image_root"))
             meme = datasets.get(task, {}).get(sid)
             images = [("meme", meme.image_path)] if meme is not None and isinstance(meme.image_path, Path) else []
-            if s.get("status", "ok") != "ok":
+            if not answered(s):
                 verdict = f"{s.get('status')}: {s.get('reason', '')}"
             else:
                 verdict = ("correct" if s.get("correct") else "wrong") + f" (label {s.get('label')})"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from harmbench.metrics import attack_success_rate
 from mmsafety.leaderboard.tables import num
 from mmsafety.record_kinds import schema_of
+from mmsafety.record_models import answered
 from mmsafety.record_schema import split_samples
 from mmsafety.records import read_samples
 from mmsafety.leaderboard.views import Section
@@ -28,7 +29,7 @@ def labels_of(samples: list[dict], which: str = "adversarial") -> tuple[list[tup
     """(behaviour id, judge label) per judged test case, and each behaviour's semantic category."""
     labels, categories = [], {}
     for s in samples:
-        if s.get("status") != "ok":
+        if not answered(s):
             continue
         base = s.get("base") or {}
         bid = str(base.get("behavior_id", s.get("key")))

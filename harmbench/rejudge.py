@@ -22,6 +22,7 @@ from harmbench.leaderboard import KIND, rescore
 from mmsafety.errors import UserError
 from mmsafety.judging import JudgeInput
 from mmsafety.record_kinds import schema_of
+from mmsafety.record_models import answered
 from mmsafety.record_schema import record_problems, split_samples
 from mmsafety.records import RunRecord, atomic_write_text, read_samples
 from mmsafety.safe_json import loads_object
@@ -40,7 +41,7 @@ def read_source(source: Path) -> tuple[dict, list[dict]]:
     if record_problems(record, schema_of) or record.get("kind") != KIND or (record.get("spec") or {}).get("case") != "harmbench_behaviors":
         raise UserError(f"record={source}: not a HarmBench attack record (mmsafety-attack case=harmbench_behaviors)")
     samples, _ = split_samples(read_samples(source / "samples.jsonl"), schema_of(KIND))
-    samples = [s for s in samples if s.get("status") == "ok"]
+    samples = [s for s in samples if answered(s)]
     if not samples:
         raise UserError(f"record={source}: no finished test cases in samples.jsonl; let the attack job finish first")
     return record, samples

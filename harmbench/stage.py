@@ -14,13 +14,14 @@ from harmbench.case import completion_prompt
 from harmbench.completions import generate_completions
 from mmsafety.errors import UserError
 from mmsafety.records import atomic_write_text, read_samples
+from mmsafety.record_models import answered
 
 
 def complete_record(record_dir: str | Path, adapter, max_new_tokens: int = 512, batch_size: int = 8,
                     which: str = "adversarial_png") -> Path:
     """completions.jsonl in `record_dir`: one line per saved test case, in the samples' order."""
     record_dir = Path(record_dir)
-    samples = [s for s in read_samples(record_dir / "samples.jsonl") if s.get("status") == "ok" and s.get(which)]
+    samples = [s for s in read_samples(record_dir / "samples.jsonl") if answered(s) and s.get(which)]
     if not samples:
         raise UserError(f"{record_dir}: no finished test cases in samples.jsonl; run mmsafety-attack case=harmbench_behaviors first")
     images = []

@@ -27,6 +27,12 @@ SCHEMA_VERSION = 1
 STATUSES = ("completed", "partial", "failed")
 SAMPLE_STATUSES = ("ok", "skipped", "error")
 
+
+def answered(sample: dict) -> bool:
+    """Whether a samples.jsonl line is an answer: status "ok", or no status at all (SampleModel's default, so the
+    schema checks such a line as an answer, and every reader must count and score it as one)."""
+    return sample.get("status", "ok") == "ok"
+
 # A number is an int or a float, never a bool (a bool is an int to Python, never to a record); NaN
 # and infinity are numbers here: our own records hold them (the PSNR of an unchanged image is inf).
 Number = Annotated[float, Strict()]

@@ -94,7 +94,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                      "tests/test_reliability_hostile.py::test_leaderboard_leaves_out_unusable_samples_and_says_so",
                      f"{PROPS}test_merging_overlapping_repeated_shards_in_any_order_gives_the_run"]),
     "targets_judges": (["visual_attacks/targets.py", "visual_attacks/judge.py"],
-                       ["tests/test_targets.py", "tests/test_mutation_targets.py", "tests/test_mutation_judge.py"]),
+                       ["tests/test_targets.py", "tests/test_mutation_targets.py", "tests/test_mutation_judge.py",
+                        "tests/test_judge_protocol.py"]),
     "deploy": (["visual_attacks/deploy.py"],
                ["tests/test_deploy.py", "tests/test_eot_deploy.py", "tests/test_mutation_kills.py", "tests/test_mutation_deploy.py",
                 "tests/test_transfer_board.py"]),
@@ -146,6 +147,10 @@ def run_group(group: str, max_children: int) -> dict:
     start = time.monotonic()
     folder = prepare(group)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts its mutants/ first itself
+    # One torch thread per core between the children (torch takes every core per process by default: two
+    # children on two cores would run four threads). As the documented times were measured.
+    threads = str(max(1, (os.cpu_count() or 1) // max_children))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **env}
     mutmut = [sys.executable, "-m", "mutmut"]
     subprocess.run([*mutmut, "run", "--max-children", str(max_children), *MUTANTS.get(group, [])], cwd=folder, env=env,
                    check=True)

@@ -320,3 +320,93 @@ def test_a_model_without_what_the_case_needs_is_refused_before_any_image_is_judg
         judge_stage.judge_saved_attack(source, FakeAdapter(), log=lambda line: None, model_name="Shown")
     assert case.shown == []
     assert judge_stage.judge_saved_attack(source, GeneratingAdapter(), log=lambda line: None)["images"] == 1
+
+
+class ServedFakeAdapter(FakeAdapter):
+    """A served judging model: its accounting goes into each invocation's entry."""
+
+    def served_record(self):
+        return {"accounting": {"requests": len(self.calls), "retry_reasons": {}, "cost": None}}
+
+    def __init__(self):
+        self.calls = []
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGUSR2"), reason="POSIX signals")
+def test_a_judge_warned_mid_image_writes_that_image_stops_and_the_same_run_resumes_after_it(tmp_path, case):
+    """A cluster's warning (SIGUSR2) while image 0 is judged: the image is finished and written, the record
+    says this invocation was partial (with the served model's accounting), the signal goes on to the
+    job's handler, and the same run then judges only images 1 and 2. As the SLURM test checks on a real
+    cluster (tests/test_slurm_requeue.py), here in process in well under a second."""
+    import os
+    import signal
+
+    from mmsafety.records import RunRecord, read_samples
+
+    class Requeued(Exception):
+        pass
+
+    def requeue(signum, frame):
+        raise Requeued
+
+    source, _ = _source_run(tmp_path / "src", n=3)
+    adapter = ServedFakeAdapter()
+    judge = case.judge
+
+    def warned_once(adapter_, image, base):
+        adapter.calls.append(base.key)
+        if len(adapter.calls) == 1:
+            os.kill(os.getpid(), signal.SIGUSR2)  # arrives while image 0's clean image is being judged
+        return judge(adapter_, image, base)
+
+    case.judge = warned_once
+    out, lines = tmp_path / "judge", []
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        record = RunRecord.open(out, "visual_attack", {"judge": "fake"})
+        with pytest.raises(Requeued):
+            judge_stage.judge_saved_attack(source, adapter, record, log=lines.append)
+        assert signal.getsignal(signal.SIGUSR2) is requeue  # the job's own handler is back
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert adapter.calls == ["k0", "k0"]  # image 0's clean and adversarial judged, image 1 not started
+    assert [s["image"] for s in read_samples(out / "samples.jsonl")] == [0]
+    assert lines == ["SIGUSR2: stopping after 1 of 3 judged images (all written); the same run resumes from there"]
+    written = json.loads((out / "record.json").read_text())
+    assert [i["status"] for i in written["invocations"]] == ["partial"]
+    assert written["invocations"][0]["accounting"]["requests"] == 2
+    record.close()
+
+    again = RunRecord.open(out, "visual_attack", {"judge": "fake"})
+    metrics = judge_stage.judge_saved_attack(source, adapter, again, log=lambda line: None)
+    again.close()
+    assert adapter.calls == ["k0", "k0", "k1", "k1", "k2", "k2"]  # nothing judged twice
+    assert [s["image"] for s in read_samples(out / "samples.jsonl")] == [0, 1, 2] and metrics["images"] == 3
+
+
+def test_without_a_record_signals_are_not_held(tmp_path, case):
+    """No record to write to: the judge installs no handler, so a signal acts at once, mid-image."""
+    import os
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    source, _ = _source_run(tmp_path / "src", n=2)
+    judge = case.judge
+
+    def signalled(adapter_, image, base):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return judge(adapter_, image, base)
+
+    case.judge = signalled
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(Interrupted):
+            judge_stage.judge_saved_attack(source, FakeAdapter(), log=lambda line: None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert case.shown == []  # stopped inside the first judge call, before it recorded anything

@@ -175,6 +175,12 @@ def test_samples_are_utf8_text_whatever_the_locale_and_paths_are_written_as_text
     line = (tmp_path / "samples.jsonl").read_bytes()
     assert "café ✓".encode("utf-8") in line
     assert json.loads(line) == {"id": "a", "text": "café ✓", "image": "/m/x.png"}
+    # The same run resumed here reads it back. (This also puts `RunRecord._start` in the test's coverage for
+    # mutmut, whose stats see calls in this process only: without it the child's check never ran on its mutants.)
+    from mmsafety.records import RunRecord
+
+    with RunRecord.open(tmp_path, "toy", {}, versions=lambda: {}) as resumed:
+        assert resumed.samples == [{"id": "a", "text": "café ✓", "image": "/m/x.png"}]
 
 
 def test_checkpoint_rewrites_the_record_only_once_its_interval_has_passed(tmp_path, monkeypatch):
@@ -587,3 +593,22 @@ def test_jpeg_and_resize_checks_accept_their_whole_range_and_jpeg_uses_the_named
     got = build_deploy(steps(kind="jpeg", quality=90, subsampling="4:4:4")).image(image)
     reference = _pillow_round_trip(image, "JPEG", quality=90, subsampling=0)
     assert np.array_equal(np.asarray(got), np.asarray(reference))
+
+
+def test_a_previous_record_is_the_same_job_by_its_hash_or_by_its_upgraded_earlier_layout():
+    """`same_job`: the recorded hash alone suffices; a record of the earlier layout (a config written by the
+    code of commit 757700f, tests/fixtures/layout1) is the job its upgraded config hashes to and no other;
+    a config that is not a mapping is no job."""
+    from mmsafety.config_migration import upgrade_config
+    from mmsafety.records import config_sha256, same_job
+
+    old = next(c for c in json.loads((Path(__file__).parent / "fixtures" / "layout1" / "configs.json").read_text())
+               if c["app"] == "attack")
+    today = config_sha256(upgrade_config(old["config"]))
+    assert today != old["config_sha256"]  # the layout change moved the hash
+    assert same_job({"config_sha256": "abc"}, "abc")  # no config needed when the hash matches
+    assert same_job({"config_sha256": old["config_sha256"], "config": old["config"]}, today)
+    assert not same_job({"config_sha256": old["config_sha256"], "config": old["config"]}, "another")
+    assert not same_job({"config_sha256": "abc", "config": "not a mapping"}, "def")
+    assert not same_job({"config": old["config"]}, old["config_sha256"])  # its own old hash is not today's job
+

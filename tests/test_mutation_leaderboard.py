@@ -346,10 +346,10 @@ def test_an_answer_without_a_status_wins_over_an_error_for_its_key(tmp_path):
     write(tmp_path / "a", record(status="partial", metrics={}), [sample(0, 1, None, "error")])
     write(tmp_path / "b", record(metrics={}), [{"task": "sarcasm", "id": "0", "label": 1, "pred": 1}])
     [row], _ = build_rows([tmp_path])
-    # The merge keeps the answer (the error is gone). GOAT-Bench's rescore then scores only samples whose
-    # status is "ok", so this one is kept but not scored: n is 0 (docs/testing.md notes the mismatch).
+    # The merge keeps the answer (the error is gone), and GOAT-Bench's rescore scores it as one: a line without
+    # a status is an answer wherever it is read (mmsafety.record_models.answered).
     assert row.samples == 1 and row.metrics["per_task"]["sarcasm"]["errors"] == 0
-    assert row.metrics["per_task"]["sarcasm"]["n"] == 0
+    assert row.metrics["per_task"]["sarcasm"]["n"] == 1 and row.metrics["per_task"]["sarcasm"]["accuracy"] == 100.0
 
 
 def test_alike_rows_are_found_whatever_the_order_of_their_spec_keys(tmp_path):
@@ -400,3 +400,34 @@ def test_a_workload_without_a_sample_key_merges_every_sample_of_every_part(tmp_p
     assert problems == [] and row.samples == 5
     assert row.metrics == {"flips": 5, "heads_rate": 2 / 5}
 
+
+
+def test_goat_scores_a_sample_without_a_status_as_the_same_sample_with_status_ok():
+    from goat_bench.evaluate import score_samples
+
+    with_status = [sample(0, 1, 1), sample(1, 0, 1), sample(2, 1, 1), sample(3, 0, None, "error")]
+    without = [{k: v for k, v in s.items() if k != "status"} if s["status"] == "ok" else s for s in with_status]
+    assert score_samples(without, ["sarcasm"]) == score_samples(with_status, ["sarcasm"])
+    assert score_samples(without, ["sarcasm"])["per_task"]["sarcasm"]["n"] == 3
+
+
+def test_counts_that_leave_a_status_out_count_it_as_zero(tmp_path):
+    write(tmp_path / "a", record(model={"name": "a"}, counts={"ok": 4}))
+    write(tmp_path / "b", record(model={"name": "b"}, counts={"errors": 2}))
+    rows, problems = build_rows([tmp_path])
+    assert problems == [] and [(r.model, r.note) for r in rows] == [("a", ""), ("b", "2 errored, metrics over 0 answered")]
+
+
+def test_a_record_without_seconds_yet_took_no_time(tmp_path):
+    write(tmp_path / "r", record(status="partial", metrics={}, timing={"started": 1.0, "resumes": 0}))
+    [row], _ = build_rows([tmp_path])
+    assert row.seconds == 0
+
+
+def test_errors_are_noted_after_a_note_already_there(tmp_path):
+    failed = record(status="failed", error="", metrics={})
+    del failed["spec"]
+    write(tmp_path / "r", failed, [sample(0, 1, 1), sample(1, 0, None, "error")])
+    [row], _ = build_rows([tmp_path])
+    assert row.note == ("metrics not recomputed ('no record has a spec to re-score its samples with'); "
+                        "1 errored, metrics over 1 answered")

@@ -21,6 +21,7 @@ from mmsafety.models.pixels import pil_to_pixels
 from mmsafety.paths import inside
 from mmsafety.preemption import SaveOnSignal
 from mmsafety.records import RunRecord, atomic_write_bytes, read_samples
+from mmsafety.record_models import answered
 from mmsafety.safe_json import loads_object
 from visual_attacks.deploy import PNG, Deploy, decode
 from visual_attacks.png_names import read_verified_png
@@ -66,7 +67,7 @@ def read_source_run(source_run_dir: str | Path) -> tuple[Path, dict, list[dict]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{source}: not an attack run folder with a readable record.json ({e}); "
                         f"point it at the folder mmsafety-attack wrote") from None
-    crafted = [s for s in read_samples(source / "samples.jsonl") if s.get("status") == "ok"
+    crafted = [s for s in read_samples(source / "samples.jsonl") if answered(s)
                and isinstance(s.get("clean_png"), str) and isinstance(s.get("adversarial_png"), str)]
     if not crafted:
         raise UserError(f"{source}: this attack run saved no PNGs (no finished image in samples.jsonl); "

@@ -14,6 +14,7 @@ from mmsafety.leaderboard.tables import num
 from mmsafety.paths import inside
 from mmsafety.leaderboard.views import CASE_SECTIONS, Figure, SampleView, Section, WorkloadViews
 from mmsafety.numbers import pct, pct_of
+from mmsafety.record_models import answered
 from visual_attacks.deploy import deploy_label
 
 MAX_CURVES = 12
@@ -213,7 +214,7 @@ def samples(row) -> list[SampleView]:
         folder = art["folder"]
         for s in art.get("samples", []):
             key = str(s.get("key") or s.get("image"))
-            if s.get("status", "ok") != "ok":
+            if not answered(s):
                 views.append(SampleView(key, f"{s.get('status')}: {s.get('reason', '')}"))
                 continue
             images = [(k, p) for k in ("clean_png", "adversarial_png") if (p := inside(folder, s.get(k))) is not None]

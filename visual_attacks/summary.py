@@ -4,6 +4,8 @@ and the leaderboard's re-scoring share it without importing one another (or torc
 
 from __future__ import annotations
 
+from mmsafety.record_models import answered
+
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
@@ -23,7 +25,7 @@ def _count_by_key(rows: list[dict[str, float]]) -> dict[str, int] | None:
 def summarize(samples: list[dict], group_by: tuple[str, ...] = ()) -> dict:
     """Means over attacked images; success rates also per value of each `group_by` field of the
     bases' info (for memes: task, and which cue made the meme positive)."""
-    ok = [s for s in samples if s.get("status") == "ok"]
+    ok = [s for s in samples if answered(s)]
     if not ok:
         return {"images": 0}
     keys = ok[0]["adversarial"].keys()
