@@ -612,3 +612,22 @@ def test_a_previous_record_is_the_same_job_by_its_hash_or_by_its_upgraded_earlie
     assert not same_job({"config_sha256": "abc", "config": "not a mapping"}, "def")
     assert not same_job({"config": old["config"]}, old["config_sha256"])  # its own old hash is not today's job
 
+
+
+def test_another_workload_s_run_in_the_folder_is_refused_not_overwritten(tmp_path):
+    """An attack pointed at a GOAT-Bench run's folder: that record is read by the record's own (core) rules,
+    not the attack's schema, so it is the other job it is and the attack refuses the folder. Judged by the
+    attack's schema its GOAT fields would count as damage, the record as no record, and the run overwritten."""
+    from mmsafety.errors import UserError
+    from mmsafety.record_kinds import schema_of
+    from mmsafety.records import RunRecord
+
+    with RunRecord.open(tmp_path, "goat_bench", {"task": "sarcasm"}, versions=lambda: {}) as goat:
+        goat.update(spec={"workload": "goat_bench", "tasks": ["sarcasm"], "scoring": "logprob"},
+                    metrics={"per_task": {"sarcasm": {"n": 1, "accuracy": 100.0}}})
+        goat.add_sample({"task": "sarcasm", "id": "1", "status": "ok", "label": 1, "pred": 1, "correct": True})
+        goat.write("completed")
+    before = (tmp_path / "record.json").read_bytes()
+    with pytest.raises(UserError, match="holds a run with a different config"):
+        RunRecord.open(tmp_path, "visual_attack", {"attack": "pgd"}, schema=schema_of("visual_attack"), versions=lambda: {})
+    assert (tmp_path / "record.json").read_bytes() == before
