@@ -33,6 +33,7 @@ def answered(sample: dict) -> bool:
     schema checks such a line as an answer, and every reader must count and score it as one)."""
     return sample.get("status", "ok") == "ok"
 
+
 # A number is an int or a float, never a bool (a bool is an int to Python, never to a record); NaN
 # and infinity are numbers here: our own records hold them (the PSNR of an unchanged image is inf).
 Number = Annotated[float, Strict()]
