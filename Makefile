@@ -65,7 +65,7 @@ test-fast: setup-test
 
 # Mutation testing of the core (mutmut; not part of `make test`): each module group in tests/mutation.py
 # mutated in a scratch copy under .cache/mutation/, each mutant run against the tests that cover it.
-# MUTATION_GROUPS="metrics evaluate" runs some groups (default: the core groups, about 50 min on 2 idle cores).
+# MUTATION_GROUPS="metrics evaluate" runs some groups (default: the core groups, about 45 min on 2 idle cores).
 # Scores, survivors and times: docs/testing.md.
 .PHONY: mutation
 MUTATION_GROUPS ?=
