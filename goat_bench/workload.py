@@ -13,6 +13,7 @@ from goat_bench.config_checks import check_eval_ranges
 from mmsafety.config import plain, validate_common
 from mmsafety.errors import ConfigError
 from mmsafety.models.capabilities import GENERATE, SCORE_CHOICES
+from mmsafety.record_models import answered
 from mmsafety.record_schema import NUMBER, ListOf, MapOf, Required
 from mmsafety.workload import WORKLOADS, Workload
 
@@ -32,7 +33,7 @@ class GoatBench(Workload):
     }
 
     def sample_value_problems(self, sample: dict) -> list[str]:
-        if sample.get("status", "ok") == "ok" and sample["label"] not in (0, 1):
+        if answered(sample) and sample["label"] not in (0, 1):
             return [f"label is {sample['label']}, not 0 or 1"]
         return []
 

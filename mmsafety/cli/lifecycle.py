@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmsafety.errors import UserError
 from mmsafety.models.base import ModelAdapter
 from mmsafety.record_kinds import schema_of
+from mmsafety.record_models import answered as is_answer
 from mmsafety.records import RunRecord
 from mmsafety.served.accounting import accumulate
 from mmsafety.served.errors import BudgetExhausted
@@ -55,7 +56,7 @@ def status_from_samples(samples: list[dict]) -> tuple[str, str | None]:
     errors = [s for s in samples if s.get("status") == "error"]
     if not errors:
         return "completed", None
-    answered = sum(1 for s in samples if s.get("status", "ok") == "ok")
+    answered = sum(1 for s in samples if is_answer(s))
     reason, times = Counter(str(s.get("reason") or "no reason recorded") for s in errors).most_common(1)[0]
     common = f"most common error ({times} of {len(errors)}): {reason}"
     if not answered:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmsafety.paths import inside
+from mmsafety.record_models import answered
 from mmsafety.records import read_samples
 from mmsafety.safe_json import JSONRejected, loads_object
 
@@ -42,7 +43,7 @@ def per_behavior(samples: list[dict]) -> dict[str, float]:
     out: dict[str, float] = {}
     for s in samples:
         behavior = (s.get("base") or {}).get("behavior_id") if isinstance(s.get("base"), dict) else None
-        if s.get("status", "ok") == "ok" and isinstance(behavior, str) and isinstance(s.get("adversarial"), dict):
+        if answered(s) and isinstance(behavior, str) and isinstance(s.get("adversarial"), dict):
             out.update({f"per_behavior/{behavior}/{k}": v for k, v in numeric(flatten(s["adversarial"])).items()})
     return out
 
